@@ -1,0 +1,176 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace FsMerge.Models;
+
+/// <summary>One classification head: the task it serves and its class names (index = class id).</summary>
+public sealed record HeadInfo(string Task, string[] Labels);
+
+/// <summary>
+/// A model's config.json. Field names follow Hugging Face's configs (ViTConfig for "vit"); the MLP,
+/// which has no Hugging Face class, uses "fsmerge-mlp". Everything FsMerge-specific (tasks of every
+/// head, training provenance) lives under the "fsmerge" key, which Hugging Face ignores.
+/// Models read pixel values in [0, 1]; no mean/std normalization is applied.
+/// </summary>
+public sealed class ModelConfig
+{
+    public string Architecture { get; init; } = "mlp";
+
+    // MLP
+    public int InputSize { get; init; } = 784;
+    public int[] HiddenSizes { get; init; } = [128];
+
+    // ViT (Hugging Face ViTConfig names in config.json)
+    public int ImageSize { get; init; } = 28;
+    public int NumChannels { get; init; } = 1;
+    public int PatchSize { get; init; } = 7;
+    public int HiddenSize { get; init; } = 64;
+    public int NumHiddenLayers { get; init; } = 4;
+    public int NumAttentionHeads { get; init; } = 4;
+    public int IntermediateSize { get; init; } = 256;
+    public double LayerNormEps { get; init; } = 1e-12;
+
+    /// <summary>One head per task, in order. A source model has one; a merged model has one per source.</summary>
+    public List<HeadInfo> Heads { get; init; } = [];
+
+    /// <summary>Provenance written under "fsmerge.training" (seed, hyper-parameters, data counts, accuracy).</summary>
+    public JsonObject Training { get; init; } = new();
+
+    public IArchitecture Arch => Architectures.Get(Architecture);
+
+    public static ModelConfig Read(string path)
+    {
+        if (!File.Exists(path)) throw new FsMergeException($"{path}: file not found (expected a model config.json)");
+        JsonObject root;
+        try
+        {
+            root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+                   ?? throw new FsMergeException($"{path}: expected a JSON object");
+        }
+        catch (JsonException e)
+        {
+            throw new FsMergeException($"{path}: invalid JSON ({e.Message.Split('\n')[0]})");
+        }
+        return FromJson(root, path);
+    }
+
+    public static ModelConfig FromJson(JsonObject root, string source)
+    {
+        string modelType = Str(root, "model_type", source);
+        string arch = modelType switch
+        {
+            "vit" => "vit",
+            "fsmerge-mlp" => "mlp",
+            _ => throw new FsMergeException($"{source}: model_type '{modelType}' is not supported (expected 'vit' or 'fsmerge-mlp')"),
+        };
+        var fs = root["fsmerge"] as JsonObject;
+        var heads = new List<HeadInfo>();
+        if (fs?["heads"] is JsonArray headArray)
+        {
+            foreach (var h in headArray)
+            {
+                var labels = (h?["labels"] as JsonArray)?.Select(l => l?.GetValue<string>() ?? "").ToArray()
+                             ?? throw new FsMergeException($"{source}: fsmerge.heads[].labels missing");
+                heads.Add(new HeadInfo(h!["task"]?.GetValue<string>() ?? "task", labels));
+            }
+        }
+        else if (root["id2label"] is JsonObject id2label)
+        {
+            var labels = new string[id2label.Count];
+            foreach (var (k, v) in id2label)
+            {
+                if (!int.TryParse(k, out int i) || i < 0 || i >= labels.Length)
+                    throw new FsMergeException($"{source}: id2label key '{k}' is not an index 0..{labels.Length - 1}");
+                labels[i] = v?.GetValue<string>() ?? k;
+            }
+            heads.Add(new HeadInfo(fs?["task"]?.GetValue<string>() ?? "task", labels));
+        }
+        if (heads.Count == 0) throw new FsMergeException($"{source}: no head described (expected id2label or fsmerge.heads)");
+
+        return arch == "mlp"
+            ? new ModelConfig
+            {
+                Architecture = arch,
+                InputSize = Int(root, "input_size", source),
+                HiddenSizes = (root["hidden_sizes"] as JsonArray)?.Select(n => n!.GetValue<int>()).ToArray()
+                              ?? throw new FsMergeException($"{source}: field 'hidden_sizes' missing (expected a list of widths)"),
+                Heads = heads,
+                Training = (fs?["training"] as JsonObject)?.DeepClone().AsObject() ?? new JsonObject(),
+            }
+            : new ModelConfig
+            {
+                Architecture = arch,
+                ImageSize = Int(root, "image_size", source),
+                NumChannels = Int(root, "num_channels", source),
+                PatchSize = Int(root, "patch_size", source),
+                HiddenSize = Int(root, "hidden_size", source),
+                NumHiddenLayers = Int(root, "num_hidden_layers", source),
+                NumAttentionHeads = Int(root, "num_attention_heads", source),
+                IntermediateSize = Int(root, "intermediate_size", source),
+                LayerNormEps = root["layer_norm_eps"]?.GetValue<double>() ?? 1e-12,
+                Heads = heads,
+                Training = (fs?["training"] as JsonObject)?.DeepClone().AsObject() ?? new JsonObject(),
+            };
+    }
+
+    public JsonObject ToJson()
+    {
+        var root = new JsonObject();
+        if (Architecture == "mlp")
+        {
+            root["model_type"] = "fsmerge-mlp";
+            root["input_size"] = InputSize;
+            root["hidden_sizes"] = new JsonArray(HiddenSizes.Select(h => (JsonNode)h).ToArray());
+        }
+        else
+        {
+            root["model_type"] = "vit";
+            root["architectures"] = new JsonArray(Heads.Count == 1 ? "ViTForImageClassification" : "ViTModel");
+            root["image_size"] = ImageSize;
+            root["num_channels"] = NumChannels;
+            root["patch_size"] = PatchSize;
+            root["hidden_size"] = HiddenSize;
+            root["num_hidden_layers"] = NumHiddenLayers;
+            root["num_attention_heads"] = NumAttentionHeads;
+            root["intermediate_size"] = IntermediateSize;
+            root["hidden_act"] = "gelu";
+            root["hidden_dropout_prob"] = 0.0;
+            root["attention_probs_dropout_prob"] = 0.0;
+            root["layer_norm_eps"] = LayerNormEps;
+            root["qkv_bias"] = true;
+        }
+        if (Heads.Count == 1)
+        {
+            var id2label = new JsonObject();
+            var label2id = new JsonObject();
+            for (int i = 0; i < Heads[0].Labels.Length; i++)
+            {
+                id2label[i.ToString()] = Heads[0].Labels[i];
+                label2id[Heads[0].Labels[i]] = i;
+            }
+            root["id2label"] = id2label;
+            root["label2id"] = label2id;
+        }
+        root["fsmerge"] = new JsonObject
+        {
+            ["heads"] = new JsonArray(Heads.Select(h => (JsonNode)new JsonObject
+            {
+                ["task"] = h.Task,
+                ["labels"] = new JsonArray(h.Labels.Select(l => (JsonNode)l).ToArray()),
+            }).ToArray()),
+            ["training"] = Training.DeepClone(),
+        };
+        return root;
+    }
+
+    public void Write(string path) =>
+        AtomicFile.WriteAllText(path, ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+
+    static string Str(JsonObject o, string key, string source) =>
+        o[key] is JsonValue v && v.TryGetValue<string>(out var s) ? s
+            : throw new FsMergeException($"{source}: field '{key}' missing or not a string");
+
+    static int Int(JsonObject o, string key, string source) =>
+        o[key] is JsonValue v && v.TryGetValue<int>(out var i) && i > 0 ? i
+            : throw new FsMergeException($"{source}: field '{key}' missing or not a positive integer");
+}
