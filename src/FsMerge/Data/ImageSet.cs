@@ -1,0 +1,25 @@
+using TorchSharp;
+
+namespace FsMerge.Data;
+
+/// <summary>
+/// Images [n, C, H, W] float32 in [0, 1] on the CPU; Labels re-indexed 0..K-1; LabelNames[k] is the
+/// original name of class k. The tensor follows TorchSharp's dispose-scope rules; Dispose frees it.
+/// </summary>
+public sealed record ImageSet(torch.Tensor Images, long[] Labels, string[] LabelNames) : IDisposable
+{
+    public int Count => Labels.Length;
+    public int NumClasses => LabelNames.Length;
+    public void Dispose() => Images.Dispose();
+}
+
+/// <summary>The three splits of one task; see <see cref="TaskData.Load"/> for how they are chosen.</summary>
+public sealed record TaskSplits(TaskSpec Task, ImageSet Train, ImageSet Validation, ImageSet Test) : IDisposable
+{
+    public void Dispose()
+    {
+        Train.Dispose();
+        Validation.Dispose();
+        Test.Dispose();
+    }
+}
