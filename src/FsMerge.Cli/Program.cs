@@ -1,1 +1,44 @@
-Console.WriteLine("fsmerge");
+using FsMerge;
+using FsMerge.Cli;
+using FsMerge.Cli.Commands;
+
+var commands = new ICommand[] { new DemoCommand(), new DataCommand(), new TrainCommand(), new MergeCommand(), new EvalCommand() };
+
+if (args.Length == 0 || args[0] is "--help" or "-h" or "help")
+{
+    Console.WriteLine("fsmerge — merge neural networks trained from different initializations on different tasks");
+    Console.WriteLine();
+    Console.WriteLine("usage: fsmerge COMMAND [options]   (fsmerge COMMAND --help for its options)");
+    Console.WriteLine();
+    foreach (var c in commands) Console.WriteLine($"  {c.Name,-8} {c.Summary}");
+    return args.Length == 0 ? 2 : 0;
+}
+
+var command = commands.FirstOrDefault(c => c.Name == args[0]);
+if (command == null)
+{
+    Console.Error.WriteLine($"error: unknown command '{args[0]}' (expected one of: {string.Join(", ", commands.Select(c => c.Name))})");
+    return 2;
+}
+var rest = args.Skip(1).ToList();
+if (rest.Contains("--help") || rest.Contains("-h"))
+{
+    Console.WriteLine(ParsedArgs.Help(command));
+    if (command is MergeCommand) Console.WriteLine(MergeCommand.MethodHelp());
+    return 0;
+}
+try
+{
+    return command.Run(ParsedArgs.Parse(command, rest));
+}
+catch (FsMergeException e)
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    return 2;
+}
+catch (Exception e) when (Environment.GetEnvironmentVariable("FSMERGE_DEBUG") == null)
+{
+    // Anything else is our bug; say so in one line (FSMERGE_DEBUG=1 shows the stack trace).
+    Console.Error.WriteLine($"error: internal error ({e.GetType().Name}: {e.Message.Split('\n')[0]}); rerun with FSMERGE_DEBUG=1 for details");
+    return 1;
+}

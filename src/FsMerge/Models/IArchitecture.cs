@@ -1,7 +1,16 @@
+using FsMerge.Merging;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace FsMerge.Models;
+
+/// <summary>
+/// Receives intermediate values of a forward pass, named by the site they meet: at an M site the
+/// output of the layer(s) about to be merged, at a U site the vector the following layers read, and
+/// "input" for the input of layers that read the shared input (flattened pixels or patches).
+/// Token dimensions are flattened into rows: values are [rows, width].
+/// </summary>
+public delegate void Probe(string point, Tensor value);
 
 /// <summary>Name and shape of one weight tensor of an architecture.</summary>
 public sealed record WeightSpec(string Name, long[] Shape);
@@ -27,5 +36,11 @@ public interface IArchitecture
     Dictionary<string, Tensor> InitBackbone(ModelConfig config, Generator generator, Device device);
 
     /// <summary>Backbone forward: images [B, C, H, W] in [0, 1] → features [B, FeatureWidth].</summary>
-    Tensor Features(ModelConfig config, IReadOnlyDictionary<string, Tensor> weights, Tensor images);
+    Tensor Features(ModelConfig config, IReadOnlyDictionary<string, Tensor> weights, Tensor images, Probe? probe = null);
+
+    /// <summary>
+    /// The site table for merging <paramref name="sources"/> (in order) into a model shaped like
+    /// <paramref name="merged"/>: every backbone tensor with the M site after it and the U site before it.
+    /// </summary>
+    SiteTable Sites(IReadOnlyList<ModelConfig> sources, ModelConfig merged);
 }

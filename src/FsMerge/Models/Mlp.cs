@@ -1,3 +1,4 @@
+using FsMerge.Merging;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -31,12 +32,45 @@ public sealed class Mlp : IArchitecture
             s => s.Name,
             s => Heads.UniformLinear(s.Shape, FanIn(config, s.Name), generator).to(device));
 
-    public Tensor Features(ModelConfig config, IReadOnlyDictionary<string, Tensor> weights, Tensor images)
+    public Tensor Features(ModelConfig config, IReadOnlyDictionary<string, Tensor> weights, Tensor images, Probe? probe = null)
     {
         var h = images.reshape(images.shape[0], -1);
+        probe?.Invoke("input", h);
         for (int l = 0; l < config.HiddenSizes.Length; l++)
-            h = nn.functional.relu(nn.functional.linear(h, weights[$"layers.{l}.weight"], weights[$"layers.{l}.bias"]));
+        {
+            var z = nn.functional.linear(h, weights[$"layers.{l}.weight"], weights[$"layers.{l}.bias"]);
+            probe?.Invoke(MergeSite(l), z);
+            h = nn.functional.relu(z);
+            probe?.Invoke(UnmergeSite(l), h);
+        }
         return h;
+    }
+
+    public static string MergeSite(int layer) => $"layer{layer}.merge";
+    public static string UnmergeSite(int layer) => $"layer{layer}.unmerge";
+
+    /// <summary>
+    /// Layer l's output is merged by M^l, ReLU acts in merged space, U^l unmerges for layer l+1 (spec §4.2).
+    /// The first layer reads the shared image, so it has no U. Models may differ in width (not in depth).
+    /// </summary>
+    public SiteTable Sites(IReadOnlyList<ModelConfig> sources, ModelConfig merged)
+    {
+        int depth = merged.HiddenSizes.Length;
+        var mismatch = sources.FirstOrDefault(s => s.HiddenSizes.Length != depth || s.InputSize != merged.InputSize);
+        if (mismatch != null)
+            throw new FsMergeException($"MLP sources must share depth and input size: got {mismatch.HiddenSizes.Length} hidden layers on {mismatch.InputSize} inputs, expected {depth} on {merged.InputSize}");
+        var sites = new List<Site>();
+        var tensors = new List<TensorFold>();
+        for (int l = 0; l < depth; l++)
+        {
+            var widths = sources.Select(s => (long)s.HiddenSizes[l]).ToArray();
+            sites.Add(new Site(MergeSite(l), SiteKind.Merge, $"hidden{l}", widths, merged.HiddenSizes[l]));
+            sites.Add(new Site(UnmergeSite(l), SiteKind.Unmerge, $"hidden{l}", widths, merged.HiddenSizes[l]));
+            tensors.Add(new TensorFold($"layers.{l}.weight", TensorRole.Linear, MergeSite(l), l == 0 ? null : UnmergeSite(l - 1)));
+            tensors.Add(new TensorFold($"layers.{l}.bias", TensorRole.Vector, MergeSite(l)));
+        }
+        var activations = Enumerable.Range(0, depth).ToDictionary(l => $"hidden{l}", _ => (Func<Tensor, Tensor>)(t => nn.functional.relu(t)));
+        return new SiteTable(sites, tensors, UnmergeSite(depth - 1), activations);
     }
 
     static long FanIn(ModelConfig config, string name)

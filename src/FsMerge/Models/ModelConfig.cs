@@ -12,7 +12,7 @@ public sealed record HeadInfo(string Task, string[] Labels);
 /// head, training provenance) lives under the "fsmerge" key, which Hugging Face ignores.
 /// Models read pixel values in [0, 1]; no mean/std normalization is applied.
 /// </summary>
-public sealed class ModelConfig
+public sealed record ModelConfig
 {
     public string Architecture { get; init; } = "mlp";
 
@@ -37,6 +37,18 @@ public sealed class ModelConfig
     public JsonObject Training { get; init; } = new();
 
     public IArchitecture Arch => Architectures.Get(Architecture);
+
+    /// <summary>Checks that images [n, C, H, W] fit this model's input; <paramref name="what"/> names their source.</summary>
+    public void CheckImages(long[] shape, string what)
+    {
+        bool fits = Architecture == "mlp"
+            ? shape[1] * shape[2] * shape[3] == InputSize
+            : shape[1] == NumChannels && shape[2] == ImageSize && shape[3] == ImageSize;
+        if (!fits)
+            throw new FsMergeException(Architecture == "mlp"
+                ? $"{what}: images of {shape[1]}x{shape[2]}x{shape[3]} = {shape[1] * shape[2] * shape[3]} values, but the model expects input_size {InputSize}"
+                : $"{what}: images of {shape[1]} channel(s) {shape[2]}x{shape[3]}, but the model expects {NumChannels} channel(s) {ImageSize}x{ImageSize}");
+    }
 
     public static ModelConfig Read(string path)
     {

@@ -1,3 +1,4 @@
+using FsMerge.Merging;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -78,36 +79,131 @@ public sealed class Vit : IArchitecture
         return weights;
     }
 
-    public Tensor Features(ModelConfig c, IReadOnlyDictionary<string, Tensor> w, Tensor images)
+    public Tensor Features(ModelConfig c, IReadOnlyDictionary<string, Tensor> w, Tensor images, Probe? probe = null)
     {
         long batch = images.shape[0], d = c.HiddenSize;
         var eps = c.LayerNormEps;
+        if (probe != null)
+        {
+            // The patch convolution as a linear map on (channel, row, col)-flattened patches (spec §13.10).
+            var patchRows = nn.functional.unfold(images, c.PatchSize, stride: c.PatchSize).transpose(1, 2);
+            probe("input", patchRows.reshape(-1, patchRows.shape[2]));
+        }
         var patches = nn.functional.conv2d(images, w[$"{Embeddings}.patch_embeddings.projection.weight"],
             w[$"{Embeddings}.patch_embeddings.projection.bias"], strides: [c.PatchSize, c.PatchSize]);
         var x = patches.flatten(2).transpose(1, 2);                                   // [B, P, d]
         var cls = w[$"{Embeddings}.cls_token"].expand(batch, 1, d);
         x = torch.cat([cls, x], 1) + w[$"{Embeddings}.position_embeddings"];         // [B, T, d]
+        Report(probe, EmbedMerge, x);
         for (int l = 0; l < c.NumHiddenLayers; l++)
         {
             var b = Block(l);
             var h = nn.functional.layer_norm(x, [d], w[$"{b}.layernorm_before.weight"], w[$"{b}.layernorm_before.bias"], eps);
-            x = x + Attention(c, w, b, h);
+            Report(probe, Site(l, "attention.unmerge"), h);
+            var attention = Attention(c, w, b, h, l, probe);
+            Report(probe, Site(l, "attention_output.merge"), attention);
+            x = x + attention;
             h = nn.functional.layer_norm(x, [d], w[$"{b}.layernorm_after.weight"], w[$"{b}.layernorm_after.bias"], eps);
-            h = nn.functional.gelu(nn.functional.linear(h, w[$"{b}.intermediate.dense.weight"], w[$"{b}.intermediate.dense.bias"]));
-            x = x + nn.functional.linear(h, w[$"{b}.output.dense.weight"], w[$"{b}.output.dense.bias"]);
+            Report(probe, Site(l, "mlp.unmerge"), h);
+            h = nn.functional.linear(h, w[$"{b}.intermediate.dense.weight"], w[$"{b}.intermediate.dense.bias"]);
+            Report(probe, Site(l, "intermediate.merge"), h);
+            h = nn.functional.gelu(h);
+            Report(probe, Site(l, "intermediate.unmerge"), h);
+            h = nn.functional.linear(h, w[$"{b}.output.dense.weight"], w[$"{b}.output.dense.bias"]);
+            Report(probe, Site(l, "output.merge"), h);
+            x = x + h;
         }
         x = nn.functional.layer_norm(x, [d], w["vit.layernorm.weight"], w["vit.layernorm.bias"], eps);
-        return x.select(1, 0);
+        var features = x.select(1, 0);
+        Report(probe, PostUnmerge, features);
+        return features;
     }
 
-    static Tensor Attention(ModelConfig c, IReadOnlyDictionary<string, Tensor> w, string block, Tensor h)
+    static void Report(Probe? probe, string point, Tensor value) => probe?.Invoke(point, value.reshape(-1, value.shape[^1]));
+
+    static Tensor Attention(ModelConfig c, IReadOnlyDictionary<string, Tensor> w, string block, Tensor h, int layer, Probe? probe)
     {
         long batch = h.shape[0], tokens = h.shape[1], heads = c.NumAttentionHeads, hd = c.HiddenSize / heads;
-        Tensor Project(string name) =>
-            nn.functional.linear(h, w[$"{block}.attention.attention.{name}.weight"], w[$"{block}.attention.attention.{name}.bias"])
-                .view(batch, tokens, heads, hd).transpose(1, 2);
+        Tensor Project(string name)
+        {
+            var projected = nn.functional.linear(h, w[$"{block}.attention.attention.{name}.weight"], w[$"{block}.attention.attention.{name}.bias"]);
+            Report(probe, Site(layer, $"{name}.merge"), projected);
+            return projected.view(batch, tokens, heads, hd).transpose(1, 2);
+        }
         var attended = nn.functional.scaled_dot_product_attention(Project("query"), Project("key"), Project("value"));
         var merged = attended.transpose(1, 2).reshape(batch, tokens, c.HiddenSize);
+        Report(probe, Site(layer, "attention_output.unmerge"), merged);
         return nn.functional.linear(merged, w[$"{block}.attention.output.dense.weight"], w[$"{block}.attention.output.dense.bias"]);
+    }
+
+    const string EmbedMerge = "embeddings.merge";
+    const string PostUnmerge = "layernorm.unmerge";
+    static string Site(int layer, string name) => $"layer{layer}.{name}";
+
+    /// <summary>
+    /// The ViT site table (spec §2.8, adapted to Hugging Face's ViT, which has no output projection):
+    /// the residual stream is one merged space written by the embedding, attention-output and MLP-output
+    /// merges and read (after merged LayerNorms) by the attention, MLP and final unmerges. Q, K and V share
+    /// one unmerge and have three merges; values use their own merge (spec §13.3), whose space the
+    /// attention-output unmerge reads. GELU acts in the merged MLP-hidden space. The final unmerge feeds
+    /// the heads (it plays the role of the paper's U^task).
+    /// </summary>
+    public SiteTable Sites(IReadOnlyList<ModelConfig> sources, ModelConfig merged)
+    {
+        foreach (var s in sources)
+            if (s.NumHiddenLayers != merged.NumHiddenLayers || s.PatchSize != merged.PatchSize || s.ImageSize != merged.ImageSize
+                || s.NumChannels != merged.NumChannels || s.NumAttentionHeads != merged.NumAttentionHeads)
+                throw new FsMergeException($"ViT sources must share depth, heads, patch and image size: got depth {s.NumHiddenLayers}, heads {s.NumAttentionHeads}, patch {s.PatchSize}, image {s.ImageSize}x{s.NumChannels}; expected depth {merged.NumHiddenLayers}, heads {merged.NumAttentionHeads}, patch {merged.PatchSize}, image {merged.ImageSize}x{merged.NumChannels}");
+        var d = sources.Select(s => (long)s.HiddenSize).ToArray();
+        var dm = sources.Select(s => (long)s.IntermediateSize).ToArray();
+        var sites = new List<Site>();
+        var tensors = new List<TensorFold>();
+        Site Add(string name, SiteKind kind, string space, long[] widths, long mergedWidth)
+        {
+            var site = new Site(name, kind, space, widths, mergedWidth);
+            sites.Add(site);
+            return site;
+        }
+        void Linear(string prefix, string outSite, string? inSite)
+        {
+            tensors.Add(new TensorFold($"{prefix}.weight", TensorRole.Linear, outSite, inSite));
+            tensors.Add(new TensorFold($"{prefix}.bias", TensorRole.Vector, outSite));
+        }
+        void Norm(string prefix)
+        {
+            tensors.Add(new TensorFold($"{prefix}.weight", TensorRole.MergedSpace, null));
+            tensors.Add(new TensorFold($"{prefix}.bias", TensorRole.MergedSpace, null));
+        }
+
+        Add(EmbedMerge, SiteKind.Merge, "residual", d, merged.HiddenSize);
+        Linear($"{Embeddings}.patch_embeddings.projection", EmbedMerge, null);
+        tensors.Add(new TensorFold($"{Embeddings}.cls_token", TensorRole.Vector, EmbedMerge));
+        tensors.Add(new TensorFold($"{Embeddings}.position_embeddings", TensorRole.Vector, EmbedMerge));
+        for (int l = 0; l < merged.NumHiddenLayers; l++)
+        {
+            var b = Block(l);
+            Norm($"{b}.layernorm_before");
+            Add(Site(l, "attention.unmerge"), SiteKind.Unmerge, "residual", d, merged.HiddenSize);
+            foreach (var proj in new[] { "query", "key", "value" })
+            {
+                Add(Site(l, $"{proj}.merge"), SiteKind.Merge, Site(l, proj), d, merged.HiddenSize);
+                Linear($"{b}.attention.attention.{proj}", Site(l, $"{proj}.merge"), Site(l, "attention.unmerge"));
+            }
+            Add(Site(l, "attention_output.unmerge"), SiteKind.Unmerge, Site(l, "value"), d, merged.HiddenSize);
+            Add(Site(l, "attention_output.merge"), SiteKind.Merge, "residual", d, merged.HiddenSize);
+            Linear($"{b}.attention.output.dense", Site(l, "attention_output.merge"), Site(l, "attention_output.unmerge"));
+            Norm($"{b}.layernorm_after");
+            Add(Site(l, "mlp.unmerge"), SiteKind.Unmerge, "residual", d, merged.HiddenSize);
+            Add(Site(l, "intermediate.merge"), SiteKind.Merge, Site(l, "intermediate"), dm, merged.IntermediateSize);
+            Linear($"{b}.intermediate.dense", Site(l, "intermediate.merge"), Site(l, "mlp.unmerge"));
+            Add(Site(l, "intermediate.unmerge"), SiteKind.Unmerge, Site(l, "intermediate"), dm, merged.IntermediateSize);
+            Add(Site(l, "output.merge"), SiteKind.Merge, "residual", d, merged.HiddenSize);
+            Linear($"{b}.output.dense", Site(l, "output.merge"), Site(l, "intermediate.unmerge"));
+        }
+        Norm("vit.layernorm");
+        Add(PostUnmerge, SiteKind.Unmerge, "residual", d, merged.HiddenSize);
+        var activations = Enumerable.Range(0, merged.NumHiddenLayers)
+            .ToDictionary(l => Site(l, "intermediate"), _ => (Func<Tensor, Tensor>)(t => nn.functional.gelu(t)));
+        return new SiteTable(sites, tensors, PostUnmerge, activations);
     }
 }

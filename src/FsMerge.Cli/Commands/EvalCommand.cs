@@ -1,0 +1,91 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using FsMerge.Data;
+using FsMerge.Evaluation;
+using FsMerge.Models;
+
+namespace FsMerge.Cli.Commands;
+
+sealed class EvalCommand : ICommand
+{
+    public string Name => "eval";
+    public string Summary => "per-task and joint accuracy of one multi-task model, or of several single-task models (one per task)";
+    public string Usage => "eval --model DIR [--model DIR ...] [--task TASK ...] [--json]";
+
+    public IReadOnlyList<OptionSpec> Options =>
+    [
+        new("model", "DIR", "model directory (config.json + model.safetensors)", Repeatable: true),
+        new("task", "TASK", "task of each head in order (default: the tasks recorded in the model)", Repeatable: true),
+        new("split", "test|validation", "which split to evaluate on", "test"),
+        new("json", null, "print JSON: tasks[{task, accuracy}], per_task_mean, joint"),
+        Common.Data, Common.Device, Common.Threads, Common.Quiet,
+    ];
+
+    public int Run(ParsedArgs args)
+    {
+        var device = Common.Setup(args);
+        var dirs = args.GetAll("model");
+        if (dirs.Count == 0) throw new FsMergeException("fsmerge eval: option '--model' is required (see 'fsmerge eval --help')");
+        var split = args.Require("split");
+        if (split is not ("test" or "validation")) throw new FsMergeException($"fsmerge eval: --split '{split}' must be test or validation");
+
+        var models = dirs.Select(d => Model.Load(d, device)).ToList();
+        try
+        {
+            // Head t: its model and head index. Several models → each is single-task; one model → all its heads.
+            var heads = models.Count == 1
+                ? Enumerable.Range(0, models[0].HeadCount).Select(t => (Model: models[0], Head: t, Dir: dirs[0])).ToList()
+                : models.Select((m, i) => (Model: m, Head: 0, Dir: dirs[i])).ToList();
+            if (models.Count > 1 && models.FirstOrDefault(m => m.HeadCount != 1) is { } multi)
+                throw new FsMergeException($"{dirs[models.IndexOf(multi)]}: has {multi.HeadCount} heads; give several models only when each has one head");
+
+            var tasks = args.GetAll("task").Select(TaskSpec.Parse).ToList();
+            if (tasks.Count == 0) tasks = heads.Select(h => TaskSpec.Parse(h.Model.Config.Heads[h.Head].Task)).ToList();
+            if (tasks.Count != heads.Count)
+                throw new FsMergeException($"fsmerge eval: {tasks.Count} --task given but the model(s) have {heads.Count} head(s); give one task per head, in order");
+
+            var dataDir = Common.DataDir(args);
+            var sets = new List<ImageSet>();
+            for (int t = 0; t < tasks.Count; t++)
+            {
+                var splits = TaskData.Load(tasks[t], dataDir);
+                var set = split == "test" ? splits.Test : splits.Validation;
+                var (model, head, dir) = heads[t];
+                model.Config.CheckImages(set.Images.shape, $"task {tasks[t]}");
+                int classes = model.Config.Heads[head].Labels.Length;
+                if (set.LabelNames.Length != classes)
+                    throw new FsMergeException($"{dir}: head {head + 1} has {classes} classes but task {tasks[t]} has {set.LabelNames.Length}");
+                sets.Add(set);
+            }
+
+            AllHeadLogits logits = models.Count == 1 ? Evaluator.MultiTask(models[0]) : Evaluator.SeparateModels(models);
+            var result = Evaluator.Evaluate(logits, sets, device, tasks.Select(t => t.ToString()).ToList());
+            Console.WriteLine(args.Has("json") ? ToJson(result) : ToTable(result));
+            return 0;
+        }
+        finally
+        {
+            foreach (var m in models) m.Dispose();
+        }
+    }
+
+    public static string ToJson(EvaluationResult result) => new JsonObject
+    {
+        ["tasks"] = new JsonArray(result.Tasks.Select(t => (JsonNode)new JsonObject
+        {
+            ["task"] = t.Task, ["accuracy"] = t.Accuracy, ["count"] = t.Count,
+        }).ToArray()),
+        ["per_task_mean"] = result.PerTaskMean,
+        ["joint"] = result.Joint,
+    }.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+
+    public static string ToTable(EvaluationResult result)
+    {
+        int width = Math.Max(14, result.Tasks.Max(t => t.Task.Length)) + 2;
+        var lines = new List<string> { $"{"task".PadRight(width)}{"images",8}{"accuracy %",12}" };
+        lines.AddRange(result.Tasks.Select(t => $"{t.Task.PadRight(width)}{t.Count,8}{Common.Percent(t.Accuracy),12}"));
+        lines.Add($"{"per-task mean".PadRight(width)}{"",8}{Common.Percent(result.PerTaskMean),12}");
+        lines.Add($"{"joint".PadRight(width)}{"",8}{Common.Percent(result.Joint),12}");
+        return string.Join(Environment.NewLine, lines);
+    }
+}

@@ -1,0 +1,141 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using FsMerge.Data;
+using FsMerge.Evaluation;
+using FsMerge.Models;
+using FsMerge.Training;
+
+namespace FsMerge.Cli.Commands;
+
+sealed class TrainCommand : ICommand
+{
+    public string Name => "train";
+    public string Summary => "train a single-task source model (MLP or ViT) and save it Hugging Face-style (config.json + model.safetensors)";
+    public string Usage => "train --arch mlp|vit --task TASK --seed S --out DIR [options]";
+
+    public IReadOnlyList<OptionSpec> Options =>
+    [
+        new("arch", "mlp|vit", "architecture", "mlp"),
+        new("task", "TASK", "task to learn: mnist, fashion, mnist:0-4, fashion:5-9, mnist:0,3,7, or a folder name under the data folder"),
+        new("seed", "S", "seed of the initialization and the data order", "1"),
+        new("out", "DIR", "output model directory"),
+        new("epochs", "N", "training epochs", "2"),
+        new("lr", "LR", "peak learning rate of AdamW (warm-up 5% of steps, then cosine)", "0.001"),
+        new("batch", "B", "batch size (default: 10 for mlp, 128 for vit)"),
+        new("weight-decay", "WD", "AdamW decoupled weight decay", "0.01"),
+        new("init", "DIR", "fine-tune from this checkpoint's backbone (a fresh head is made for the task)"),
+        new("hidden", "W,W,..", "MLP hidden widths", "128,128"),
+        new("patch", "P", "ViT patch size", "7"),
+        new("width", "D", "ViT width (hidden_size)", "64"),
+        new("depth", "L", "ViT encoder blocks", "4"),
+        new("heads", "H", "ViT attention heads", "4"),
+        new("mlp-width", "DM", "ViT MLP width (intermediate_size)", "256"),
+        Common.Data, Common.Device, Common.Threads, Common.Quiet,
+    ];
+
+    public int Run(ParsedArgs args)
+    {
+        var device = Common.Setup(args);
+        var task = TaskSpec.Parse(args.Require("task"));
+        var outDir = args.Require("out");
+        var options = new TrainOptions
+        {
+            Epochs = args.Int("epochs", min: 1),
+            LearningRate = args.Double("lr"),
+            BatchSize = args.Has("batch") ? args.Int("batch", min: 1) : args.Get("arch") == "vit" ? 128 : 10,
+            WeightDecay = args.Double("weight-decay"),
+            Seed = args.Int("seed"),
+        };
+        var data = TaskData.Load(task, Common.DataDir(args));
+        var arch = args.Require("arch");
+        if (!Architectures.Names.Contains(arch))
+            throw new FsMergeException($"fsmerge train: --arch '{arch}' is not one of: {string.Join(", ", Architectures.Names)}");
+
+        using var initial = args.Get("init") is { } initDir
+            ? FromCheckpoint(initDir, data, options.Seed, device)
+            : Model.Create(NewConfig(args, arch, data), options.Seed, device);
+        TrainAndSave(initial, data, options, args.Get("init"), outDir, device);
+        return 0;
+    }
+
+    /// <summary>Trains with progress output, evaluates on the test split, records provenance, saves.</summary>
+    public static double TrainAndSave(Model initial, TaskSplits data, TrainOptions options, string? initDir, string outDir,
+        TorchSharp.torch.Device device)
+    {
+        var task = data.Task;
+        Console.WriteLine($"training {initial.Config.Architecture} on {task}: {data.Train.Count} train, {data.Validation.Count} validation, {data.Test.Count} test images");
+
+        var clock = Stopwatch.StartNew();
+        var bar = new ProgressBar("", 1);
+        var (model, history) = SourceTrainer.Train(initial, data, options, device,
+            onStep: p =>
+            {
+                if (p.Step == 1) bar = new ProgressBar($"epoch {p.Epoch}/{p.Epochs}", p.StepsPerEpoch);
+                bar.Report(p.Step, $"loss {p.Loss:F4} acc {Common.Percent(p.RunningAccuracy)}%");
+            },
+            onEpoch: e => Console.WriteLine($"epoch {e.Epoch}: train loss {e.TrainLoss:F4}, train acc {Common.Percent(e.TrainAccuracy)}%, validation acc {Common.Percent(e.ValidationAccuracy)}%"));
+        using (model)
+        {
+            double test = Evaluator.Accuracy(model, 0, data.Test, device);
+            var best = history.MaxBy(h => h.ValidationAccuracy)!;
+            model.Config.Training.Clear();
+            var t = model.Config.Training;
+            t["task"] = task.ToString();
+            t["seed"] = options.Seed;
+            t["epochs"] = options.Epochs;
+            t["lr"] = options.LearningRate;
+            t["batch"] = options.BatchSize;
+            t["weight_decay"] = options.WeightDecay;
+            t["optimizer"] = "AdamW, linear warm-up 5% then cosine";
+            t["init"] = initDir;
+            t["best_epoch"] = best.Epoch;
+            t["data"] = new JsonObject { ["train"] = data.Train.Count, ["validation"] = data.Validation.Count, ["test"] = data.Test.Count };
+            t["validation_accuracy"] = best.ValidationAccuracy;
+            t["test_accuracy"] = test;
+            t["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 1);
+            model.Save(outDir);
+            Console.WriteLine($"test accuracy on {task}: {Common.Percent(test)}% (best validation epoch {best.Epoch}, {clock.Elapsed.TotalSeconds:F0} s)");
+            Console.WriteLine($"saved {Path.Combine(outDir, Model.WeightsFile)}");
+            return test;
+        }
+    }
+
+    public static ModelConfig NewConfig(ParsedArgs args, string arch, TaskSplits data)
+    {
+        var shape = data.Train.Images.shape;  // [n, C, H, W]
+        var heads = new List<HeadInfo> { new(data.Task.ToString(), data.Train.LabelNames) };
+        if (arch == "mlp")
+            return new ModelConfig { Architecture = "mlp", InputSize = (int)(shape[1] * shape[2] * shape[3]), HiddenSizes = args.IntList("hidden"), Heads = heads };
+        if (shape[2] != shape[3]) throw new FsMergeException($"task {data.Task}: ViT needs square images, got {shape[2]}x{shape[3]}");
+        var config = new ModelConfig
+        {
+            Architecture = "vit",
+            ImageSize = (int)shape[2],
+            NumChannels = (int)shape[1],
+            PatchSize = args.Int("patch", min: 1),
+            HiddenSize = args.Int("width", min: 1),
+            NumHiddenLayers = args.Int("depth", min: 1),
+            NumAttentionHeads = args.Int("heads", min: 1),
+            IntermediateSize = args.Int("mlp-width", min: 1),
+            LayerNormEps = 1e-12,
+            Heads = heads,
+        };
+        Vit.Patches(config); // validates patch and head divisibility
+        return config;
+    }
+
+    /// <summary>Fine-tuning: the checkpoint's backbone and architecture, a fresh head for the new task.</summary>
+    static Model FromCheckpoint(string dir, TaskSplits data, long seed, TorchSharp.torch.Device device)
+    {
+        using var source = Model.Load(dir, device);
+        var config = source.Config with { Heads = [new(data.Task.ToString(), data.Train.LabelNames)], Training = new() };
+        config.CheckImages(data.Train.Images.shape, $"task {data.Task}");
+        var fresh = Model.Create(config, seed, device);
+        foreach (var spec in config.Arch.BackboneWeights(config))
+        {
+            fresh.Weights[spec.Name].Dispose();
+            fresh.Weights[spec.Name] = source.Weights[spec.Name].clone();
+        }
+        return fresh;
+    }
+}

@@ -1,0 +1,91 @@
+using FsMerge.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FsMerge.Merging;
+
+/// <summary>
+/// The one fold every method uses (spec §3): per-model weights plus dense M/U per site plus the
+/// merged-space parameters → the weights of one ordinary model with one head per source task.
+/// Differentiable: FS-Merge calls it every training step with autograd on (spec §14).
+/// </summary>
+public static class Folding
+{
+    /// <param name="sources">Each source model's weights (backbone and heads), in merge order.</param>
+    /// <param name="headCounts">How many heads each source has; head names follow <see cref="Heads.Prefix"/>.</param>
+    /// <param name="matrices">Dense M or U for every site of <paramref name="table"/>.</param>
+    /// <param name="mergedSpace">Values of the table's merged-space tensors (LayerNorms).</param>
+    public static Dictionary<string, Tensor> Fold(SiteTable table, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources,
+        IReadOnlyList<int> headCounts, IReadOnlyDictionary<string, Tensor> matrices, IReadOnlyDictionary<string, Tensor> mergedSpace)
+    {
+        var folded = new Dictionary<string, Tensor>();
+        foreach (var entry in table.Tensors)
+        {
+            folded[entry.Name] = entry.Role switch
+            {
+                TensorRole.MergedSpace => mergedSpace[entry.Name],
+                TensorRole.Vector => SumOverModels(table[entry.Out!], i => sources[i][entry.Name],
+                    (v, m) => v.matmul(m)),
+                _ => FoldLinear(table, entry, sources, matrices),
+            };
+        }
+        FoldHeads(table, sources, headCounts, matrices[table.HeadInput], folded);
+        return folded;
+
+        Tensor SumOverModels(Site site, Func<int, Tensor> perModel, Func<Tensor, Tensor, Tensor> apply)
+        {
+            var m = matrices[site.Name];
+            Tensor? sum = null;
+            for (int i = 0; i < site.Models; i++)
+            {
+                var term = apply(perModel(i), m.narrow(0, site.Offset(i), site.ModelWidths[i]));
+                sum = sum is null ? term : sum + term;
+            }
+            return sum!;
+        }
+    }
+
+    /// <summary>W̄ = Σ_i M_iᵀ W_i U_iᵀ, with W_i [out, in, ...]; without an input site the input is shared.</summary>
+    static Tensor FoldLinear(SiteTable table, TensorFold entry, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources,
+        IReadOnlyDictionary<string, Tensor> matrices)
+    {
+        var outSite = table[entry.Out!];
+        var m = matrices[outSite.Name];
+        var u = entry.In is null ? null : matrices[entry.In];
+        var inSite = entry.In is null ? null : table[entry.In];
+        Tensor? sum = null;
+        long[] trailing = [];
+        for (int i = 0; i < outSite.Models; i++)
+        {
+            var w = sources[i][entry.Name];
+            trailing = w.shape.Skip(1).ToArray();
+            var w2 = w.reshape(w.shape[0], -1);
+            if (u is not null) w2 = w2.matmul(u.narrow(1, inSite!.Offset(i), inSite.ModelWidths[i]).t());
+            var term = m.narrow(0, outSite.Offset(i), outSite.ModelWidths[i]).t().matmul(w2);
+            sum = sum is null ? term : sum + term;
+        }
+        return u is null ? sum!.reshape([outSite.MergedWidth, .. trailing]) : sum!;
+    }
+
+    /// <summary>
+    /// Heads are never merged: head h of source i reads block i of the head-input unmerge, which, heads
+    /// being linear, folds into the head itself: H̄ = H · U_iᵀ (spec §4.1).
+    /// </summary>
+    static void FoldHeads(SiteTable table, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources, IReadOnlyList<int> headCounts,
+        Tensor u, Dictionary<string, Tensor> folded)
+    {
+        var site = table[table.HeadInput];
+        int total = headCounts.Sum(), task = 0;
+        for (int i = 0; i < sources.Count; i++)
+        {
+            var block = u.narrow(1, site.Offset(i), site.ModelWidths[i]);
+            for (int h = 0; h < headCounts[i]; h++, task++)
+            {
+                var from = Heads.Prefix(h, headCounts[i]);
+                var to = Heads.Prefix(task, total);
+                folded[$"{to}.weight"] = sources[i][$"{from}.weight"].matmul(block.t());
+                folded[$"{to}.bias"] = sources[i][$"{from}.bias"];
+            }
+        }
+    }
+}

@@ -1,0 +1,97 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using FsMerge.Data;
+using FsMerge.Evaluation;
+using FsMerge.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FsMerge.Merging;
+
+/// <summary>An option of a merge method, with its default and help (listed by `fsmerge merge --help`).</summary>
+public sealed record MethodOption(string Name, string Default, string Help);
+
+/// <summary>Progress of a long merge phase (feature extraction, training), for progress bars.</summary>
+public delegate void MergeProgress(string phase, long done, long total, double? loss);
+
+/// <summary>What every merge method receives.</summary>
+public sealed class MergeInputs
+{
+    /// <summary>Source models in merge order; model i was trained on task i.</summary>
+    public required IReadOnlyList<Model> Sources { get; init; }
+    /// <summary>Unlabeled merge images, one set per source (labels are never read).</summary>
+    public required IReadOnlyList<ImageSet> Data { get; init; }
+    /// <summary>The merged model's shape (widths); its heads are every source's heads in order.</summary>
+    public required ModelConfig Target { get; init; }
+    public required Device Device { get; init; }
+    public long Seed { get; init; } = 1;
+    public MergeProgress? Progress { get; init; }
+
+    SiteTable? sites;
+    public SiteTable Sites => sites ??= Target.Arch.Sites(Sources.Select(s => s.Config).ToList(), Target);
+
+    public IReadOnlyList<int> HeadCounts => Sources.Select(s => s.HeadCount).ToList();
+    public IReadOnlyList<IReadOnlyDictionary<string, Tensor>> SourceWeights => Sources.Select(s => (IReadOnlyDictionary<string, Tensor>)s.Weights).ToList();
+
+    /// <summary>The merge images of source i on the device.</summary>
+    public Tensor Images(int source) => Data[source].Images.to(Device);
+}
+
+/// <summary>A merge's result: a folded model (null for the ensemble, which is no single model), a predictor, details for merge.json.</summary>
+public sealed record MergeOutcome(Model? Merged, AllHeadLogits Predict, JsonObject Details);
+
+/// <summary>A merge method, registered by name in <see cref="MergeMethods"/>.</summary>
+public interface IMergeMethod
+{
+    string Name { get; }
+    string Summary { get; }
+    IReadOnlyList<MethodOption> Options { get; }
+    MergeOutcome Merge(MergeInputs inputs, MethodSettings settings);
+}
+
+/// <summary>A method's option values (defaults filled in), with typed reads that fail with clear messages.</summary>
+public sealed class MethodSettings
+{
+    readonly IMergeMethod method;
+    readonly Dictionary<string, string> values;
+
+    public MethodSettings(IMergeMethod method, IReadOnlyDictionary<string, string> given)
+    {
+        this.method = method;
+        values = method.Options.ToDictionary(o => o.Name, o => o.Default);
+        foreach (var (key, value) in given)
+        {
+            if (!values.ContainsKey(key))
+                throw new FsMergeException($"method '{method.Name}' has no option --{key} (options: {string.Join(", ", method.Options.Select(o => "--" + o.Name))})");
+            values[key] = value;
+        }
+    }
+
+    public IReadOnlyDictionary<string, string> All => values;
+
+    public string String(string name, params string[] allowed)
+    {
+        var v = values[name];
+        if (allowed.Length > 0 && !allowed.Contains(v))
+            throw new FsMergeException($"{method.Name}: --{name} '{v}' is not one of: {string.Join(", ", allowed)}");
+        return v;
+    }
+
+    public int Int(string name, int min = int.MinValue)
+    {
+        var v = values[name];
+        if (!int.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out int i) || i < min)
+            throw new FsMergeException($"{method.Name}: --{name} '{v}' is not an integer{(min > int.MinValue ? $" >= {min}" : "")}");
+        return i;
+    }
+
+    public double Double(string name, double min = double.NegativeInfinity, double max = double.PositiveInfinity)
+    {
+        var v = values[name];
+        if (!double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) || !double.IsFinite(d) || d < min || d > max)
+            throw new FsMergeException($"{method.Name}: --{name} '{v}' is not a number in [{min}, {max}]");
+        return d;
+    }
+
+    public JsonObject ToJson() => new(values.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
+}

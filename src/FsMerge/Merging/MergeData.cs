@@ -1,0 +1,18 @@
+using FsMerge.Data;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FsMerge.Merging;
+
+/// <summary>The unlabeled merge data: the first n images of a seeded shuffle of each task's train split (spec §11.2).</summary>
+public static class MergeData
+{
+    public static ImageSet Sample(ImageSet train, int count, long seed)
+    {
+        if (train.Count == 0) throw new FsMergeException("the train split is empty: no merge images to draw");
+        int n = Math.Min(count, train.Count);
+        var order = torch.randperm(train.Count, generator: new Generator((ulong)seed)).narrow(0, 0, n);
+        var labels = order.data<long>().Select(i => train.Labels[i]).ToArray();
+        return new ImageSet(train.Images.index_select(0, order), labels, train.LabelNames);
+    }
+}

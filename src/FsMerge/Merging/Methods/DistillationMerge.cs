@@ -1,0 +1,74 @@
+using System.Text.Json.Nodes;
+using FsMerge.Models;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace FsMerge.Merging.Methods;
+
+/// <summary>
+/// Distillation (spec §9.5): a student starting as a copy of model 1 ("first" init) trains every backbone
+/// parameter so that, on task t's merge images, its feature matches model t's feature scaled to mean
+/// |·| = 0.5. Heads are not trained; head t is divided by task t's scale so it reads the student directly.
+/// </summary>
+public sealed class DistillationMerge : IMergeMethod
+{
+    public string Name => "distill";
+    public string Summary => "distillation into a copy of model 1 on the same unlabeled data";
+
+    public const double TargetMeanAbs = 0.5;
+
+    public IReadOnlyList<MethodOption> Options => OptimizerSettings.Options(optimizer: "sgd", lr: "0.03", epochs: "1000", batch: "0");
+
+    public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings)
+    {
+        var optimizer = OptimizerSettings.From(settings);
+        var target = inputs.Target;
+        var first = inputs.Sources[0];
+        if (first.Config with { Heads = target.Heads, Training = target.Training } != target)
+            throw new FsMergeException("distill: the student is a copy of model 1, so the merged shape must be model 1's (drop --width)");
+        long width = target.Arch.FeatureWidth(target);
+        var mismatch = inputs.Sources.FirstOrDefault(s => s.Config.Arch.FeatureWidth(s.Config) != width);
+        if (mismatch != null)
+            throw new FsMergeException($"distill: every source's feature width must be model 1's ({width}) for its head to read the student");
+
+        var images = torch.cat(Enumerable.Range(0, inputs.Data.Count).Select(inputs.Images).ToArray(), 0);
+        var scales = new double[inputs.Sources.Count];
+        var targetParts = new List<Tensor>();
+        using (torch.no_grad())
+        {
+            for (int t = 0; t < inputs.Sources.Count; t++)
+            {
+                var features = inputs.Sources[t].Features(inputs.Images(t));
+                scales[t] = TargetMeanAbs / Math.Max(features.abs().mean().item<float>(), 1e-12);
+                targetParts.Add(features * scales[t]);
+            }
+        }
+        var targets = torch.cat(targetParts.ToArray(), 0);
+
+        var backbone = target.Arch.BackboneWeights(target)
+            .ToDictionary(s => s.Name, s => (Tensor)new Parameter(first.Weights[s.Name].detach().clone(), requires_grad: true));
+        var parameters = backbone.Values.Cast<Parameter>().ToList();
+        double loss = MergeTrainer.Train(parameters, images.shape[0], optimizer, index =>
+            nn.functional.mse_loss(target.Arch.Features(target, backbone, images.index_select(0, index)), targets.index_select(0, index)),
+            inputs.Seed, inputs.Progress, "distill");
+
+        var weights = backbone.ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
+        int total = inputs.HeadCounts.Sum(), task = 0;
+        for (int i = 0; i < inputs.Sources.Count; i++)
+            for (int h = 0; h < inputs.Sources[i].HeadCount; h++, task++)
+            {
+                var from = Heads.Prefix(h, inputs.Sources[i].HeadCount);
+                var to = Heads.Prefix(task, total);
+                weights[$"{to}.weight"] = inputs.Sources[i].Weights[$"{from}.weight"] / scales[i];
+                weights[$"{to}.bias"] = inputs.Sources[i].Weights[$"{from}.bias"].clone();
+            }
+        var model = new Model(target, weights);
+        return FoldedMerge.Outcome(model, new JsonObject
+        {
+            ["final_loss"] = double.IsNaN(loss) ? null : loss,
+            ["optimized_parameters"] = parameters.Sum(p => p.numel()),
+            ["target_scales"] = new JsonArray(scales.Select(s => (JsonNode)s).ToArray()),
+        });
+    }
+}

@@ -1,0 +1,184 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using FsMerge.Models;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace FsMerge.Merging.Methods;
+
+/// <summary>
+/// FS-Merge (Foldable SuperNets). Global (spec §4.2, §7, §14): θ = every site's M/U factors plus the
+/// merged-space parameters; every step folds θ into one model with autograd on, runs the one forward of
+/// the architecture, unmerges its feature with the head-input U and regresses the source models' features.
+/// Local (spec §4.1): one problem per activation space, σ(z_cat·M)·U ≈ [σ(z_1) | … | σ(z_N)], on the
+/// original models' pre-activations. The result is folded by the common fold.
+/// </summary>
+public sealed class FsMergeMethod : IMergeMethod
+{
+    public string Name => "fs-merge";
+    public string Summary => "FS-Merge: learn M/U by feature reconstruction, fold into one model";
+
+    public IReadOnlyList<MethodOption> Options =>
+    [
+        new("scope", "global", "global (one SuperNet, fold every step) or local (one problem per hidden layer; MLPs)"),
+        new("init", "first", "first, average, random or zipit"),
+        new("type", "full", "M/U parameterization: full, diagonal, low-rank or diagonal-low-rank"),
+        new("rank", "16", "rank r of the low-rank part (sites wider than the head-input width get proportionally more)"),
+        new("targets", "all", "all: every model's feature for every sample (MLP, spec §4.2); own: only the sample's own model (transformers, spec §7.2)"),
+        new("normalize", "true", "rescale each model's targets to model 1's mean |feature| and undo it in U (spec §4.5)"),
+        .. OptimizerSettings.Options(optimizer: "sgd", lr: "0.1", epochs: "1000", batch: "0"),
+    ];
+
+    public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings)
+    {
+        var clock = Stopwatch.StartNew();
+        var scope = settings.String("scope", "global", "local");
+        var init = settings.String("init", "first", "average", "random", "zipit");
+        var type = ParseType(settings.String("type", "full", "diagonal", "low-rank", "diagonal-low-rank"));
+        int rank = settings.Int("rank", min: 1);
+        var targetsMode = settings.String("targets", "all", "own");
+        bool normalize = settings.String("normalize", "true", "false") == "true";
+        var optimizer = OptimizerSettings.From(settings);
+        if (init == "zipit" && type != MuType.Full)
+            throw new FsMergeException("fs-merge: --init zipit needs --type full (ZipIt gives dense matrices)");
+
+        var rule = init switch { "average" => MuInit.Average, "random" => MuInit.Random, _ => MuInit.First };
+        var zipit = init == "zipit" ? ZipItMerge.Matrices(inputs) : null;
+        var generator = new Generator((ulong)inputs.Seed);
+        long baseWidth = inputs.Sites[inputs.Sites.HeadInput].MergedWidth;
+        if (type is MuType.LowRank or MuType.DiagonalLowRank && rank > baseWidth)
+            throw new FsMergeException($"fs-merge: --rank {rank} exceeds the merged feature width {baseWidth} (spec §2.5: 1 <= r <= d)");
+        var matrices = inputs.Sites.Sites.ToDictionary(s => s.Name, s => zipit != null
+            ? SiteMatrix.Dense(s, zipit[s.Name].clone())
+            : SiteMatrix.Initialize(s, type, rule, RankFor(s, rank, baseWidth), generator, inputs.Device));
+        var mergedSpace = FoldedMerge.MergedSpace(inputs, zipit != null ? MuInit.Average : rule);
+
+        var details = new JsonObject { ["scope"] = scope };
+        double finalLoss;
+        Dictionary<string, double[]> scales;
+        if (scope == "global")
+            (finalLoss, scales) = TrainGlobal(inputs, matrices, mergedSpace, targetsMode, normalize, optimizer);
+        else
+            (finalLoss, scales) = TrainLocal(inputs, matrices, normalize, optimizer);
+
+        using var _ = torch.no_grad();
+        var dense = matrices.ToDictionary(kv => kv.Key, kv => UndoScale(kv.Value, scales));
+        var model = FoldedMerge.ToModel(inputs, dense, mergedSpace.ToDictionary(kv => kv.Key, kv => kv.Value.detach()));
+        details["final_loss"] = double.IsNaN(finalLoss) ? null : finalLoss;
+        details["optimized_parameters"] = matrices.Values.Sum(m => m.ParameterCount) + mergedSpace.Values.Sum(p => p.numel());
+        details["target_scales"] = new JsonObject(scales.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)new JsonArray(kv.Value.Select(v => (JsonNode)v).ToArray()))));
+        details["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 2);
+        return FoldedMerge.Outcome(model, details);
+    }
+
+    static MuType ParseType(string text) => text switch
+    {
+        "diagonal" => MuType.Diagonal,
+        "low-rank" => MuType.LowRank,
+        "diagonal-low-rank" => MuType.DiagonalLowRank,
+        _ => MuType.Full,
+    };
+
+    /// <summary>Rank r at sites as wide as the head input, proportionally more at wider ones (4r at ViT MLP sites, spec §2.8).</summary>
+    static int RankFor(Site site, int rank, long baseWidth) =>
+        (int)Math.Min(site.MergedWidth, Math.Max(1, rank * site.MergedWidth / baseWidth));
+
+    /// <summary>A U site whose targets were scaled by s_i reconstructs s_i·t_i: divide its block i by s_i (spec §4.5).</summary>
+    static Tensor UndoScale(SiteMatrix matrix, Dictionary<string, double[]> scales)
+    {
+        var dense = matrix.Materialize().detach();
+        if (!scales.TryGetValue(matrix.Site.Name, out var factors)) return dense;
+        var blocks = dense.split(matrix.Site.ModelWidths, 1).Select((b, i) => b / factors[i]).ToArray();
+        return torch.cat(blocks, 1);
+    }
+
+    static Parameter[] MakeTrainable(IEnumerable<Dictionary<string, Tensor>> tensorMaps)
+    {
+        var list = new List<Parameter>();
+        foreach (var map in tensorMaps)
+            foreach (var key in map.Keys.ToList())
+            {
+                var p = new Parameter(map[key].detach().clone(), requires_grad: true);
+                map[key] = p;
+                list.Add(p);
+            }
+        return list.ToArray();
+    }
+
+    /// <summary>Scale factors s_i = mean|t_1| / mean|t_i| (all ones without normalization).</summary>
+    static double[] ScaleFactors(IReadOnlyList<Tensor> targets, bool normalize)
+    {
+        if (!normalize) return targets.Select(_ => 1.0).ToArray();
+        var means = targets.Select(t => t.abs().mean().item<float>()).ToArray();
+        return means.Select(m => m > 0 ? means[0] / m : 1.0).ToArray();
+    }
+
+    static (double, Dictionary<string, double[]>) TrainGlobal(MergeInputs inputs, Dictionary<string, SiteMatrix> matrices,
+        Dictionary<string, Tensor> mergedSpace, string targetsMode, bool normalize, OptimizerSettings optimizer)
+    {
+        var sites = inputs.Sites;
+        var headSite = sites[sites.HeadInput];
+        var images = torch.cat(Enumerable.Range(0, inputs.Data.Count).Select(inputs.Images).ToArray(), 0);
+        var taskOf = torch.cat(Enumerable.Range(0, inputs.Data.Count)
+            .Select(t => torch.full(inputs.Data[t].Count, t, ScalarType.Int64)).ToArray()).to(inputs.Device);
+
+        List<Tensor> targets;
+        using (torch.no_grad())
+            targets = inputs.Sources.Select(m => Probing.Collect(m, images, [sites.HeadInput])[sites.HeadInput]).ToList();
+        var scale = ScaleFactors(targets, normalize);
+        var targetCat = torch.cat(targets.Select((t, i) => t * scale[i]).ToArray(), 1);
+        // Which target coordinates count for each sample: all of them, or only its own model's block (spec §7.2).
+        var mask = targetsMode == "all"
+            ? torch.ones_like(targetCat)
+            : torch.cat(Enumerable.Range(0, inputs.Sources.Count).Select(i =>
+                taskOf.eq(i).to(ScalarType.Float32).unsqueeze(1).expand(-1, headSite.ModelWidths[i])).ToArray(), 1);
+
+        var parameters = MakeTrainable(matrices.Values.Select(m => m.Factors).Append(mergedSpace));
+        var sourceWeights = inputs.SourceWeights;
+        var target = inputs.Target;
+        double loss = MergeTrainer.Train(parameters, images.shape[0], optimizer, index =>
+        {
+            var dense = matrices.ToDictionary(kv => kv.Key, kv => kv.Value.Materialize());
+            var weights = Folding.Fold(sites, sourceWeights, inputs.HeadCounts, dense, mergedSpace);
+            var features = target.Arch.Features(target, weights, images.index_select(0, index));
+            var reconstruction = features.matmul(dense[sites.HeadInput]);
+            var m = mask.index_select(0, index);
+            var error = (reconstruction - targetCat.index_select(0, index)).pow(2) * m;
+            return error.sum() / m.sum();
+        }, inputs.Seed, inputs.Progress, "fs-merge global");
+        return (loss, new Dictionary<string, double[]> { [sites.HeadInput] = scale });
+    }
+
+    static (double, Dictionary<string, double[]>) TrainLocal(MergeInputs inputs, Dictionary<string, SiteMatrix> matrices,
+        bool normalize, OptimizerSettings optimizer)
+    {
+        var sites = inputs.Sites;
+        var scales = new Dictionary<string, double[]>();
+        double lossSum = 0;
+        int problems = 0;
+        foreach (var space in sites.Spaces)
+        {
+            if (!sites.Activations.TryGetValue(space.Key, out var activation)) continue;
+            var merge = space.Single(s => s.Kind == SiteKind.Merge);
+            var unmerge = space.Single(s => s.Kind == SiteKind.Unmerge);
+            var preActivation = Probing.OnAllData(inputs, merge.Name);
+            var features = Probing.OnAllData(inputs, unmerge.Name);
+            var scale = ScaleFactors(features, normalize);
+            var input = torch.cat(preActivation.ToArray(), 1);
+            var targetCat = torch.cat(features.Select((h, i) => h * scale[i]).ToArray(), 1);
+            var parameters = MakeTrainable([matrices[merge.Name].Factors, matrices[unmerge.Name].Factors]);
+            double loss = MergeTrainer.Train(parameters, input.shape[0], optimizer, index =>
+            {
+                var merged = activation(input.index_select(0, index).matmul(matrices[merge.Name].Materialize()));
+                var reconstruction = merged.matmul(matrices[unmerge.Name].Materialize());
+                return nn.functional.mse_loss(reconstruction, targetCat.index_select(0, index));
+            }, inputs.Seed + problems, inputs.Progress, $"fs-merge local {space.Key}");
+            scales[unmerge.Name] = scale;
+            lossSum += double.IsNaN(loss) ? 0 : loss;
+            problems++;
+        }
+        if (problems == 0) throw new FsMergeException("fs-merge --scope local: this architecture has no activation spaces to solve locally");
+        return (optimizer.Epochs == 0 ? double.NaN : lossSum / problems, scales);
+    }
+}

@@ -1,0 +1,35 @@
+using FsMerge.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FsMerge.Merging;
+
+/// <summary>Collects a model's intermediate values (named by site, see <see cref="Probe"/>) on a set of images.</summary>
+public static class Probing
+{
+    public const int BatchSize = 256;
+
+    public static Dictionary<string, Tensor> Collect(Model model, Tensor images, IReadOnlyCollection<string> points)
+    {
+        using var _ = torch.no_grad();
+        var parts = points.ToDictionary(p => p, _ => new List<Tensor>());
+        for (long start = 0; start < images.shape[0]; start += BatchSize)
+        {
+            var batch = images.narrow(0, start, Math.Min(BatchSize, images.shape[0] - start));
+            model.Features(batch, (point, value) =>
+            {
+                if (parts.TryGetValue(point, out var list)) list.Add(value.detach().clone());
+            });
+        }
+        foreach (var (point, list) in parts)
+            if (list.Count == 0) throw new InvalidOperationException($"the {model.Config.Architecture} forward never reports '{point}'");
+        return parts.ToDictionary(kv => kv.Key, kv => torch.cat(kv.Value, 0));
+    }
+
+    /// <summary>One probe point of every source on the union of all tasks' merge images.</summary>
+    public static List<Tensor> OnAllData(MergeInputs inputs, string point)
+    {
+        var images = torch.cat(Enumerable.Range(0, inputs.Data.Count).Select(inputs.Images).ToArray(), 0);
+        return inputs.Sources.Select(m => Collect(m, images, [point])[point]).ToList();
+    }
+}
