@@ -2,7 +2,7 @@ using FsMerge;
 using FsMerge.Cli;
 using FsMerge.Cli.Commands;
 
-var commands = new ICommand[] { new DemoCommand(), new DataCommand(), new TrainCommand(), new MergeCommand(), new EvalCommand() };
+var commands = new ICommand[] { new DemoCommand(), new DataCommand(), new TrainCommand(), new MergeCommand(), new EvalCommand(), new BenchCommand() };
 
 if (args.Length == 0 || args[0] is "--help" or "-h" or "help")
 {
@@ -20,7 +20,8 @@ if (command == null)
     Console.Error.WriteLine($"error: unknown command '{args[0]}' (expected one of: {string.Join(", ", commands.Select(c => c.Name))})");
     return 2;
 }
-var rest = args.Skip(1).ToList();
+// Subcommand words ("bench mlp") are flags of their command.
+var rest = args.Skip(1).Select(a => command is BenchCommand && a == "mlp" ? "--mlp" : a).ToList();
 if (rest.Contains("--help") || rest.Contains("-h"))
 {
     Console.WriteLine(ParsedArgs.Help(command));

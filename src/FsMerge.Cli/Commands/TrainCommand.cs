@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Text.Json.Nodes;
 using FsMerge.Data;
 using FsMerge.Evaluation;
 using FsMerge.Models;
@@ -76,25 +75,9 @@ sealed class TrainCommand : ICommand
             onEpoch: e => Console.WriteLine($"epoch {e.Epoch}: train loss {e.TrainLoss:F4}, train acc {Common.Percent(e.TrainAccuracy)}%, validation acc {Common.Percent(e.ValidationAccuracy)}%"));
         using (model)
         {
-            double test = Evaluator.Accuracy(model, 0, data.Test, device);
-            var best = history.MaxBy(h => h.ValidationAccuracy)!;
-            model.Config.Training.Clear();
-            var t = model.Config.Training;
-            t["task"] = task.ToString();
-            t["seed"] = options.Seed;
-            t["epochs"] = options.Epochs;
-            t["lr"] = options.LearningRate;
-            t["batch"] = options.BatchSize;
-            t["weight_decay"] = options.WeightDecay;
-            t["optimizer"] = "AdamW, linear warm-up 5% then cosine";
-            t["init"] = initDir;
-            t["best_epoch"] = best.Epoch;
-            t["data"] = new JsonObject { ["train"] = data.Train.Count, ["validation"] = data.Validation.Count, ["test"] = data.Test.Count };
-            t["validation_accuracy"] = best.ValidationAccuracy;
-            t["test_accuracy"] = test;
-            t["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 1);
+            var (test, best) = SourceTrainer.Record(model, history, data, options, initDir, clock.Elapsed, device);
             model.Save(outDir);
-            Console.WriteLine($"test accuracy on {task}: {Common.Percent(test)}% (best validation epoch {best.Epoch}, {clock.Elapsed.TotalSeconds:F0} s)");
+            Console.WriteLine($"test accuracy on {task}: {Common.Percent(test)}% (best validation epoch {best}, {clock.Elapsed.TotalSeconds:F0} s)");
             Console.WriteLine($"saved {Path.Combine(outDir, Model.WeightsFile)}");
             return test;
         }

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using FsMerge.Data;
 using FsMerge.Evaluation;
 using FsMerge.Models;
@@ -99,6 +100,33 @@ public static class SourceTrainer
         }
         foreach (var p in parameters.Values) p.Dispose();
         return (new Model(model.Config, best!), history);
+    }
+
+    /// <summary>
+    /// Evaluates the trained model on the test split and records its provenance in config.json
+    /// (fsmerge.training). Returns the test accuracy and the epoch kept.
+    /// </summary>
+    public static (double Test, int BestEpoch) Record(Model model, List<EpochRecord> history, TaskSplits data, TrainOptions options,
+        string? initDir, TimeSpan elapsed, Device device)
+    {
+        double test = Evaluator.Accuracy(model, 0, data.Test, device);
+        var best = history.MaxBy(h => double.IsNaN(h.ValidationAccuracy) ? h.Epoch : h.ValidationAccuracy)!;
+        var t = model.Config.Training;
+        t.Clear();
+        t["task"] = data.Task.ToString();
+        t["seed"] = options.Seed;
+        t["epochs"] = options.Epochs;
+        t["lr"] = options.LearningRate;
+        t["batch"] = options.BatchSize;
+        t["weight_decay"] = options.WeightDecay;
+        t["optimizer"] = "AdamW, linear warm-up 5% then cosine";
+        t["init"] = initDir;
+        t["best_epoch"] = best.Epoch;
+        t["data"] = new JsonObject { ["train"] = data.Train.Count, ["validation"] = data.Validation.Count, ["test"] = data.Test.Count };
+        t["validation_accuracy"] = double.IsNaN(best.ValidationAccuracy) ? null : best.ValidationAccuracy;
+        t["test_accuracy"] = test;
+        t["seconds"] = Math.Round(elapsed.TotalSeconds, 1);
+        return (test, best.Epoch);
     }
 
     static double WarmupCosine(int step, int warmup, int total)
