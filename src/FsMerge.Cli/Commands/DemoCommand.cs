@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using FsMerge.Data;
 using FsMerge.Evaluation;
+using FsMerge.Merging;
 using FsMerge.Models;
 using FsMerge.Training;
 
@@ -13,7 +14,7 @@ namespace FsMerge.Cli.Commands;
 sealed class DemoCommand : ICommand
 {
     public string Name => "demo";
-    public string Summary => "provision data, train two MLPs on MNIST 0-4 and 5-9 from different seeds, evaluate them";
+    public string Summary => "provision data, train two MLPs on MNIST 0-4 and 5-9 from different seeds, merge them with FS-Merge and baselines";
     public string Usage => "demo [--out DIR] [--epochs N]";
 
     public IReadOnlyList<OptionSpec> Options =>
@@ -24,6 +25,16 @@ sealed class DemoCommand : ICommand
     ];
 
     static readonly (string Task, long Seed)[] Sources = [("mnist:0-4", 1), ("mnist:5-9", 2)];
+
+    static readonly (string Label, string Method, Dictionary<string, string> Options)[] Merges =
+    [
+        ("ensemble (keeps both models)", "ensemble", new()),
+        ("weight average", "average", new()),
+        ("ZipIt", "zipit", new()),
+        ("distillation", "distill", new() { ["lr"] = "0.3" }),
+        ("FS-Merge global, first init", "fs-merge", new() { ["lr"] = "0.1" }),
+        ("FS-Merge global, ZipIt init", "fs-merge", new() { ["init"] = "zipit", ["lr"] = "0.03" }),
+    ];
 
     public int Run(ParsedArgs args)
     {
@@ -58,9 +69,30 @@ sealed class DemoCommand : ICommand
 
         Console.WriteLine("== 3. evaluation of the source models (each head on its own model's features)");
         var models = dirs.Select(d => Model.Load(d, device)).ToList();
-        var result = Evaluator.Evaluate(Evaluator.SeparateModels(models), tests, device, Sources.Select(s => s.Task).ToList());
-        foreach (var m in models) m.Dispose();
+        var names = Sources.Select(s => s.Task).ToList();
+        var result = Evaluator.Evaluate(Evaluator.SeparateModels(models), tests, device, names);
         Console.WriteLine(EvalCommand.ToTable(result));
+
+        Console.WriteLine("== 4. merging into one model of the original size, from 64 unlabeled images per task");
+        var plan = MergePlan.Prepare(models, dirs, [], dataDir, perTask: 64, seed: 1, width: null, device);
+        var rows = new List<(string Label, EvaluationResult Result, double Seconds)> { ("original models (2 models)", result, 0) };
+        foreach (var (label, method, options) in Merges)
+        {
+            var m = MergeMethods.Get(method);
+            var watch = Stopwatch.StartNew();
+            var outcome = m.Merge(plan.Inputs(device, 1, null), new MethodSettings(m, options));
+            rows.Add((label, Evaluator.Evaluate(outcome.Predict, plan.TestSets(), device, names), watch.Elapsed.TotalSeconds));
+            if (outcome.Merged is { } merged)
+            {
+                merged.Save(Path.Combine(outDir, $"merged-{method}"));
+                merged.Dispose();
+            }
+        }
+        foreach (var m in models) m.Dispose();
+        Console.WriteLine($"{"method",-34}{names[0],11}{names[1],11}{"per-task",10}{"joint",8}{"seconds",9}");
+        foreach (var (label, r, seconds) in rows)
+            Console.WriteLine($"{label,-34}{Common.Percent(r.Tasks[0].Accuracy),11}{Common.Percent(r.Tasks[1].Accuracy),11}{Common.Percent(r.PerTaskMean),10}{Common.Percent(r.Joint),8}{seconds,9:F1}");
+        Console.WriteLine("(test accuracy %; per-task: each task's head alone; joint: argmax over both heads. Learning rates: the ones bench mlp --quick chose on validation.)");
         Console.WriteLine($"demo finished in {clock.Elapsed.TotalSeconds:F0} s; models in {outDir}");
         return 0;
     }

@@ -77,7 +77,7 @@ sealed class EvalCommand : ICommand
         }).ToArray()),
         ["per_task_mean"] = result.PerTaskMean,
         ["joint"] = result.Joint,
-    }.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+    }.ToJsonString(JsonFormat.Indented);
 
     public static string ToTable(EvaluationResult result)
     {

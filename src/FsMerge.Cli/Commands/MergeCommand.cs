@@ -111,7 +111,7 @@ sealed class MergeCommand : ICommand
         {
             Directory.CreateDirectory(staging);
             merged?.Save(staging);
-            File.WriteAllText(Path.Combine(staging, "merge.json"), record.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            File.WriteAllText(Path.Combine(staging, "merge.json"), record.ToJsonString(JsonFormat.Indented));
             if (Directory.Exists(full) && overwrite) Directory.Delete(full, recursive: true);
             Directory.Move(staging, full);
         }

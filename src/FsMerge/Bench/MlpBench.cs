@@ -186,7 +186,7 @@ public static class MlpBench
             ["chosen_lr"] = chosen,
             ["results"] = JsonSerializer.SerializeToNode(results),
         };
-        AtomicFile.WriteAllText(Path.Combine(o.OutDir, "mlp.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(Path.Combine(o.OutDir, "mlp.json"), json.ToJsonString(JsonFormat.Indented));
         AtomicFile.WriteAllText(Path.Combine(o.OutDir, "mlp.md"), Markdown(o, results, chosen, elapsed));
     }
 

@@ -176,7 +176,7 @@ public sealed record ModelConfig
     }
 
     public void Write(string path) =>
-        AtomicFile.WriteAllText(path, ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(path, ToJson().ToJsonString(JsonFormat.Indented));
 
     static string Str(JsonObject o, string key, string source) =>
         o[key] is JsonValue v && v.TryGetValue<string>(out var s) ? s
