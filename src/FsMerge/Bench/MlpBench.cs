@@ -183,7 +183,7 @@ public static class MlpBench
             ["command"] = $"fsmerge bench mlp{(o.Quick ? " --quick" : "")} --seeds {o.Seeds}",
             ["seconds"] = Math.Round(elapsed.TotalSeconds),
             ["data_per_task"] = o.DataPerTask,
-            ["chosen_lr"] = chosen,
+            ["chosen_lr"] = chosen.DeepClone(),
             ["results"] = JsonSerializer.SerializeToNode(results),
         };
         AtomicFile.WriteAllText(Path.Combine(o.OutDir, "mlp.json"), json.ToJsonString(JsonFormat.Indented));

@@ -7,7 +7,7 @@ public static class MergeMethods
 {
     public static readonly IReadOnlyList<IMergeMethod> All =
     [
-        new FsMergeMethod(), new EnsembleMerge(), new AverageMerge(), new RegMeanMerge(),
+        new FsMergeMethod(), new EnsembleMerge(), new AverageMerge(), new SlerpMerge(), new RegMeanMerge(),
         new ZipItMerge(), new ReBasinMerge(), new DistillationMerge(),
     ];
 
