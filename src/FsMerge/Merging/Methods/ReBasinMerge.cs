@@ -28,9 +28,7 @@ public sealed class ReBasinMerge : IMergeMethod
         var sites = inputs.Sites;
         if (sites.Tensors.Any(t => t.Role == TensorRole.MergedSpace))
             throw new FsMergeException("rebasin: this architecture has merged-space parameters (LayerNorms), which permutation matching does not cover; use it on MLPs");
-        foreach (var site in sites.Sites)
-            if (site.ModelWidths.Any(w => w != site.MergedWidth))
-                throw new FsMergeException($"rebasin: site {site.Name} has widths {string.Join(", ", site.ModelWidths)} into {site.MergedWidth}; permutations need equal widths");
+        sites.RequireEqualWidths("rebasin");
 
         var spaces = sites.Spaces.Select(g => g.Key).ToList();
         // perm[i][space][a] = the neuron of model i placed at merged (model-1) index a.

@@ -27,9 +27,7 @@ public sealed class RegMeanMerge : IMergeMethod
     {
         double alpha = settings.Double("alpha", 0, 1);
         var sites = inputs.Sites;
-        foreach (var site in sites.Sites)
-            if (site.ModelWidths.Any(w => w != site.MergedWidth))
-                throw new FsMergeException($"regmean: site {site.Name} has widths {string.Join(", ", site.ModelWidths)} into {site.MergedWidth}; RegMean needs equal widths");
+        sites.RequireEqualWidths("regmean");
         var average = FoldedMerge.ToModel(inputs, FoldedMerge.RuleMatrices(inputs, MuInit.Average), FoldedMerge.MergedSpace(inputs, MuInit.Average));
 
         // Each model's inputs at every point a linear weight reads, on its own task's data.

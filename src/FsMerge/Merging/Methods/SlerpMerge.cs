@@ -20,9 +20,7 @@ public sealed class SlerpMerge : IMergeMethod
     public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings)
     {
         var sites = inputs.Sites;
-        foreach (var site in sites.Sites)
-            if (site.ModelWidths.Any(w => w != site.MergedWidth))
-                throw new FsMergeException($"slerp: site {site.Name} has widths {string.Join(", ", site.ModelWidths)} into {site.MergedWidth}; SLERP needs equal shapes");
+        sites.RequireEqualWidths("slerp");
         var names = sites.Tensors.Select(t => t.Name).ToList();
         Tensor Flatten(int i) => torch.cat(names.Select(n => inputs.Sources[i].Weights[n].flatten().to(ScalarType.Float64)).ToArray());
 
