@@ -208,6 +208,18 @@ public class MergeTests
     }
 
     [Fact]
+    public void Slerp_coefficients_follow_the_angle_and_a_model_slerped_with_itself_is_unchanged()
+    {
+        var (a, b) = SlerpMerge.Coefficients(torch.tensor(new double[] { 1, 0 }), torch.tensor(new double[] { 0, 1 }), 0.5);
+        Assert.Equal(Math.Sin(Math.PI / 4) / (1 + 1e-6), a, 9);
+        Assert.Equal(a, b, 12);
+        var sources = Sources(1, [12, 10]);
+        var same = new SlerpMerge().Merge(Inputs([sources[0], sources[0]]), Settings(new SlerpMerge())).Merged!;
+        foreach (var spec in sources[0].Config.Arch.BackboneWeights(sources[0].Config))
+            Assert.True(torch.allclose(same.Weights[spec.Name], sources[0].Weights[spec.Name], rtol: 1e-6, atol: 1e-7), spec.Name);
+    }
+
+    [Fact]
     public void Unknown_method_and_option_are_rejected_by_name()
     {
         Assert.Contains("'nope'", Assert.Throws<FsMergeException>(() => MergeMethods.Get("nope")).Message);
