@@ -20,6 +20,7 @@ sealed class MergeCommand : ICommand
         new("model", "DIR", "a source model (config.json + model.safetensors), in merge order", Repeatable: true),
         new("task", "TASK", "task of each model, in order (default: the task recorded in the model)", Repeatable: true),
         new("data-per-task", "N", "unlabeled merge images per task, drawn from its train split", "64"),
+        new("augment", "N", "augmented images per task made from the originals (crop, flip, one of grayscale/solarize/blur, MixUp/CutMix; spec §11.3)", "0"),
         new("width", "W,W,..", "merged MLP hidden widths (default: model 1's)"),
         new("seed", "S", "seed for the merge data draw and the method", "1"),
         new("out", "DIR", "output directory: config.json, model.safetensors, merge.json"),
@@ -62,8 +63,8 @@ sealed class MergeCommand : ICommand
         try
         {
             var plan = MergePlan.Prepare(sources, dirs, args.GetAll("task"), Common.DataDir(args), perTask, seed,
-                args.Has("width") ? args.IntList("width") : null, device);
-            Console.WriteLine($"merging {sources.Count} models with {method.Name}: {string.Join(", ", plan.Tasks)} ({perTask} unlabeled images per task)");
+                args.Has("width") ? args.IntList("width") : null, device, args.Int("augment", min: 0));
+            Console.WriteLine($"merging {sources.Count} models with {method.Name}: {string.Join(", ", plan.Tasks)} ({plan.Data[0].Count} unlabeled images per task)");
             var bars = new Dictionary<string, ProgressBar>();
             var inputs = plan.Inputs(device, seed, (phase, done, total, loss) =>
             {
@@ -80,6 +81,7 @@ sealed class MergeCommand : ICommand
                 ["options"] = settings.ToJson(),
                 ["sources"] = new JsonArray(dirs.Select((d, i) => (JsonNode)new JsonObject { ["path"] = Path.GetFullPath(d), ["task"] = plan.Tasks[i] }).ToArray()),
                 ["data_per_task"] = new JsonArray(plan.Data.Select(d => (JsonNode)d.Count).ToArray()),
+                ["augmented_per_task"] = args.Int("augment", min: 0),
                 ["seed"] = seed,
                 ["seconds"] = Math.Round(seconds, 2),
                 ["heads"] = "one per source task, in source order; each source's final unmerge block is folded into its head",

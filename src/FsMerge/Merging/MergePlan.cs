@@ -17,7 +17,7 @@ public sealed class MergePlan
     public required ModelConfig Target { get; init; }
 
     public static MergePlan Prepare(IReadOnlyList<Model> sources, IReadOnlyList<string> names, IReadOnlyList<string> taskOverrides,
-        string dataDir, int perTask, long seed, int[]? width, Device device)
+        string dataDir, int perTask, long seed, int[]? width, Device device, int augmentPerTask = 0)
     {
         var first = sources[0].Config;
         for (int i = 0; i < sources.Count; i++)
@@ -41,7 +41,8 @@ public sealed class MergePlan
             if (split.Train.LabelNames.Length != sources[i].Config.Heads[0].Labels.Length)
                 throw new FsMergeException($"{names[i]}: its head has {sources[i].Config.Heads[0].Labels.Length} classes but task {tasks[i]} has {split.Train.LabelNames.Length}");
             splits.Add(split);
-            data.Add(MergeData.Sample(split.Train, perTask, seed + i));
+            // n original unlabeled images, then augmented ones made from them (spec §11.2-11.3).
+            data.Add(MergeDataSet.Compose(MergeData.Sample(split.Train, perTask, seed + i), augmentPerTask, seed + i));
         }
         var target = first with
         {

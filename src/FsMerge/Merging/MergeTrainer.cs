@@ -6,7 +6,7 @@ namespace FsMerge.Merging;
 
 /// <summary>Optimizer settings shared by FS-Merge and distillation (spec §4.6, §7.4-7.5).</summary>
 public sealed record OptimizerSettings(string Optimizer, double LearningRate, int Epochs, int BatchSize,
-    double Momentum, double WeightDecay, double WarmupFraction)
+    double Momentum, double WeightDecay, double WarmupFraction, string Schedule = "cosine")
 {
     /// <summary>The options behind these settings, with per-method defaults.</summary>
     public static IReadOnlyList<MethodOption> Options(string optimizer, string lr, string epochs, string batch) =>
@@ -18,11 +18,13 @@ public sealed record OptimizerSettings(string Optimizer, double LearningRate, in
         new("momentum", "0.9", "SGD momentum"),
         new("weight-decay", "0.001", "decoupled weight decay (AdamW) or L2 (SGD)"),
         new("warmup", "0.02", "fraction of steps of linear warm-up before cosine decay"),
+        new("schedule", "cosine", "cosine (linear warm-up, then cosine; the paper's MLP setting) or onecycle (the reference's transformer setting, spec §7.5: OneCycle with linear annealing, 30% warm-up, cycling Adam's beta1 0.95-0.85)"),
     ];
 
     public static OptimizerSettings From(MethodSettings s) => new(
         s.String("optimizer", "sgd", "adamw"), s.Double("lr", min: 0), s.Int("epochs", min: 0), s.Int("batch", min: 0),
-        s.Double("momentum", 0, 1), s.Double("weight-decay", min: 0), s.Double("warmup", 0, 1));
+        s.Double("momentum", 0, 1), s.Double("weight-decay", min: 0), s.Double("warmup", 0, 1),
+        s.String("schedule", "cosine", "onecycle"));
 }
 
 /// <summary>The optimization loop of FS-Merge and distillation: shuffled batches, warm-up then cosine decay.</summary>
@@ -44,9 +46,12 @@ public static class MergeTrainer
         optim.Optimizer optimizer = s.Optimizer == "adamw"
             ? torch.optim.AdamW(parameters, s.LearningRate, weight_decay: s.WeightDecay)
             : torch.optim.SGD(parameters, s.LearningRate, momentum: s.Momentum, weight_decay: s.WeightDecay);
-        var scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, step => step < warmup
-            ? (step + 1.0) / warmup
-            : 0.5 * (1 + Math.Cos(Math.PI * Math.Min(1.0, (step - warmup) / (double)Math.Max(1, total - warmup)))));
+        var scheduler = s.Schedule == "onecycle"
+            ? torch.optim.lr_scheduler.OneCycleLR(optimizer, s.LearningRate, total_steps: (int)total,
+                anneal_strategy: optim.lr_scheduler.impl.OneCycleLR.AnnealStrategy.Linear)
+            : torch.optim.lr_scheduler.LambdaLR(optimizer, step => step < warmup
+                ? (step + 1.0) / warmup
+                : 0.5 * (1 + Math.Cos(Math.PI * Math.Min(1.0, (step - warmup) / (double)Math.Max(1, total - warmup)))));
         var generator = new Generator((ulong)seed);
         double epochLoss = double.NaN;
         long step = 0;
