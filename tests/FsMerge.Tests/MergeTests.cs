@@ -220,6 +220,27 @@ public class MergeTests
     }
 
     [Fact]
+    public void Sequential_merge_of_three_models_starts_at_model_1_and_trains()
+    {
+        var sources = Sources(3, [12, 10]);
+        var x = torch.rand(5, 1, 28, 28, generator: new Generator(8));
+        var method = new FsMergeSeqMethod();
+        var zero = method.Merge(Inputs(sources), Settings(method, ("epochs", "0"))).Merged!;
+        Assert.Equal(3, zero.HeadCount);
+        var expected = sources[0].Logits(sources[0].Features(x), 0);
+        Assert.True(zero.Logits(zero.Features(x), 0).Equals(expected));
+
+        var trained = method.Merge(Inputs(sources), Settings(method, ("stage-epochs", "30,60"), ("lr", "0.05")));
+        var stages = trained.Details["stages"]!.AsArray();
+        Assert.Equal(2, stages.Count);
+        Assert.Equal(60, (int)stages[1]!["epochs"]!);
+        Assert.True(double.IsFinite((double)stages[1]!["details"]!["final_loss"]!));
+        Assert.Equal(new long[] { 3, 10 }, trained.Merged!.Weights["classifier.2.weight"].shape);
+        var e = Assert.Throws<FsMergeException>(() => method.Merge(Inputs(sources), Settings(method, ("stage-epochs", "3"))));
+        Assert.Contains("2 non-negative integers", e.Message);
+    }
+
+    [Fact]
     public void Unknown_method_and_option_are_rejected_by_name()
     {
         Assert.Contains("'nope'", Assert.Throws<FsMergeException>(() => MergeMethods.Get("nope")).Message);

@@ -68,7 +68,8 @@ public static class Folding
     }
 
     /// <summary>
-    /// Heads are never merged: head h of source i reads block i of the head-input unmerge, which, heads
+    /// Heads are never merged: head h of source i reads block i of the head-input unmerge (or, when it has
+    /// one block per task, the block of its task), which, heads
     /// being linear, folds into the head itself: H̄ = H · U_iᵀ (spec §4.1).
     /// </summary>
     static void FoldHeads(SiteTable table, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources, IReadOnlyList<int> headCounts,
@@ -76,11 +77,13 @@ public static class Folding
     {
         var site = table[table.HeadInput];
         int total = headCounts.Sum(), task = 0;
+        bool perTask = site.Models == total && total != sources.Count; // FS-Merge seq.: one block per task
         for (int i = 0; i < sources.Count; i++)
         {
-            var block = u.narrow(1, site.Offset(i), site.ModelWidths[i]);
             for (int h = 0; h < headCounts[i]; h++, task++)
             {
+                int b = perTask ? task : i;
+                var block = u.narrow(1, site.Offset(b), site.ModelWidths[b]);
                 var from = Heads.Prefix(h, headCounts[i]);
                 var to = Heads.Prefix(task, total);
                 folded[$"{to}.weight"] = sources[i][$"{from}.weight"].matmul(block.t());

@@ -27,8 +27,20 @@ public sealed class MergeInputs
     public long Seed { get; init; } = 1;
     public MergeProgress? Progress { get; init; }
 
+    /// <summary>
+    /// Own-model target features per task, [n_t, e_t] for <see cref="Data"/>[t], when they are not the
+    /// sources' own features (FS-Merge seq.: the original models'). Then the head-input unmerge has one
+    /// block per task instead of one per source.
+    /// </summary>
+    public IReadOnlyList<Tensor>? Targets { get; init; }
+
+    /// <summary>Initial dense U at the head-input site (FS-Merge seq. carries earlier stages' blocks); null = the init rule.</summary>
+    public Tensor? HeadInputInit { get; init; }
+
     SiteTable? sites;
-    public SiteTable Sites => sites ??= Target.Arch.Sites(Sources.Select(s => s.Config).ToList(), Target);
+    public SiteTable Sites => sites ??= Targets is null
+        ? Target.Arch.Sites(Sources.Select(s => s.Config).ToList(), Target)
+        : Target.Arch.Sites(Sources.Select(s => s.Config).ToList(), Target).WithHeadInputWidths(Targets.Select(t => t.shape[1]).ToArray());
 
     public IReadOnlyList<int> HeadCounts => Sources.Select(s => s.HeadCount).ToList();
     public IReadOnlyList<IReadOnlyDictionary<string, Tensor>> SourceWeights => Sources.Select(s => (IReadOnlyDictionary<string, Tensor>)s.Weights).ToList();

@@ -68,6 +68,13 @@ public sealed class SiteTable
 
     public Site this[string name] => byName[name];
 
+    /// <summary>The same table with one head-input block per task (of the given widths) instead of one per source.</summary>
+    public SiteTable WithHeadInputWidths(long[] widths)
+    {
+        var sites = Sites.Select(s => s.Name == HeadInput ? s with { ModelWidths = widths } : s).ToList();
+        return new SiteTable(sites, Tensors, HeadInput, Activations);
+    }
+
     public IEnumerable<IGrouping<string, Site>> Spaces => Sites.GroupBy(s => s.Space);
 
     /// <summary>Methods that pair neurons by index or by permutation need every model as wide as the merge.</summary>

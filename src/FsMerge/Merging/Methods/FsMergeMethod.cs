@@ -30,7 +30,10 @@ public sealed class FsMergeMethod : IMergeMethod
         .. OptimizerSettings.Options(optimizer: "sgd", lr: "0.1", epochs: "1000", batch: "0"),
     ];
 
-    public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings)
+    public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings) => Train(inputs, settings).Outcome;
+
+    /// <summary>Trains and folds; also returns the final dense M/U per site (FS-Merge seq. carries the head-input U on).</summary>
+    internal static (MergeOutcome Outcome, Dictionary<string, Tensor> Dense) Train(MergeInputs inputs, MethodSettings settings)
     {
         var clock = Stopwatch.StartNew();
         var scope = settings.String("scope", "global", "local");
@@ -51,7 +54,9 @@ public sealed class FsMergeMethod : IMergeMethod
             throw new FsMergeException($"fs-merge: --rank {rank} exceeds the merged feature width {baseWidth} (spec §2.5: 1 <= r <= d)");
         var matrices = inputs.Sites.Sites.ToDictionary(s => s.Name, s => zipit != null
             ? SiteMatrix.Dense(s, zipit[s.Name].clone())
-            : SiteMatrix.Initialize(s, type, rule, RankFor(s, rank, baseWidth), generator, inputs.Device));
+            : s.Name == inputs.Sites.HeadInput && inputs.HeadInputInit is { } carried
+                ? SiteMatrix.Dense(s, carried.clone())
+                : SiteMatrix.Initialize(s, type, rule, RankFor(s, rank, baseWidth), generator, inputs.Device));
         var mergedSpace = FoldedMerge.MergedSpace(inputs, zipit != null ? MuInit.Average : rule);
 
         var details = new JsonObject { ["scope"] = scope };
@@ -69,7 +74,7 @@ public sealed class FsMergeMethod : IMergeMethod
         details["optimized_parameters"] = matrices.Values.Sum(m => m.ParameterCount) + mergedSpace.Values.Sum(p => p.numel());
         details["target_scales"] = new JsonObject(scales.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)new JsonArray(kv.Value.Select(v => (JsonNode)v).ToArray()))));
         details["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 2);
-        return FoldedMerge.Outcome(model, details);
+        return (FoldedMerge.Outcome(model, details), dense);
     }
 
     static MuType ParseType(string text) => text switch
@@ -123,16 +128,32 @@ public sealed class FsMergeMethod : IMergeMethod
         var taskOf = torch.cat(Enumerable.Range(0, inputs.Data.Count)
             .Select(t => torch.full(inputs.Data[t].Count, t, ScalarType.Int64)).ToArray()).to(inputs.Device);
 
-        List<Tensor> targets;
-        using (torch.no_grad())
-            targets = inputs.Sources.Select(m => Probing.Collect(m, images, [sites.HeadInput])[sites.HeadInput]).ToList();
-        var scale = ScaleFactors(targets, normalize);
-        var targetCat = torch.cat(targets.Select((t, i) => t * scale[i]).ToArray(), 1);
-        // Which target coordinates count for each sample: all of them, or only its own model's block (spec §7.2).
-        var mask = targetsMode == "all"
-            ? torch.ones_like(targetCat)
-            : torch.cat(Enumerable.Range(0, inputs.Sources.Count).Select(i =>
-                taskOf.eq(i).to(ScalarType.Float32).unsqueeze(1).expand(-1, headSite.ModelWidths[i])).ToArray(), 1);
+        Tensor targetCat, mask;
+        double[] scale;
+        if (inputs.Targets is { } given)
+        {
+            // Given own-model targets per task (FS-Merge seq.): task t's rows fill block t only.
+            scale = ScaleFactors(given, normalize);
+            targetCat = torch.zeros(images.shape[0], headSite.StackedWidth, device: inputs.Device);
+            long row = 0;
+            for (int t = 0; t < given.Count; t++)
+            {
+                targetCat.narrow(0, row, given[t].shape[0]).narrow(1, headSite.Offset(t), headSite.ModelWidths[t])
+                    .copy_(given[t].to(inputs.Device) * scale[t]);
+                row += given[t].shape[0];
+            }
+            mask = OwnBlocks(taskOf, headSite);
+        }
+        else
+        {
+            List<Tensor> targets;
+            using (torch.no_grad())
+                targets = inputs.Sources.Select(m => Probing.Collect(m, images, [sites.HeadInput])[sites.HeadInput]).ToList();
+            scale = ScaleFactors(targets, normalize);
+            targetCat = torch.cat(targets.Select((t, i) => t * scale[i]).ToArray(), 1);
+            // Which target coordinates count for each sample: all of them, or only its own model's block (spec §7.2).
+            mask = targetsMode == "all" ? torch.ones_like(targetCat) : OwnBlocks(taskOf, headSite);
+        }
 
         var parameters = MakeTrainable(matrices.Values.Select(m => m.Factors).Append(mergedSpace));
         var sourceWeights = inputs.SourceWeights;
@@ -149,6 +170,11 @@ public sealed class FsMergeMethod : IMergeMethod
         }, inputs.Seed, inputs.Progress, "fs-merge global");
         return (loss, new Dictionary<string, double[]> { [sites.HeadInput] = scale });
     }
+
+    /// <summary>1 on the columns of each sample's own block of the head-input site, 0 elsewhere.</summary>
+    static Tensor OwnBlocks(Tensor taskOf, Site headSite) =>
+        torch.cat(Enumerable.Range(0, headSite.Models).Select(i =>
+            taskOf.eq(i).to(ScalarType.Float32).unsqueeze(1).expand(-1, headSite.ModelWidths[i])).ToArray(), 1);
 
     static (double, Dictionary<string, double[]>) TrainLocal(MergeInputs inputs, Dictionary<string, SiteMatrix> matrices,
         bool normalize, OptimizerSettings optimizer)
