@@ -3,7 +3,8 @@ using System.Globalization;
 namespace FsMerge.Cli;
 
 /// <summary>One option of a command: "--name VALUE" or a flag, with its help and default.</summary>
-public sealed record OptionSpec(string Name, string? Value, string Help, string? Default = null, bool Repeatable = false)
+public sealed record OptionSpec(string Name, string? Value, string Help, string? Default = null, bool Repeatable = false,
+    bool Hidden = false)
 {
     public bool IsFlag => Value == null;
 }
@@ -103,7 +104,7 @@ public sealed class ParsedArgs
     {
         var lines = new List<string> { $"usage: fsmerge {command.Usage}", "", command.Summary, "", "options:" };
         int width = command.Options.Max(o => o.Name.Length + (o.Value?.Length + 1 ?? 0)) + 4;
-        foreach (var o in command.Options)
+        foreach (var o in command.Options.Where(o => !o.Hidden))
         {
             var left = $"--{o.Name}" + (o.Value != null ? " " + o.Value : "");
             var help = o.Help + (o.Default != null ? $" (default: {o.Default})" : "") + (o.Repeatable ? " [repeatable]" : "");

@@ -31,7 +31,7 @@ sealed class MergeCommand : ICommand
 
     /// <summary>Every method's options are accepted by the parser; the chosen method rejects the others by name.</summary>
     public IReadOnlyList<OptionSpec> Options => General.Concat(MergeMethods.All.SelectMany(m => m.Options)
-        .GroupBy(o => o.Name).Select(g => new OptionSpec(g.Key, "V", "method option (see the list below)"))).ToList();
+        .GroupBy(o => o.Name).Select(g => new OptionSpec(g.Key, "V", "method option", Hidden: true))).ToList();
 
     public static string MethodHelp()
     {
