@@ -151,6 +151,25 @@ public class MergeTests
     }
 
     [Fact]
+    public void The_batched_fold_equals_the_per_model_fold_and_the_explicit_vit_supernet()
+    {
+        var sources = Enumerable.Range(0, 3).Select(i => Model.Create(ModelTests.TinyVit() with
+            { Heads = [new HeadInfo($"t{i}", ["a", "b"])] }, 40 + i, CPU)).ToList();
+        var inputs = Inputs(sources);
+        var mu = inputs.Sites.Sites.ToDictionary(s => s.Name, s =>
+            SiteMatrix.Initialize(s, MuType.Full, MuInit.Random, 0, new Generator(9), CPU).Materialize());
+        var space = FoldedMerge.MergedSpace(inputs, MuInit.Average);
+        var loop = Folding.Fold(inputs.Sites, inputs.SourceWeights, inputs.HeadCounts, mu, space);
+        var batched = Folding.Fold(inputs.Sites, inputs.SourceWeights, inputs.HeadCounts, mu, space, Folding.Stack(inputs.Sites, inputs.SourceWeights));
+        foreach (var (name, w) in loop)
+            Assert.True(torch.allclose(w, batched[name], rtol: 1e-4, atol: 1e-6), name);
+        var x = torch.rand(3, 1, 28, 28, generator: new Generator(2));
+        var folded = FsMergeMethod.FoldEveryStep(inputs)(mu, space, x);
+        var explicitNet = Bench.VitSuperNet.Forward(inputs.Target, inputs.Sites, inputs.SourceWeights, mu, space, x);
+        Assert.True(torch.allclose(folded, explicitNet, rtol: 1e-3, atol: 1e-5), $"max diff {(folded - explicitNet).abs().max().item<float>()}");
+    }
+
+    [Fact]
     public void Regmean_closed_form_matches_a_least_squares_solve()
     {
         var x1 = torch.randn(40, 6, dtype: ScalarType.Float64, generator: new Generator(1));

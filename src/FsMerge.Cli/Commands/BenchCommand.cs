@@ -1,3 +1,4 @@
+using System.Text.Json;
 using FsMerge.Bench;
 
 namespace FsMerge.Cli.Commands;
@@ -5,22 +6,29 @@ namespace FsMerge.Cli.Commands;
 sealed class BenchCommand : ICommand
 {
     public string Name => "bench";
-    public string Summary => "reproduce the paper's experiments (bench mlp): writes Markdown, CSV and JSON tables";
-    public string Usage => "bench mlp [--quick] [--seeds N] --out DIR";
+    public string Summary => "benchmarks: 'bench mlp' reproduces the paper's MLP tables; 'bench perf' measures training-step cost";
+    public string Usage => "bench mlp [--quick] [--seeds N] --out DIR  |  bench perf [--models 2,4] [--thread-counts 1,2] --out DIR";
 
     public IReadOnlyList<OptionSpec> Options =>
     [
         new("mlp", null, "the MLP experiments: MNIST / Fashion-MNIST halves by depth and width (also accepted as 'bench mlp')"),
-        new("quick", null, "one setting (MNIST, depth 2), one seed, shorter training: a few minutes"),
-        new("seeds", "N", "seeds per setting", "5"),
-        new("data-per-task", "N", "unlabeled merge images per task", "64"),
-        new("out", "DIR", "output directory", "runs/bench-mlp"),
+        new("perf", null, "step time and peak memory: fold every step vs explicit SuperNet vs distillation (also 'bench perf')"),
+        new("quick", null, "mlp: one setting (MNIST, depth 2), one seed, shorter training: a few minutes"),
+        new("seeds", "N", "mlp: seeds per setting", "5"),
+        new("data-per-task", "N", "mlp: unlabeled merge images per task", "64"),
+        new("models", "N,N,..", "perf: numbers of merged models", "2,4"),
+        new("thread-counts", "T,T,..", "perf: LibTorch thread counts to measure", "1,2"),
+        new("rank", "R", "perf: low-rank rank of FS-Merge", "8"),
+        new("steps", "S", "perf: timed training steps per measurement", "12"),
+        new("child", "VARIANT", "perf: measure one variant in this process (used by bench perf itself)", Hidden: true),
+        new("out", "DIR", "output directory", "runs/bench"),
         Common.Data, Common.Device, Common.Threads, Common.Quiet,
     ];
 
     public int Run(ParsedArgs args)
     {
-        if (!args.Has("mlp")) throw new FsMergeException("fsmerge bench: name the benchmark: 'fsmerge bench mlp' (see 'fsmerge bench --help')");
+        if (args.Has("perf")) return Perf(args);
+        if (!args.Has("mlp")) throw new FsMergeException("fsmerge bench: name the benchmark: 'fsmerge bench mlp' or 'fsmerge bench perf' (see 'fsmerge bench --help')");
         var device = Common.Setup(args);
         var options = new MlpBenchOptions
         {
@@ -33,6 +41,25 @@ sealed class BenchCommand : ICommand
         };
         MlpBench.Run(options, Console.WriteLine);
         Console.WriteLine($"wrote {Path.Combine(options.OutDir, "mlp.md")}, mlp.csv, mlp.json");
+        return 0;
+    }
+
+    static int Perf(ParsedArgs args)
+    {
+        int rank = args.Int("rank", min: 1), steps = args.Int("steps", min: 1);
+        if (args.Get("child") is { } variant)
+        {
+            int threads = args.Int("threads", min: 1);
+            TorchRuntime.Configure(threads);
+            var result = PerfBench.Measure(variant, args.IntList("models")[0], threads, rank, steps);
+            Console.WriteLine("RESULT " + JsonSerializer.Serialize(result));
+            return 0;
+        }
+        var outDir = args.Require("out");
+        Directory.CreateDirectory(outDir);
+        Console.WriteLine("measuring each variant in its own process (tiny ViT, batch 128)");
+        PerfBench.Run(args.IntList("models"), args.IntList("thread-counts"), rank, steps, outDir, Console.WriteLine);
+        Console.WriteLine($"wrote {Path.Combine(outDir, "perf.md")}, perf.json");
         return 0;
     }
 }

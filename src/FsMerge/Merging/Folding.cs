@@ -15,8 +15,10 @@ public static class Folding
     /// <param name="headCounts">How many heads each source has; head names follow <see cref="Heads.Prefix"/>.</param>
     /// <param name="matrices">Dense M or U for every site of <paramref name="table"/>.</param>
     /// <param name="mergedSpace">Values of the table's merged-space tensors (LayerNorms).</param>
+    /// <param name="stacked">Optional <see cref="Stack"/> of the sources: a batched fold, one matmul chain per tensor.</param>
     public static Dictionary<string, Tensor> Fold(SiteTable table, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources,
-        IReadOnlyList<int> headCounts, IReadOnlyDictionary<string, Tensor> matrices, IReadOnlyDictionary<string, Tensor> mergedSpace)
+        IReadOnlyList<int> headCounts, IReadOnlyDictionary<string, Tensor> matrices, IReadOnlyDictionary<string, Tensor> mergedSpace,
+        IReadOnlyDictionary<string, Tensor>? stacked = null)
     {
         var folded = new Dictionary<string, Tensor>();
         foreach (var entry in table.Tensors)
@@ -24,6 +26,7 @@ public static class Folding
             folded[entry.Name] = entry.Role switch
             {
                 TensorRole.MergedSpace => mergedSpace[entry.Name],
+                _ when stacked != null && stacked.TryGetValue(entry.Name, out var stack) => FoldStacked(table, entry, stack, matrices),
                 TensorRole.Vector => SumOverModels(table[entry.Out!], i => sources[i][entry.Name],
                     (v, m) => v.matmul(m)),
                 _ => FoldLinear(table, entry, sources, matrices),
@@ -43,6 +46,43 @@ public static class Folding
             }
             return sum!;
         }
+    }
+
+    /// <summary>
+    /// The frozen source tensors stacked as [N, ...] where every model has the same shape at the tensor's
+    /// sites, so that <see cref="Fold"/> folds each with batched matmuls instead of a loop over models:
+    /// FS-Merge folds every step, and per-op overhead matters at small widths. Computed once per merge.
+    /// </summary>
+    public static Dictionary<string, Tensor> Stack(SiteTable table, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources)
+    {
+        var stacked = new Dictionary<string, Tensor>();
+        foreach (var entry in table.Tensors.Where(t => t.Role != TensorRole.MergedSpace))
+        {
+            bool equal = new[] { entry.Out, entry.In }.Where(s => s != null).All(s => table[s!].ModelWidths.Distinct().Count() == 1);
+            if (equal) stacked[entry.Name] = torch.stack(sources.Select(w => w[entry.Name]).ToArray()).detach();
+        }
+        return stacked;
+    }
+
+    /// <summary>Σ_i M_iᵀ W_i U_iᵀ (or Σ_i v_i M_i) with the models stacked on dim 0.</summary>
+    static Tensor FoldStacked(SiteTable table, TensorFold entry, Tensor stack, IReadOnlyDictionary<string, Tensor> matrices)
+    {
+        var outSite = table[entry.Out!];
+        long n = outSite.Models, e = outSite.ModelWidths[0];
+        var m = matrices[outSite.Name].view(n, e, outSite.MergedWidth);                            // [N, e, e'], block i = M_i
+        if (entry.Role == TensorRole.Vector)
+        {
+            long[] shape = stack.shape[1..^1];
+            return stack.reshape(n, -1, e).bmm(m).sum(dim: 0).reshape([.. shape, outSite.MergedWidth]);
+        }
+        var w = stack.reshape(n, stack.shape[1], -1);                                                // [N, e_out, e_in·rest]
+        if (entry.In is { } inName)
+        {
+            var inSite = table[inName];
+            var u = matrices[inName].view(inSite.MergedWidth, n, inSite.ModelWidths[0]).permute(1, 2, 0); // [N, e_in, e_in'], block i = U_iᵀ
+            return m.transpose(1, 2).bmm(w.bmm(u)).sum(dim: 0);
+        }
+        return m.transpose(1, 2).bmm(w).sum(dim: 0).reshape([outSite.MergedWidth, .. stack.shape[2..]]);
     }
 
     /// <summary>W̄ = Σ_i M_iᵀ W_i U_iᵀ, with W_i [out, in, ...]; without an input site the input is shared.</summary>

@@ -119,15 +119,36 @@ public sealed class FsMergeMethod : IMergeMethod
         return means.Select(m => m > 0 ? means[0] / m : 1.0).ToArray();
     }
 
-    static (double, Dictionary<string, double[]>) TrainGlobal(MergeInputs inputs, Dictionary<string, SiteMatrix> matrices,
-        Dictionary<string, Tensor> mergedSpace, string targetsMode, bool normalize, OptimizerSettings optimizer)
+    /// <summary>
+    /// The global SuperNet's output on a batch: the per-model features [B, Σe] after the head-input unmerge,
+    /// from the dense M/U of every site and the merged-space parameters.
+    /// </summary>
+    public delegate Tensor SuperNetForward(IReadOnlyDictionary<string, Tensor> dense, IReadOnlyDictionary<string, Tensor> mergedSpace, Tensor images);
+
+    /// <summary>Fold every step (spec §14): fold θ into one model with autograd on, run the one forward, unmerge.</summary>
+    public static SuperNetForward FoldEveryStep(MergeInputs inputs)
+    {
+        var sites = inputs.Sites;
+        var sourceWeights = inputs.SourceWeights;
+        var stacked = Folding.Stack(sites, sourceWeights);
+        var target = inputs.Target;
+        return (dense, mergedSpace, images) =>
+        {
+            var weights = Folding.Fold(sites, sourceWeights, inputs.HeadCounts, dense, mergedSpace, stacked);
+            return target.Arch.Features(target, weights, images).matmul(dense[sites.HeadInput]);
+        };
+    }
+
+    /// <summary>The global objective: trainable θ, the sample count, and the loss of a batch of sample indices.</summary>
+    public static (Parameter[] Parameters, long Samples, Func<Tensor, Tensor> LossOf, double[] Scale) GlobalObjective(
+        MergeInputs inputs, Dictionary<string, SiteMatrix> matrices, Dictionary<string, Tensor> mergedSpace,
+        string targetsMode, bool normalize, SuperNetForward forward)
     {
         var sites = inputs.Sites;
         var headSite = sites[sites.HeadInput];
         var images = torch.cat(Enumerable.Range(0, inputs.Data.Count).Select(inputs.Images).ToArray(), 0);
         var taskOf = torch.cat(Enumerable.Range(0, inputs.Data.Count)
             .Select(t => torch.full(inputs.Data[t].Count, t, ScalarType.Int64)).ToArray()).to(inputs.Device);
-
         Tensor targetCat, mask;
         double[] scale;
         if (inputs.Targets is { } given)
@@ -156,19 +177,23 @@ public sealed class FsMergeMethod : IMergeMethod
         }
 
         var parameters = MakeTrainable(matrices.Values.Select(m => m.Factors).Append(mergedSpace));
-        var sourceWeights = inputs.SourceWeights;
-        var target = inputs.Target;
-        double loss = MergeTrainer.Train(parameters, images.shape[0], optimizer, index =>
+        Tensor LossOf(Tensor index)
         {
             var dense = matrices.ToDictionary(kv => kv.Key, kv => kv.Value.Materialize());
-            var weights = Folding.Fold(sites, sourceWeights, inputs.HeadCounts, dense, mergedSpace);
-            var features = target.Arch.Features(target, weights, images.index_select(0, index));
-            var reconstruction = features.matmul(dense[sites.HeadInput]);
+            var reconstruction = forward(dense, mergedSpace, images.index_select(0, index));
             var m = mask.index_select(0, index);
             var error = (reconstruction - targetCat.index_select(0, index)).pow(2) * m;
             return error.sum() / m.sum();
-        }, inputs.Seed, inputs.Progress, "fs-merge global");
-        return (loss, new Dictionary<string, double[]> { [sites.HeadInput] = scale });
+        }
+        return (parameters, images.shape[0], LossOf, scale);
+    }
+
+    static (double, Dictionary<string, double[]>) TrainGlobal(MergeInputs inputs, Dictionary<string, SiteMatrix> matrices,
+        Dictionary<string, Tensor> mergedSpace, string targetsMode, bool normalize, OptimizerSettings optimizer)
+    {
+        var (parameters, samples, lossOf, scale) = GlobalObjective(inputs, matrices, mergedSpace, targetsMode, normalize, FoldEveryStep(inputs));
+        double loss = MergeTrainer.Train(parameters, samples, optimizer, lossOf, inputs.Seed, inputs.Progress, "fs-merge global");
+        return (loss, new Dictionary<string, double[]> { [inputs.Sites.HeadInput] = scale });
     }
 
     /// <summary>1 on the columns of each sample's own block of the head-input site, 0 elsewhere.</summary>

@@ -1,0 +1,152 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using FsMerge.Data;
+using FsMerge.Merging;
+using FsMerge.Merging.Methods;
+using FsMerge.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FsMerge.Bench;
+
+/// <summary>One measured training-step variant.</summary>
+public sealed record PerfResult(string Variant, int Models, int Threads, double MillisecondsPerStep, double PeakMegabytes, long Parameters);
+
+/// <summary>
+/// `fsmerge bench perf`: time per training step and peak memory of FS-Merge trained by folding every step,
+/// of the explicit SuperNet (dense M/U as the reference runs it) and of distillation, on one tiny-ViT
+/// configuration and batch. Each measurement runs in its own child process, so peak resident memory
+/// (VmHWM) is that variant's alone. The step time is the difference between a long and a short run
+/// divided by the extra steps, so set-up and target extraction cancel out.
+/// </summary>
+public static class PerfBench
+{
+    public const int Batch = 128;
+    public static readonly string[] Variants = ["fold-every-step", "explicit-supernet", "distillation"];
+
+    public static ModelConfig Config(int task) => new()
+    {
+        Architecture = "vit", ImageSize = 28, NumChannels = 1, PatchSize = 7, HiddenSize = 64,
+        NumHiddenLayers = 4, NumAttentionHeads = 4, IntermediateSize = 256,
+        Heads = [new HeadInfo($"task{task}", Enumerable.Range(0, 5).Select(c => c.ToString()).ToArray())],
+    };
+
+    /// <summary>Runs in the child process: measures one variant and returns its result.</summary>
+    public static PerfResult Measure(string variant, int models, int threads, int rank, int steps)
+    {
+        if (!Variants.Contains(variant)) throw new FsMergeException($"bench perf: unknown variant '{variant}' (expected {string.Join(", ", Variants)})");
+        var device = CPU;
+        var sources = Enumerable.Range(0, models).Select(i => Model.Create(Config(i), 100 + i, device)).ToList();
+        var data = Enumerable.Range(0, models).Select(i => new ImageSet(
+            torch.rand(Batch, 1, 28, 28, generator: new Generator((ulong)(7 + i))), new long[Batch], Config(i).Heads[0].Labels)).ToList();
+        var target = sources[0].Config with { Heads = sources.SelectMany(s => s.Config.Heads).ToList() };
+        // Epoch ends are timestamped through the progress callback: the first epoch is the warm-up (JIT,
+        // allocator, MKL), the step time is measured over the epochs after it, so set-up cancels out.
+        var clock = Stopwatch.StartNew();
+        var marks = new List<(long Step, double Ms)>();
+        var inputs = new MergeInputs
+        {
+            Sources = sources, Data = data, Target = target, Device = device, Seed = 1,
+            Progress = (_, done, _, _) => marks.Add((done, clock.Elapsed.TotalMilliseconds)),
+        };
+        int epochs = 1 + (steps + models - 1) / models;   // one batch per task per epoch
+        long parameters;
+        ResetPeakMemory();
+        if (variant == "distillation")
+        {
+            var method = new DistillationMerge();
+            var settings = new MethodSettings(method, new Dictionary<string, string>
+            {
+                ["optimizer"] = "adamw", ["lr"] = "1e-4", ["epochs"] = epochs.ToString(CultureInfo.InvariantCulture),
+                ["batch"] = Batch.ToString(CultureInfo.InvariantCulture), ["schedule"] = "onecycle",
+            });
+            var outcome = method.Merge(inputs, settings);
+            parameters = (long)outcome.Details["optimized_parameters"]!;
+        }
+        else
+        {
+            var sites = inputs.Sites;
+            long baseWidth = sites[sites.HeadInput].MergedWidth;
+            var matrices = sites.Sites.ToDictionary(s => s.Name, s => SiteMatrix.Initialize(s, MuType.DiagonalLowRank, MuInit.First,
+                (int)Math.Min(s.MergedWidth, rank * s.MergedWidth / baseWidth), new Generator(3), device));
+            var mergedSpace = FoldedMerge.MergedSpace(inputs, MuInit.First);
+            FsMergeMethod.SuperNetForward forward = variant == "fold-every-step"
+                ? FsMergeMethod.FoldEveryStep(inputs)
+                : (dense, space, images) => VitSuperNet.Forward(target, sites, inputs.SourceWeights, dense, space, images);
+            var (theta, samples, lossOf, _) = FsMergeMethod.GlobalObjective(inputs, matrices, mergedSpace, "own", false, forward);
+            parameters = theta.Sum(p => p.numel());
+            var optimizer = new OptimizerSettings("adamw", 1e-4, epochs, Batch, 0.9, 1e-3, 0.02, "onecycle");
+            MergeTrainer.Train(theta, samples, optimizer, lossOf, 1, inputs.Progress, variant);
+        }
+        var (first, last) = (marks[0], marks[^1]);
+        return new PerfResult(variant, models, threads, (last.Ms - first.Ms) / (last.Step - first.Step), PeakMegabytes(), parameters);
+    }
+
+    /// <summary>Runs every variant for every model count and thread count, each in a child process.</summary>
+    public static List<PerfResult> Run(int[] modelCounts, int[] threadCounts, int rank, int steps, string outDir, Action<string> log)
+    {
+        var results = new List<PerfResult>();
+        foreach (var threads in threadCounts)
+            foreach (var n in modelCounts)
+                foreach (var variant in Variants)
+                {
+                    var result = Child(variant, n, threads, rank, steps);
+                    log($"  {variant,-18} N={n} threads={threads}: {result.MillisecondsPerStep,8:F1} ms/step, peak {result.PeakMegabytes,7:F0} MB, {result.Parameters} optimized parameters");
+                    results.Add(result);
+                }
+        Write(results, rank, outDir);
+        return results;
+    }
+
+    static PerfResult Child(string variant, int models, int threads, int rank, int steps)
+    {
+        var entry = Environment.GetCommandLineArgs()[0];
+        var start = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
+        if (entry.EndsWith(".dll")) start.ArgumentList.Add(entry);
+        foreach (var a in new[] { "bench", "--perf", "--child", variant, "--models", models.ToString(), "--threads", threads.ToString(),
+                     "--rank", rank.ToString(), "--steps", steps.ToString() })
+            start.ArgumentList.Add(a);
+        using var process = Process.Start(start)!;
+        var output = process.StandardOutput.ReadToEnd();
+        var error = process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        var line = output.Split('\n').FirstOrDefault(l => l.StartsWith("RESULT "));
+        if (process.ExitCode != 0 || line == null)
+            throw new FsMergeException($"bench perf: the {variant} measurement failed: {error.Trim().Split('\n').LastOrDefault()}");
+        return JsonSerializer.Deserialize<PerfResult>(line["RESULT ".Length..])!;
+    }
+
+    static void ResetPeakMemory()
+    {
+        try { File.WriteAllText("/proc/self/clear_refs", "5"); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+
+    static double PeakMegabytes()
+    {
+        var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("VmHWM:"));
+        return line == null ? double.NaN : double.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024;
+    }
+
+    static void Write(List<PerfResult> results, int rank, string outDir)
+    {
+        var md = new StringBuilder();
+        md.AppendLine("# Training-step cost: fold every step vs explicit SuperNet vs distillation\n");
+        md.AppendLine($"Produced by `./fsmerge bench perf --out {outDir}`. Tiny ViT (width 64, depth 4, 4 heads, MLP 256, patch 7, 28×28), " +
+                      $"batch {Batch}, FS-Merge diagonal + low-rank (rank {rank}, {4 * rank} at MLP sites), AdamW; distillation trains all student weights. " +
+                      "Peak memory is the child process's peak resident set (VmHWM), LibTorch included.\n");
+        md.AppendLine("| threads | N | variant | ms/step | peak MB | optimized parameters | step time vs fold-every-step | vs distillation |");
+        md.AppendLine("|---|---|---|---|---|---|---|---|");
+        foreach (var group in results.GroupBy(r => (r.Threads, r.Models)))
+        {
+            var fold = group.First(r => r.Variant == "fold-every-step").MillisecondsPerStep;
+            var distill = group.First(r => r.Variant == "distillation").MillisecondsPerStep;
+            foreach (var r in group)
+                md.AppendLine($"| {r.Threads} | {r.Models} | {r.Variant} | {r.MillisecondsPerStep:F1} | {r.PeakMegabytes:F0} | {r.Parameters:N0} | {r.MillisecondsPerStep / fold:F2}× | {r.MillisecondsPerStep / distill:F2}× |");
+        }
+        AtomicFile.WriteAllText(Path.Combine(outDir, "perf.md"), md.ToString());
+        AtomicFile.WriteAllText(Path.Combine(outDir, "perf.json"), JsonSerializer.Serialize(results, JsonFormat.Indented));
+    }
+}
