@@ -55,11 +55,16 @@ public sealed class SiteMatrix
 
     static Tensor Add(Tensor? a, Tensor b) => a is null ? b : a + b;
 
-    /// <summary>vstack_i diag(m_i) for M, hstack_i diag(u_i) for U.</summary>
+    Tensor? identityStack;
+
+    /// <summary>
+    /// vstack_i diag(m_i) for M, hstack_i diag(u_i) for U: one multiply of a cached [I; …; I] (or [I, …, I])
+    /// by the vector, since FS-Merge materializes every step and per-op overhead dominates at small widths.
+    /// </summary>
     Tensor BlockDiagonalStack(Tensor diag)
     {
-        var blocks = diag.split(Site.ModelWidths).Select(v => torch.diag(v)).ToArray();
-        return torch.cat(blocks, Site.Kind == SiteKind.Merge ? 0 : 1);
+        identityStack ??= IdentityStack(Site, _ => 1.0, diag.device).DetachFromDisposeScope(); // outlives the step's scope
+        return Site.Kind == SiteKind.Merge ? identityStack * diag.unsqueeze(1) : identityStack * diag.unsqueeze(0);
     }
 
     /// <summary>Identity block i in the stacked layout: M = [0; ..; I; ..; 0] scaled, or U blocks all I.</summary>
