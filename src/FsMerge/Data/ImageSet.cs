@@ -9,7 +9,6 @@ namespace FsMerge.Data;
 public sealed record ImageSet(torch.Tensor Images, long[] Labels, string[] LabelNames) : IDisposable
 {
     public int Count => Labels.Length;
-    public int NumClasses => LabelNames.Length;
     public void Dispose() => Images.Dispose();
 }
 

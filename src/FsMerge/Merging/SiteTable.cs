@@ -85,6 +85,4 @@ public sealed class SiteTable
             throw new FsMergeException($"{method}: site {site.Name} has widths {string.Join(", ", site.ModelWidths)} into {site.MergedWidth}; {method} needs equal widths");
     }
 
-    /// <summary>Linear tensors that read <paramref name="uSite"/> (their inputs are that site's unmerged vectors).</summary>
-    public IEnumerable<TensorFold> Readers(string uSite) => Tensors.Where(t => t.Role == TensorRole.Linear && t.In == uSite);
 }
