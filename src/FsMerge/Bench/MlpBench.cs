@@ -1,14 +1,9 @@
 using System.Diagnostics;
-using System.Globalization;
-using System.Text;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using FsMerge.Data;
-using FsMerge.Evaluation;
 using FsMerge.Merging;
 using FsMerge.Models;
 using FsMerge.Training;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace FsMerge.Bench;
@@ -18,12 +13,6 @@ public sealed record MlpSetting(string Section, string Dataset, int Depth, int W
 {
     public string Key => $"{Dataset}-d{Depth}-w{Width}";
 }
-
-/// <summary>One row of the paper's MLP tables: a method with fixed options and an optional learning-rate grid.</summary>
-public sealed record BenchMethod(string Label, string Method, Dictionary<string, string> Options, double[] LrGrid);
-
-public sealed record BenchResult(string Setting, string Section, string Label, int Seed, double PerTask, double Joint,
-    double Seconds, string Options);
 
 public sealed class MlpBenchOptions
 {
@@ -89,35 +78,9 @@ public static class MlpBench
             for (int seed = 1; seed <= (o.Quick ? 1 : o.Seeds); seed++)
             {
                 var sources = splits.Select((s, i) => Source(setting, s, seed * 1000 + i, o, log)).ToList();
-                // The original models: head t on model t, the reference row.
-                var original = Evaluator.Evaluate(Evaluator.SeparateModels(sources), splits.Select(s => s.Test).ToList(), o.Device);
-                results.Add(new(setting.Key, setting.Section, "original models", seed, original.PerTaskMean, original.Joint, 0, ""));
                 var data = splits.Select((s, i) => MergeData.Sample(s.Train, o.DataPerTask, seed * 10 + i)).ToList();
-                var target = sources[0].Config with { Heads = sources.SelectMany(s => s.Config.Heads).ToList(), Training = new() };
-                var inputs = new MergeInputs { Sources = sources, Data = data, Target = target, Device = o.Device, Seed = seed };
-                foreach (var m in Methods(o.Quick, setting.Dataset))
-                {
-                    var options = new Dictionary<string, string>(m.Options);
-                    if (m.LrGrid.Length > 0)
-                    {
-                        if (!lrs.TryGetValue(m.Label, out double lr))
-                        {
-                            lr = lrs[m.Label] = Select(m, inputs, splits, o.Device);
-                            chosen[$"{setting.Key} {m.Label}"] = lr;
-                            log($"  {setting.Key} {m.Label}: lr {lr} chosen on validation");
-                        }
-                        options["lr"] = lr.ToString(CultureInfo.InvariantCulture);
-                    }
-                    var watch = Stopwatch.StartNew();
-                    var method = MergeMethods.Get(m.Method);
-                    var outcome = method.Merge(inputs, new MethodSettings(method, options));
-                    double seconds = watch.Elapsed.TotalSeconds;
-                    var test = Evaluator.Evaluate(outcome.Predict, splits.Select(s => s.Test).ToList(), o.Device);
-                    outcome.Merged?.Dispose();
-                    results.Add(new(setting.Key, setting.Section, m.Label, seed, test.PerTaskMean, test.Joint, seconds,
-                        string.Join(" ", options.Select(kv => $"--{kv.Key} {kv.Value}"))));
-                    log($"  {setting.Key} seed {seed} {m.Label,-28} per-task {100 * test.PerTaskMean:F2}  joint {100 * test.Joint:F2}  ({seconds:F1} s)");
-                }
+                BenchRunner.RunSeed(setting.Key, setting.Section, seed, Methods(o.Quick, setting.Dataset), sources, data, splits,
+                    lrs, chosen, results, o.Device, log);
                 foreach (var s in sources) s.Dispose();
             }
             Write(o, results, chosen, clock.Elapsed); // after every setting, so a long run leaves partial tables
@@ -125,35 +88,11 @@ public static class MlpBench
         return results;
     }
 
-    /// <summary>The learning rate of the grid with the best validation per-task accuracy (seed-1 sources).</summary>
-    static double Select(BenchMethod m, MergeInputs inputs, IReadOnlyList<TaskSplits> splits, Device device)
-    {
-        var method = MergeMethods.Get(m.Method);
-        double best = m.LrGrid[0], bestScore = double.NegativeInfinity;
-        foreach (var lr in m.LrGrid)
-        {
-            var options = new Dictionary<string, string>(m.Options) { ["lr"] = lr.ToString(CultureInfo.InvariantCulture) };
-            double score;
-            try
-            {
-                var outcome = method.Merge(inputs, new MethodSettings(method, options));
-                score = Evaluator.Evaluate(outcome.Predict, splits.Select(s => s.Validation).ToList(), device).PerTaskMean;
-                outcome.Merged?.Dispose();
-            }
-            catch (FsMergeException)
-            {
-                score = double.NegativeInfinity; // diverged at this lr
-            }
-            if (score > bestScore) { bestScore = score; best = lr; }
-        }
-        return best;
-    }
-
     /// <summary>A source MLP, trained once and cached under OUT/models (AdamW, 2 epochs MNIST / 10 Fashion).</summary>
     static Model Source(MlpSetting setting, TaskSplits data, long seed, MlpBenchOptions o, Action<string> log)
     {
         var dir = Path.Combine(o.OutDir, "models", $"{setting.Key}-{data.Task.ToString().Replace(':', '-')}-seed{seed}");
-        if (File.Exists(Path.Combine(dir, Model.WeightsFile))) return Model.Load(dir, o.Device);
+        if (BenchRunner.Cached(dir, o.Device) is { } cached) return cached;
         var config = new ModelConfig
         {
             Architecture = "mlp", InputSize = 784,
@@ -163,70 +102,15 @@ public static class MlpBench
         var options = setting.Dataset == "fashion"
             ? new TrainOptions { Epochs = 10, BatchSize = 64, LearningRate = 1e-3, Seed = seed }
             : new TrainOptions { Epochs = 2, BatchSize = 10, LearningRate = 1e-3, Seed = seed };
-        var watch = Stopwatch.StartNew();
         using var initial = Model.Create(config, seed, o.Device);
-        var (model, history) = SourceTrainer.Train(initial, data, options, o.Device);
-        var (test, _) = SourceTrainer.Record(model, history, data, options, null, watch.Elapsed, o.Device);
-        model.Save(dir);
-        log($"  source {setting.Key} {data.Task} seed {seed}: test {100 * test:F2}%");
-        return model;
+        return BenchRunner.TrainSource(initial, data, options, null, dir, o.Device, log);
     }
 
-    static void Write(MlpBenchOptions o, List<BenchResult> results, JsonObject chosen, TimeSpan elapsed)
-    {
-        Directory.CreateDirectory(o.OutDir);
-        var csv = new StringBuilder("setting,section,method,seed,per_task,joint,seconds,options\n");
-        foreach (var r in results)
-            csv.AppendLine(string.Join(",", r.Setting, r.Section, $"\"{r.Label}\"", r.Seed, F(r.PerTask), F(r.Joint), F(r.Seconds), $"\"{r.Options}\""));
-        AtomicFile.WriteAllText(Path.Combine(o.OutDir, "mlp.csv"), csv.ToString());
-        var json = new JsonObject
-        {
-            ["command"] = $"fsmerge bench mlp{(o.Quick ? " --quick" : "")} --seeds {o.Seeds}",
-            ["seconds"] = Math.Round(elapsed.TotalSeconds),
-            ["data_per_task"] = o.DataPerTask,
-            ["chosen_lr"] = chosen.DeepClone(),
-            ["results"] = JsonSerializer.SerializeToNode(results),
-        };
-        AtomicFile.WriteAllText(Path.Combine(o.OutDir, "mlp.json"), json.ToJsonString(JsonFormat.Indented));
-        AtomicFile.WriteAllText(Path.Combine(o.OutDir, "mlp.md"), Markdown(o, results, chosen, elapsed));
-    }
-
-    static string F(double v) => v.ToString("G6", CultureInfo.InvariantCulture);
-
-    static string Markdown(MlpBenchOptions o, List<BenchResult> results, JsonObject chosen, TimeSpan elapsed)
-    {
-        var md = new StringBuilder();
-        md.AppendLine($"# MLP merging benchmark\n\nProduced by `./fsmerge bench mlp{(o.Quick ? " --quick" : "")} --seeds {o.Seeds} --out {o.OutDir}` " +
-                      $"in {elapsed.TotalMinutes:F0} min. Test accuracy in %, mean ± std over seeds; {o.DataPerTask} unlabeled merge images per task.\n");
-        foreach (var section in results.Select(r => r.Section).Distinct())
-        {
-            var inSection = results.Where(r => r.Section == section).ToList();
-            var settings = inSection.Select(r => r.Setting).Distinct().ToList();
-            string Column(string key) => section == "width" ? key.Split('-')[2] : key.Split('-')[1];
-            foreach (var (metric, pick) in new (string, Func<BenchResult, double>)[] { ("per-task", r => r.PerTask), ("joint", r => r.Joint) })
-            {
-                md.AppendLine($"## {Title(section)} — {metric} accuracy\n");
-                md.AppendLine($"| method | {string.Join(" | ", settings.Select(Column))} |");
-                md.AppendLine($"|---|{string.Concat(settings.Select(_ => "---|"))}");
-                foreach (var label in inSection.Select(r => r.Label).Distinct())
-                {
-                    var cells = settings.Select(s =>
-                    {
-                        var values = inSection.Where(r => r.Setting == s && r.Label == label).Select(pick).Select(v => 100 * v).ToList();
-                        if (values.Count == 0) return "";
-                        double mean = values.Average();
-                        double std = values.Count > 1 ? Math.Sqrt(values.Sum(v => (v - mean) * (v - mean)) / (values.Count - 1)) : 0;
-                        return $"{mean:F2} ± {std:F2}";
-                    });
-                    md.AppendLine($"| {label} | {string.Join(" | ", cells)} |");
-                }
-                md.AppendLine();
-            }
-        }
-        md.AppendLine("## Learning rates chosen on validation\n");
-        foreach (var (key, value) in chosen) md.AppendLine($"- {key}: {value}");
-        return md.ToString();
-    }
+    static void Write(MlpBenchOptions o, List<BenchResult> results, JsonObject chosen, TimeSpan elapsed) =>
+        BenchRunner.Write(o.OutDir, "mlp", "MLP merging benchmark",
+            $"./fsmerge bench mlp{(o.Quick ? " --quick" : "")} --seeds {o.Seeds} --out {o.OutDir}",
+            $"{o.DataPerTask} unlabeled merge images per task", results, chosen, elapsed, Title,
+            (section, key) => section == "width" ? key.Split('-')[2] : key.Split('-')[1]);
 
     static string Title(string section) => section switch
     {

@@ -84,5 +84,4 @@ public sealed class SiteTable
         if (site != null)
             throw new FsMergeException($"{method}: site {site.Name} has widths {string.Join(", ", site.ModelWidths)} into {site.MergedWidth}; {method} needs equal widths");
     }
-
 }

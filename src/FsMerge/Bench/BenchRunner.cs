@@ -1,0 +1,152 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using FsMerge.Data;
+using FsMerge.Evaluation;
+using FsMerge.Merging;
+using FsMerge.Models;
+using FsMerge.Training;
+using static TorchSharp.torch;
+
+namespace FsMerge.Bench;
+
+/// <summary>One row of a benchmark table: a method with fixed options and an optional learning-rate grid.</summary>
+public sealed record BenchMethod(string Label, string Method, Dictionary<string, string> Options, double[] LrGrid);
+
+public sealed record BenchResult(string Setting, string Section, string Label, int Seed, double PerTask, double Joint,
+    double Seconds, string Options);
+
+/// <summary>
+/// What the benches share: cached source models, running every method on one set of sources (learning
+/// rates chosen on the validation splits the first time a setting is seen, never on test), and the
+/// Markdown / CSV / JSON tables.
+/// </summary>
+public static class BenchRunner
+{
+    public static Model? Cached(string dir, Device device) =>
+        File.Exists(Path.Combine(dir, Model.WeightsFile)) ? Model.Load(dir, device) : null;
+
+    /// <summary>Trains a source model, records its provenance and saves it under <paramref name="dir"/>.</summary>
+    public static Model TrainSource(Model initial, TaskSplits data, TrainOptions options, string? initDir, string dir, Device device, Action<string> log)
+    {
+        var watch = Stopwatch.StartNew();
+        var (model, history) = SourceTrainer.Train(initial, data, options, device);
+        var (test, _) = SourceTrainer.Record(model, history, data, options, initDir, watch.Elapsed, device);
+        model.Save(dir);
+        log($"  source {Path.GetFileName(dir)}: test {100 * test:F2}% ({watch.Elapsed.TotalSeconds:F0} s)");
+        return model;
+    }
+
+    /// <summary>The original models' row, then every method on these sources; appends to <paramref name="results"/>.</summary>
+    public static void RunSeed(string setting, string section, int seed, IReadOnlyList<BenchMethod> methods, IReadOnlyList<Model> sources,
+        IReadOnlyList<ImageSet> data, IReadOnlyList<TaskSplits> splits, Dictionary<string, double> lrs, JsonObject chosen,
+        List<BenchResult> results, Device device, Action<string> log)
+    {
+        var tests = splits.Select(s => s.Test).ToList();
+        var original = Evaluator.Evaluate(Evaluator.SeparateModels(sources), tests, device);
+        results.Add(new(setting, section, "original models", seed, original.PerTaskMean, original.Joint, 0, ""));
+        var target = sources[0].Config with { Heads = sources.SelectMany(s => s.Config.Heads).ToList(), Training = new() };
+        var inputs = new MergeInputs { Sources = sources, Data = data, Target = target, Device = device, Seed = seed };
+        foreach (var m in methods)
+        {
+            var options = new Dictionary<string, string>(m.Options);
+            if (m.LrGrid.Length > 0)
+            {
+                if (!lrs.TryGetValue(m.Label, out double lr))
+                {
+                    lr = lrs[m.Label] = Select(m, inputs, splits, device);
+                    chosen[$"{setting} {m.Label}"] = lr;
+                    log($"  {setting} {m.Label}: lr {lr} chosen on validation");
+                }
+                options["lr"] = lr.ToString(CultureInfo.InvariantCulture);
+            }
+            var watch = Stopwatch.StartNew();
+            var method = MergeMethods.Get(m.Method);
+            var outcome = method.Merge(inputs, new MethodSettings(method, options));
+            double seconds = watch.Elapsed.TotalSeconds;
+            var test = Evaluator.Evaluate(outcome.Predict, tests, device);
+            outcome.Merged?.Dispose();
+            results.Add(new(setting, section, m.Label, seed, test.PerTaskMean, test.Joint, seconds,
+                string.Join(" ", options.Select(kv => $"--{kv.Key} {kv.Value}"))));
+            log($"  {setting} seed {seed} {m.Label,-28} per-task {100 * test.PerTaskMean:F2}  joint {100 * test.Joint:F2}  ({seconds:F1} s)");
+        }
+    }
+
+    /// <summary>The learning rate of the grid with the best validation per-task accuracy.</summary>
+    static double Select(BenchMethod m, MergeInputs inputs, IReadOnlyList<TaskSplits> splits, Device device)
+    {
+        var method = MergeMethods.Get(m.Method);
+        double best = m.LrGrid[0], bestScore = double.NegativeInfinity;
+        foreach (var lr in m.LrGrid)
+        {
+            var options = new Dictionary<string, string>(m.Options) { ["lr"] = lr.ToString(CultureInfo.InvariantCulture) };
+            double score;
+            try
+            {
+                var outcome = method.Merge(inputs, new MethodSettings(method, options));
+                score = Evaluator.Evaluate(outcome.Predict, splits.Select(s => s.Validation).ToList(), device).PerTaskMean;
+                outcome.Merged?.Dispose();
+            }
+            catch (FsMergeException)
+            {
+                score = double.NegativeInfinity; // diverged at this lr
+            }
+            if (score > bestScore) { bestScore = score; best = lr; }
+        }
+        return best;
+    }
+
+    /// <summary>Writes NAME.csv, NAME.json and NAME.md (per section: a per-task and a joint table, mean ± std over seeds).</summary>
+    public static void Write(string outDir, string name, string title, string command, string dataNote, List<BenchResult> results,
+        JsonObject chosen, TimeSpan elapsed, Func<string, string> sectionTitle, Func<string, string, string> column)
+    {
+        Directory.CreateDirectory(outDir);
+        var csv = new StringBuilder("setting,section,method,seed,per_task,joint,seconds,options\n");
+        foreach (var r in results)
+            csv.AppendLine(string.Join(",", r.Setting, r.Section, $"\"{r.Label}\"", r.Seed, F(r.PerTask), F(r.Joint), F(r.Seconds), $"\"{r.Options}\""));
+        AtomicFile.WriteAllText(Path.Combine(outDir, $"{name}.csv"), csv.ToString());
+        var json = new JsonObject
+        {
+            ["command"] = command,
+            ["seconds"] = Math.Round(elapsed.TotalSeconds),
+            ["data"] = dataNote,
+            ["chosen_lr"] = chosen.DeepClone(),
+            ["results"] = JsonSerializer.SerializeToNode(results),
+        };
+        AtomicFile.WriteAllText(Path.Combine(outDir, $"{name}.json"), json.ToJsonString(JsonFormat.Indented));
+
+        var md = new StringBuilder();
+        md.AppendLine($"# {title}\n\nProduced by `{command}` in {elapsed.TotalMinutes:F0} min. Test accuracy in %, mean ± std over seeds; {dataNote}.\n");
+        foreach (var section in results.Select(r => r.Section).Distinct())
+        {
+            var inSection = results.Where(r => r.Section == section).ToList();
+            var settings = inSection.Select(r => r.Setting).Distinct().ToList();
+            foreach (var (metric, pick) in new (string, Func<BenchResult, double>)[] { ("per-task", r => r.PerTask), ("joint", r => r.Joint) })
+            {
+                md.AppendLine($"## {sectionTitle(section)} — {metric} accuracy\n");
+                md.AppendLine($"| method | {string.Join(" | ", settings.Select(s => column(section, s)))} |");
+                md.AppendLine($"|---|{string.Concat(settings.Select(_ => "---|"))}");
+                foreach (var label in inSection.Select(r => r.Label).Distinct())
+                {
+                    var cells = settings.Select(s =>
+                    {
+                        var values = inSection.Where(r => r.Setting == s && r.Label == label).Select(pick).Select(v => 100 * v).ToList();
+                        if (values.Count == 0) return "";
+                        double mean = values.Average();
+                        double std = values.Count > 1 ? Math.Sqrt(values.Sum(v => (v - mean) * (v - mean)) / (values.Count - 1)) : 0;
+                        return $"{mean:F2} ± {std:F2}";
+                    });
+                    md.AppendLine($"| {label} | {string.Join(" | ", cells)} |");
+                }
+                md.AppendLine();
+            }
+        }
+        md.AppendLine("## Learning rates chosen on validation\n");
+        foreach (var (key, value) in chosen) md.AppendLine($"- {key}: {value}");
+        AtomicFile.WriteAllText(Path.Combine(outDir, $"{name}.md"), md.ToString());
+    }
+
+    static string F(double v) => v.ToString("G6", CultureInfo.InvariantCulture);
+}
