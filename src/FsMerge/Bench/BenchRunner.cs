@@ -64,13 +64,34 @@ public static class BenchRunner
             }
             var watch = Stopwatch.StartNew();
             var method = MergeMethods.Get(m.Method);
-            var outcome = method.Merge(inputs, new MethodSettings(method, options));
+            var outcome = MergeFallingBack(method, m, options, inputs, log);
             double seconds = watch.Elapsed.TotalSeconds;
             var test = Evaluator.Evaluate(outcome.Predict, tests, device);
             outcome.Merged?.Dispose();
             results.Add(new(setting, section, m.Label, seed, test.PerTaskMean, test.Joint, seconds,
                 string.Join(" ", options.Select(kv => $"--{kv.Key} {kv.Value}"))));
             log($"  {setting} seed {seed} {m.Label,-28} per-task {100 * test.PerTaskMean:F2}  joint {100 * test.Joint:F2}  ({seconds:F1} s)");
+        }
+    }
+
+    /// <summary>
+    /// Runs the method; when training diverges at the chosen learning rate (chosen on another seed), retries
+    /// with the next smaller rate of the grid and says so. The options record what was used.
+    /// </summary>
+    static MergeOutcome MergeFallingBack(IMergeMethod method, BenchMethod m, Dictionary<string, string> options, MergeInputs inputs, Action<string> log)
+    {
+        while (true)
+        {
+            try
+            {
+                return method.Merge(inputs, new MethodSettings(method, options));
+            }
+            catch (FsMergeException e) when (options.TryGetValue("lr", out var text) && m.LrGrid.Any(g => g < double.Parse(text, CultureInfo.InvariantCulture)))
+            {
+                double lower = m.LrGrid.Where(g => g < double.Parse(text, CultureInfo.InvariantCulture)).Max();
+                log($"  {m.Label}: {e.Message}; retrying with lr {lower}");
+                options["lr"] = lower.ToString(CultureInfo.InvariantCulture);
+            }
         }
     }
 
