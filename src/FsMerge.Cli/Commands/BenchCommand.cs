@@ -7,14 +7,18 @@ sealed class BenchCommand : ICommand
 {
     public string Name => "bench";
     public string Summary => "benchmarks: 'bench mlp' reproduces the paper's MLP tables; 'bench perf' measures training-step cost";
-    public string Usage => "bench mlp [--quick] [--seeds N] --out DIR  |  bench perf [--models 2,4] [--thread-counts 1,2] --out DIR";
+    public string Usage => "bench mlp|vit [--quick] [--seeds N] --out DIR  |  bench perf [--models 2,4] [--thread-counts 1,2] --out DIR";
 
     public IReadOnlyList<OptionSpec> Options =>
     [
         new("mlp", null, "the MLP experiments: MNIST / Fashion-MNIST halves by depth and width (also accepted as 'bench mlp')"),
+        new("vit", null, "pairs of tiny ViTs pre-trained on Fashion-MNIST from distinct seeds, fine-tuned on distinct tasks (also 'bench vit')"),
+        new("originals", "N", "vit: original unlabeled images per task", "16"),
+        new("augmented", "N", "vit: augmented images per task (a quarter with --quick)", "800"),
         new("perf", null, "step time and peak memory: fold every step vs explicit SuperNet vs distillation (also 'bench perf')"),
-        new("quick", null, "mlp: one setting (MNIST, depth 2), one seed, shorter training: a few minutes"),
-        new("seeds", "N", "mlp: seeds per setting", "5"),
+        new("quick", null, "one setting, one seed, shorter training: a few minutes"),
+        new("seeds", "N", "seeds per setting", "5"),
+        new("resume", null, "mlp: keep the settings an earlier run finished in OUT/mlp.json and run the rest"),
         new("data-per-task", "N", "mlp: unlabeled merge images per task", "64"),
         new("models", "N,N,..", "perf: numbers of merged models", "2,4"),
         new("thread-counts", "T,T,..", "perf: LibTorch thread counts to measure", "1,2"),
@@ -28,12 +32,24 @@ sealed class BenchCommand : ICommand
     public int Run(ParsedArgs args)
     {
         if (args.Has("perf")) return Perf(args);
-        if (!args.Has("mlp")) throw new FsMergeException("fsmerge bench: name the benchmark: 'fsmerge bench mlp' or 'fsmerge bench perf' (see 'fsmerge bench --help')");
         var device = Common.Setup(args);
+        if (args.Has("vit"))
+        {
+            var vit = new VitBenchOptions
+            {
+                Quick = args.Has("quick"), Seeds = args.Int("seeds", min: 1), Originals = args.Int("originals", min: 1),
+                Augmented = args.Int("augmented", min: 0), OutDir = args.Require("out"), DataDir = Common.DataDir(args), Device = device,
+            };
+            VitBench.Run(vit, Console.WriteLine);
+            Console.WriteLine($"wrote {Path.Combine(vit.OutDir, "vit.md")}, vit.csv, vit.json");
+            return 0;
+        }
+        if (!args.Has("mlp")) throw new FsMergeException("fsmerge bench: name the benchmark: 'fsmerge bench mlp', 'bench vit' or 'bench perf' (see 'fsmerge bench --help')");
         var options = new MlpBenchOptions
         {
             Quick = args.Has("quick"),
             Seeds = args.Int("seeds", min: 1),
+            Resume = args.Has("resume"),
             DataPerTask = args.Int("data-per-task", min: 1),
             OutDir = args.Require("out"),
             DataDir = Common.DataDir(args),

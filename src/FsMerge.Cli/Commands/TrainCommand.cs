@@ -111,14 +111,7 @@ sealed class TrainCommand : ICommand
     static Model FromCheckpoint(string dir, TaskSplits data, long seed, TorchSharp.torch.Device device)
     {
         using var source = Model.Load(dir, device);
-        var config = source.Config with { Heads = [new(data.Task.ToString(), data.Train.LabelNames)], Training = new() };
-        config.CheckImages(data.Train.Images.shape, $"task {data.Task}");
-        var fresh = Model.Create(config, seed, device);
-        foreach (var spec in config.Arch.BackboneWeights(config))
-        {
-            fresh.Weights[spec.Name].Dispose();
-            fresh.Weights[spec.Name] = source.Weights[spec.Name].clone();
-        }
-        return fresh;
+        source.Config.CheckImages(data.Train.Images.shape, $"task {data.Task}");
+        return source.WithFreshHead(new HeadInfo(data.Task.ToString(), data.Train.LabelNames), seed);
     }
 }

@@ -119,6 +119,26 @@ public static class BenchRunner
         return best;
     }
 
+    /// <summary>
+    /// The results of an earlier run in OUT/NAME.json for the settings it finished (every seed present),
+    /// with their chosen learning rates: a long bench that stopped resumes where it was.
+    /// </summary>
+    public static (List<BenchResult> Results, JsonObject Chosen) Finished(string outDir, string name, int seeds)
+    {
+        var path = Path.Combine(outDir, $"{name}.json");
+        if (!File.Exists(path)) return ([], new JsonObject());
+        var root = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        var all = root["results"].Deserialize<List<BenchResult>>() ?? [];
+        var done = all.GroupBy(r => r.Setting)
+            .Where(g => g.Where(r => r.Label == "original models").Select(r => r.Seed).Distinct().Count() == seeds
+                        && g.Select(r => r.Label).Distinct().All(l => g.Count(r => r.Label == l) == seeds))
+            .Select(g => g.Key).ToHashSet();
+        var chosen = new JsonObject();
+        foreach (var (key, value) in root["chosen_lr"]?.AsObject() ?? new JsonObject())
+            if (done.Any(d => key.StartsWith(d + " "))) chosen[key] = value?.DeepClone();
+        return (all.Where(r => done.Contains(r.Setting)).ToList(), chosen);
+    }
+
     /// <summary>Writes NAME.csv, NAME.json and NAME.md (per section: a per-task and a joint table, mean ± std over seeds).</summary>
     public static void Write(string outDir, string name, string title, string command, string dataNote, List<BenchResult> results,
         JsonObject chosen, TimeSpan elapsed, Func<string, string> sectionTitle, Func<string, string, string> column)

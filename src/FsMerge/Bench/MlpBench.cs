@@ -19,6 +19,8 @@ public sealed class MlpBenchOptions
     public bool Quick { get; init; }
     public int Seeds { get; init; } = 5;
     public int DataPerTask { get; init; } = 64;
+    /// <summary>Keep the settings already finished in OUT/mlp.json (all seeds) and run only the rest.</summary>
+    public bool Resume { get; init; }
     public required string OutDir { get; init; }
     public required string DataDir { get; init; }
     public Device Device { get; init; } = CPU;
@@ -67,11 +69,15 @@ public static class MlpBench
 
     public static List<BenchResult> Run(MlpBenchOptions o, Action<string> log)
     {
-        var results = new List<BenchResult>();
-        var chosen = new JsonObject();
+        var (results, chosen) = o.Resume ? BenchRunner.Finished(o.OutDir, "mlp", o.Quick ? 1 : o.Seeds) : ([], new JsonObject());
         var clock = Stopwatch.StartNew();
         foreach (var setting in Settings(o.Quick))
         {
+            if (results.Any(r => r.Setting == setting.Key))
+            {
+                log($"  {setting.Key}: kept from {Path.Combine(o.OutDir, "mlp.json")}");
+                continue;
+            }
             var tasks = new[] { $"{setting.Dataset}:0-4", $"{setting.Dataset}:5-9" };
             var splits = tasks.Select(t => TaskData.Load(TaskSpec.Parse(t), o.DataDir)).ToList();
             var lrs = new Dictionary<string, double>();

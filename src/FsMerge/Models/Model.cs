@@ -44,6 +44,19 @@ public sealed class Model : IDisposable
         return new Model(config, weights);
     }
 
+    /// <summary>A copy of this backbone with one freshly initialized head (for fine-tuning on a new task).</summary>
+    public Model WithFreshHead(HeadInfo head, long seed)
+    {
+        var config = Config with { Heads = [head], Training = new() };
+        var fresh = Create(config, seed, Weights.Values.First().device);
+        foreach (var spec in config.Arch.BackboneWeights(config))
+        {
+            fresh.Weights[spec.Name].Dispose();
+            fresh.Weights[spec.Name] = Weights[spec.Name].clone();
+        }
+        return fresh;
+    }
+
     public static Model Load(string dir, Device device)
     {
         if (!Directory.Exists(dir)) throw new FsMergeException($"{dir}: model directory not found");
