@@ -25,13 +25,7 @@ public static class VitSuperNet
         Tensor Norm(Tensor x, string prefix) =>
             nn.functional.layer_norm(x, [d], mergedSpace[$"{prefix}.weight"], mergedSpace[$"{prefix}.bias"], merged.LayerNormEps);
 
-        var embedded = sources.Select(w =>
-        {
-            var patches = nn.functional.conv2d(images, w["vit.embeddings.patch_embeddings.projection.weight"],
-                w["vit.embeddings.patch_embeddings.projection.bias"], strides: [merged.PatchSize, merged.PatchSize]).flatten(2).transpose(1, 2);
-            var cls = w["vit.embeddings.cls_token"].expand(batch, 1, -1);
-            return torch.cat([cls, patches], 1) + w["vit.embeddings.position_embeddings"];
-        });
+        var embedded = sources.Select(w => Vit.Embed(merged, w, images));
         var x = Merge("embeddings.merge", embedded);
         for (int l = 0; l < merged.NumHiddenLayers; l++)
         {

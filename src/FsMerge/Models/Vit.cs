@@ -81,19 +81,9 @@ public sealed class Vit : IArchitecture
 
     public Tensor Features(ModelConfig c, IReadOnlyDictionary<string, Tensor> w, Tensor images, Probe? probe = null)
     {
-        long batch = images.shape[0], d = c.HiddenSize;
+        long d = c.HiddenSize;
         var eps = c.LayerNormEps;
-        if (probe != null)
-        {
-            // The patch convolution as a linear map on (channel, row, col)-flattened patches (spec §13.10).
-            var patchRows = nn.functional.unfold(images, c.PatchSize, stride: c.PatchSize).transpose(1, 2);
-            probe("input", patchRows.reshape(-1, patchRows.shape[2]));
-        }
-        var patches = nn.functional.conv2d(images, w[$"{Embeddings}.patch_embeddings.projection.weight"],
-            w[$"{Embeddings}.patch_embeddings.projection.bias"], strides: [c.PatchSize, c.PatchSize]);
-        var x = patches.flatten(2).transpose(1, 2);                                   // [B, P, d]
-        var cls = w[$"{Embeddings}.cls_token"].expand(batch, 1, d);
-        x = torch.cat([cls, x], 1) + w[$"{Embeddings}.position_embeddings"];         // [B, T, d]
+        var x = Embed(c, w, images, probe);                                           // [B, T, d]
         Report(probe, EmbedMerge, x);
         for (int l = 0; l < c.NumHiddenLayers; l++)
         {
@@ -117,6 +107,21 @@ public sealed class Vit : IArchitecture
         var features = x.select(1, 0);
         Report(probe, PostUnmerge, features);
         return features;
+    }
+
+    /// <summary>
+    /// Patch embedding, CLS token and positional embedding: images → tokens [B, T, d]. The patch convolution
+    /// runs as a linear map on (channel, row, col)-flattened patches (spec §13.10): the same numbers as a
+    /// stride-p convolution, without LibTorch's NNPACK path (which warns on some CPUs).
+    /// </summary>
+    public static Tensor Embed(ModelConfig c, IReadOnlyDictionary<string, Tensor> w, Tensor images, Probe? probe = null)
+    {
+        var patchRows = nn.functional.unfold(images, c.PatchSize, stride: c.PatchSize).transpose(1, 2);   // [B, P, C·p·p]
+        probe?.Invoke("input", patchRows.reshape(-1, patchRows.shape[2]));
+        var kernel = w[$"{Embeddings}.patch_embeddings.projection.weight"];
+        var patches = nn.functional.linear(patchRows, kernel.reshape(kernel.shape[0], -1), w[$"{Embeddings}.patch_embeddings.projection.bias"]);
+        var cls = w[$"{Embeddings}.cls_token"].expand(images.shape[0], 1, c.HiddenSize);
+        return torch.cat([cls, patches], 1) + w[$"{Embeddings}.position_embeddings"];
     }
 
     static void Report(Probe? probe, string point, Tensor value) => probe?.Invoke(point, value.reshape(-1, value.shape[^1]));
