@@ -81,6 +81,20 @@ public class CliTests : IClassFixture<CliTests.TrainedPair>
     }
 
     [Fact]
+    public void Fine_tuning_from_a_checkpoint_keeps_its_architecture_and_records_it()
+    {
+        var tuned = Out("tuned");
+        var (code, _, err) = Run("train", "--task", "mnist:5-9", "--init", pair.A, "--seed", "3", "--epochs", "1", "--hidden", "7", "--out", tuned, "--quiet");
+        Assert.True(code == 0, err);
+        using var model = Model.Load(tuned, CPU);
+        using var source = Model.Load(pair.A, CPU);
+        Assert.Equal(source.Config.HiddenSizes, model.Config.HiddenSizes);     // the checkpoint's shape, not --hidden
+        Assert.Equal(pair.A, (string?)model.Config.Training["init"]);
+        Assert.Equal("mnist:5-9", model.Config.Heads[0].Task);
+        Assert.True((double)model.Config.Training["test_accuracy"]! > 0.85);
+    }
+
+    [Fact]
     public void Averaging_a_model_with_itself_returns_it_unchanged()
     {
         var merged = Out("self");
