@@ -6,7 +6,7 @@ namespace FsMerge.Cli.Commands;
 sealed class BenchCommand : ICommand
 {
     public string Name => "bench";
-    public string Summary => "benchmarks: 'bench mlp' reproduces the paper's MLP tables; 'bench perf' measures training-step cost";
+    public string Summary => "benchmarks: 'bench mlp' reproduces the paper's MLP tables; 'bench vit' merges pairs of tiny ViTs (work in progress); 'bench perf' measures training-step cost";
     public string Usage => "bench mlp|vit [--quick] [--seeds N] --out DIR  |  bench perf [--models 2,4] [--thread-counts 1,2] --out DIR";
 
     public IReadOnlyList<OptionSpec> Options =>
