@@ -112,7 +112,7 @@ public static class Folding
     /// one block per task, the block of its task), which, heads
     /// being linear, folds into the head itself: H̄ = H · U_iᵀ (spec §4.1).
     /// </summary>
-    static void FoldHeads(SiteTable table, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources, IReadOnlyList<int> headCounts,
+    internal static void FoldHeads(SiteTable table, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources, IReadOnlyList<int> headCounts,
         Tensor u, Dictionary<string, Tensor> folded)
     {
         var site = table[table.HeadInput];

@@ -53,16 +53,13 @@ public sealed class DistillationMerge : IMergeMethod
             nn.functional.mse_loss(target.Arch.Features(target, backbone, images.index_select(0, index)), targets.index_select(0, index)),
             inputs.Seed, inputs.Progress, "distill");
 
-        var weights = backbone.ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
-        int total = inputs.HeadCounts.Sum(), task = 0;
-        for (int i = 0; i < inputs.Sources.Count; i++)
-            for (int h = 0; h < inputs.Sources[i].HeadCount; h++, task++)
-            {
-                var from = Heads.Prefix(h, inputs.Sources[i].HeadCount);
-                var to = Heads.Prefix(task, total);
-                weights[$"{to}.weight"] = inputs.Sources[i].Weights[$"{from}.weight"] / scales[i];
-                weights[$"{to}.bias"] = inputs.Sources[i].Weights[$"{from}.bias"].clone();
-            }
+        // Head t reads the student through the U-like matrix [I/s_1 | … | I/s_N] that undoes the target scales,
+        // folded into the heads by the common head fold (spec §9.5).
+        var undo = torch.cat(scales.Select(s => torch.eye(width, device: inputs.Device) / s).ToArray(), 1);
+        var heads = new Dictionary<string, Tensor>();
+        using (torch.no_grad())
+            Folding.FoldHeads(inputs.Sites, inputs.SourceWeights, inputs.HeadCounts, undo, heads);
+        var weights = backbone.Concat(heads).ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
         var model = new Model(target, weights);
         return FoldedMerge.Outcome(model, new JsonObject
         {
