@@ -32,4 +32,16 @@ public static class Probing
         var images = torch.cat(Enumerable.Range(0, inputs.Data.Count).Select(inputs.Images).ToArray(), 0);
         return inputs.Sources.Select(m => Collect(m, images, [point])[point]).ToList();
     }
+
+    /// <summary>Pearson correlation [p, q] (float64) between the columns of <paramref name="a"/> [n, p] and <paramref name="b"/> [n, q].</summary>
+    public static Tensor Correlation(Tensor a, Tensor b)
+    {
+        static Tensor Standardize(Tensor x)
+        {
+            var x64 = x.to(ScalarType.Float64);
+            var centered = x64 - x64.mean([0], keepdim: true);
+            return centered / (centered.pow(2).mean([0], keepdim: true).sqrt() + 1e-8);
+        }
+        return Standardize(a).t().matmul(Standardize(b)) / a.shape[0];
+    }
 }

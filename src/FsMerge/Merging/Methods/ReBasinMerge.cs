@@ -73,18 +73,10 @@ public sealed class ReBasinMerge : IMergeMethod
     {
         foreach (var space in inputs.Sites.Spaces)
         {
-            var point = (space.FirstOrDefault(s => s.Kind == SiteKind.Unmerge) ?? space.First()).Name;
-            var features = Probing.OnAllData(inputs, point);
-            var similarity = Standardize(features[0]).t().matmul(Standardize(features[model]));   // [a (model 1), b (model i)]
+            var features = Probing.OnAllData(inputs, inputs.Sites.ProbePoint(space.Key));
+            var similarity = Probing.Correlation(features[0], features[model]);   // [a (model 1), b (model i)]
             perm[space.Key] = Assign(similarity);
         }
-    }
-
-    static Tensor Standardize(Tensor x)
-    {
-        var x64 = x.to(ScalarType.Float64);
-        var centered = x64 - x64.mean([0], keepdim: true);
-        return centered / (centered.pow(2).mean([0], keepdim: true).sqrt() + 1e-8);
     }
 
     /// <summary>Coordinate descent over spaces (in a seeded random order each sweep) until no permutation changes.</summary>
@@ -141,15 +133,5 @@ public sealed class ReBasinMerge : IMergeMethod
     }
 
     /// <summary>perm[a] = b maximizing Σ_a S[a, b] (model-1 neuron a takes model-i neuron b).</summary>
-    static long[] Assign(Tensor similarity)
-    {
-        var s = similarity.to(ScalarType.Float64).cpu().contiguous();
-        int rows = (int)s.shape[0], cols = (int)s.shape[1];
-        var values = s.data<double>().ToArray();
-        var matrix = new double[rows, cols];
-        for (int a = 0; a < rows; a++)
-            for (int b = 0; b < cols; b++)
-                matrix[a, b] = values[a * cols + b];
-        return LinearAssignment.Solve(matrix, maximize: true).Select(b => (long)b).ToArray();
-    }
+    static long[] Assign(Tensor similarity) => LinearAssignment.Solve(similarity, maximize: true).Select(b => (long)b).ToArray();
 }
