@@ -35,13 +35,14 @@ public sealed class OptMerge : IMergeMethod
         var grouped = sites.HeadAligned.SelectMany(g => g.Spaces).ToHashSet();
         var units = sites.HeadAligned.Concat(sites.Spaces.Where(s => !grouped.Contains(s.Key)).Select(s => new HeadAlignedSpaces([s.Key], 1)));
         var transports = new Dictionary<string, Tensor[]>();   // space → S_i [e', e_i] per model
+        var probed = Probing.OnAllData(inputs, sites.Spaces.Select(s => sites.ProbePoint(s.Key)).ToList());
         using (torch.no_grad())
             foreach (var unit in units)
             {
-                var features = unit.Spaces.Select(s => Probing.OnAllData(inputs, sites.ProbePoint(s))).ToList();
+                var points = unit.Spaces.Select(sites.ProbePoint).ToList();
                 var maps = Enumerable.Range(0, n).Select(i => i == 0
-                    ? torch.eye(features[0][0].shape[1], dtype: ScalarType.Float64, device: inputs.Device)
-                    : Align(features.Select(f => (f[0], f[i])).ToList(), unit.Heads, epsilon, iterations)).ToArray();
+                    ? torch.eye(probed[0][points[0]].shape[1], dtype: ScalarType.Float64, device: inputs.Device)
+                    : Align(points.Select(p => (probed[0][p], probed[i][p])).ToList(), unit.Heads, epsilon, iterations)).ToArray();
                 foreach (var space in unit.Spaces) transports[space] = maps;
             }
 

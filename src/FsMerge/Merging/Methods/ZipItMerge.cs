@@ -27,9 +27,10 @@ public sealed class ZipItMerge : IMergeMethod
     public static Dictionary<string, Tensor> Matrices(MergeInputs inputs)
     {
         var result = new Dictionary<string, Tensor>();
+        var probed = Probing.OnAllData(inputs, inputs.Sites.Spaces.Select(s => inputs.Sites.ProbePoint(s.Key)).ToList());
         foreach (var space in inputs.Sites.Spaces)
         {
-            var features = Probing.OnAllData(inputs, inputs.Sites.ProbePoint(space.Key));
+            var features = probed.Select(byPoint => byPoint[inputs.Sites.ProbePoint(space.Key)]).ToList();
             var (m, u) = Zip(features, space.First().MergedWidth, inputs.Device);
             foreach (var site in space) result[site.Name] = site.Kind == SiteKind.Merge ? m : u;
         }
