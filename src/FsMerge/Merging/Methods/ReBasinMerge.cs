@@ -112,13 +112,13 @@ public sealed class ReBasinMerge : IMergeMethod
                     w1 = w1.reshape(w1.shape[0], -1);
                     if (isOut)
                     {
-                        var wiIn = entry.In != null ? wi.index_select(1, torch.tensor(perm[spaceOf[entry.In]])) : wi;
+                        var wiIn = entry.In != null ? wi.index_select(1, torch.tensor(perm[spaceOf[entry.In]], device: wi.device)) : wi;
                         var t = w1.matmul(wiIn.t());                           // [a, b] over output neurons
                         similarity = similarity is null ? t : similarity + t;
                     }
                     if (isIn)
                     {
-                        var wiOut = wi.index_select(0, torch.tensor(perm[spaceOf[entry.Out!]]));
+                        var wiOut = wi.index_select(0, torch.tensor(perm[spaceOf[entry.Out!]], device: wi.device));
                         var t = w1.t().matmul(wiOut);                          // [a, b] over input neurons
                         similarity = similarity is null ? t : similarity + t;
                     }
