@@ -27,22 +27,32 @@ public sealed record OptimizerSettings(string Optimizer, double LearningRate, in
         s.String("schedule", "cosine", "onecycle"));
 }
 
+/// <summary>A point of a training-loss curve: the mean loss of the batches since the previous point, after <see cref="Step"/> steps.</summary>
+public sealed record LossPoint(long Step, double Loss);
+
+/// <summary>The loss curve of one training phase and its last epoch's mean loss (NaN for zero epochs).</summary>
+public sealed record LossCurve(string Phase, IReadOnlyList<LossPoint> Points, double FinalLoss);
+
 /// <summary>The optimization loop of FS-Merge and distillation: shuffled batches, warm-up then cosine decay.</summary>
 public static class MergeTrainer
 {
+    /// <summary>At most this many points per loss curve (one every ⌈total steps / this⌉ steps, and the last step).</summary>
+    public const int CurvePoints = 200;
+
     /// <summary>
     /// Minimizes <paramref name="lossOf"/>(batch indices) over <paramref name="samples"/> items and returns the
-    /// mean loss of the last epoch (NaN when there are zero epochs).
+    /// loss curve, whose <see cref="LossCurve.FinalLoss"/> is the mean loss of the last epoch.
     /// </summary>
-    public static double Train(IReadOnlyList<Parameter> parameters, long samples, OptimizerSettings s,
+    public static LossCurve Train(IReadOnlyList<Parameter> parameters, long samples, OptimizerSettings s,
         Func<Tensor, Tensor> lossOf, long seed, MergeProgress? progress, string phase)
     {
         if (samples == 0) throw new FsMergeException("no merge samples: every task needs at least one image");
-        if (s.Epochs == 0 || parameters.Count == 0) return double.NaN;
+        if (s.Epochs == 0 || parameters.Count == 0) return new LossCurve(phase, [], double.NaN);
         int batch = s.BatchSize == 0 ? (int)samples : (int)Math.Min(s.BatchSize, samples);
         long stepsPerEpoch = (samples + batch - 1) / batch;
         long total = stepsPerEpoch * s.Epochs;
         long warmup = Math.Max(1, (long)(s.WarmupFraction * total));
+        long every = (total + CurvePoints - 1) / CurvePoints;
         optim.Optimizer optimizer = s.Optimizer == "adamw"
             ? torch.optim.AdamW(parameters, s.LearningRate, weight_decay: s.WeightDecay)
             : torch.optim.SGD(parameters, s.LearningRate, momentum: s.Momentum, weight_decay: s.WeightDecay);
@@ -53,8 +63,9 @@ public static class MergeTrainer
                 ? (step + 1.0) / warmup
                 : 0.5 * (1 + Math.Cos(Math.PI * Math.Min(1.0, (step - warmup) / (double)Math.Max(1, total - warmup)))));
         var generator = new Generator((ulong)seed);
-        double epochLoss = double.NaN;
-        long step = 0;
+        var points = new List<LossPoint>();
+        double epochLoss = double.NaN, windowSum = 0;
+        long step = 0, windowSamples = 0;
         for (int epoch = 0; epoch < s.Epochs; epoch++)
         {
             using var order = batch == samples ? torch.arange(samples) : torch.randperm(samples, generator: generator);
@@ -72,11 +83,18 @@ public static class MergeTrainer
                 if (!double.IsFinite(value))
                     throw new FsMergeException($"{phase}: the loss became {value} at step {step + 1}; lower --lr");
                 sum += value * index.shape[0];
+                windowSum += value * index.shape[0];
+                windowSamples += index.shape[0];
                 step++;
+                if (step % every == 0 || step == total)
+                {
+                    points.Add(new LossPoint(step, windowSum / windowSamples));
+                    (windowSum, windowSamples) = (0, 0);
+                }
             }
             epochLoss = sum / samples;
             progress?.Invoke(phase, step, total, epochLoss);
         }
-        return epochLoss;
+        return new LossCurve(phase, points, epochLoss);
     }
 }
