@@ -26,6 +26,8 @@ public sealed class MergeInputs
     public required Device Device { get; init; }
     public long Seed { get; init; } = 1;
     public MergeProgress? Progress { get; init; }
+    /// <summary>Where training phases save checkpoints and whether they resume from them; null = no checkpoints.</summary>
+    public TrainingCheckpoints? Checkpoints { get; init; }
 
     /// <summary>
     /// Own-model target features per task, [n_t, e_t] for <see cref="Data"/>[t], when they are not the

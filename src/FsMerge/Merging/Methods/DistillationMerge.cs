@@ -51,7 +51,7 @@ public sealed class DistillationMerge : IMergeMethod
         var parameters = backbone.Values.Cast<Parameter>().ToList();
         var curve = MergeTrainer.Train(parameters, images.shape[0], optimizer, index =>
             nn.functional.mse_loss(target.Arch.Features(target, backbone, images.index_select(0, index)), targets.index_select(0, index)),
-            inputs.Seed, inputs.Progress, "distill");
+            inputs.Seed, inputs.Progress, "distill", inputs.Checkpoints);
 
         // Head t reads the student through the U-like matrix [I/s_1 | … | I/s_N] that undoes the target scales,
         // folded into the heads by the common head fold (spec §9.5).

@@ -194,7 +194,7 @@ public sealed class FsMergeMethod : IMergeMethod
         Dictionary<string, Tensor> mergedSpace, string targetsMode, bool normalize, OptimizerSettings optimizer)
     {
         var (parameters, samples, lossOf, scale) = GlobalObjective(inputs, matrices, mergedSpace, targetsMode, normalize, FoldEveryStep(inputs));
-        var curve = MergeTrainer.Train(parameters, samples, optimizer, lossOf, inputs.Seed, inputs.Progress, "fs-merge global");
+        var curve = MergeTrainer.Train(parameters, samples, optimizer, lossOf, inputs.Seed, inputs.Progress, "fs-merge global", inputs.Checkpoints);
         return ([curve], new Dictionary<string, double[]> { [inputs.Sites.HeadInput] = scale });
     }
 
@@ -225,7 +225,7 @@ public sealed class FsMergeMethod : IMergeMethod
                 var merged = activation(input.index_select(0, index).matmul(matrices[merge.Name].Materialize()));
                 var reconstruction = merged.matmul(matrices[unmerge.Name].Materialize());
                 return nn.functional.mse_loss(reconstruction, targetCat.index_select(0, index));
-            }, inputs.Seed + curves.Count, inputs.Progress, $"fs-merge local {space.Key}"));
+            }, inputs.Seed + curves.Count, inputs.Progress, $"fs-merge local {space.Key}", inputs.Checkpoints));
             scales[unmerge.Name] = scale;
         }
         if (curves.Count == 0) throw new FsMergeException("fs-merge --scope local: this architecture has no activation spaces to solve locally");

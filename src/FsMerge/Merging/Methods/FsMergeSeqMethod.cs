@@ -58,6 +58,7 @@ public sealed class FsMergeSeqMethod : IMergeMethod
                 Device = inputs.Device,
                 Seed = inputs.Seed + k,
                 Progress = inputs.Progress,
+                Checkpoints = inputs.Checkpoints,
             };
             var options = settings.All.Where(kv => kv.Key != "stage-epochs").ToDictionary(kv => kv.Key, kv => kv.Value);
             options["epochs"] = stageEpochs[k].ToString(CultureInfo.InvariantCulture);
