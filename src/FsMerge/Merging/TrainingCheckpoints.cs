@@ -1,4 +1,8 @@
+using System.Globalization;
+using System.Security.Cryptography;
 using System.Text;
+using FsMerge.Data;
+using FsMerge.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -42,6 +46,27 @@ public sealed class TrainingCheckpoints
     /// <summary>Asks the running phase to save a checkpoint after its current step and stop with an <see cref="FsMergeException"/>.</summary>
     public void Interrupt() => interrupted = true;
     public bool Interrupted => interrupted;
+
+    /// <summary>
+    /// A fingerprint of a merge's inputs: method, options, seed, every source's config and weights, every task's
+    /// merge images. A checkpoint only resumes the run with the same fingerprint.
+    /// </summary>
+    public static string Fingerprint(string method, IReadOnlyDictionary<string, string> options, long seed, IReadOnlyList<Model> sources, IReadOnlyList<ImageSet> data)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        void Text(string text) => hash.AppendData(Encoding.UTF8.GetBytes(text + "\n"));
+        void Bytes(Tensor t) => hash.AppendData(t.detach().cpu().contiguous().bytes);
+        Text(method);
+        foreach (var (key, value) in options.OrderBy(kv => kv.Key, StringComparer.Ordinal)) Text($"{key}={value}");
+        Text(seed.ToString(CultureInfo.InvariantCulture));
+        foreach (var source in sources)
+        {
+            Text(source.Config.ToJson().ToJsonString());
+            foreach (var (name, weight) in source.Weights.OrderBy(kv => kv.Key, StringComparer.Ordinal)) { Text(name); Bytes(weight); }
+        }
+        foreach (var set in data) { Text(string.Join(",", set.Images.shape)); Bytes(set.Images); }
+        return Convert.ToHexString(hash.GetHashAndReset());
+    }
 
     /// <summary>Whether <paramref name="directory"/> holds checkpoints of an unfinished run.</summary>
     public static bool ExistIn(string directory) =>
