@@ -24,6 +24,7 @@ sealed class MergeRun : IDisposable
     readonly string outDir;
     readonly string workDir;
     readonly ParsedArgs args;
+    readonly FileStream lockFile;
     readonly StreamWriter log;
     readonly TextWriter screenOut;
     TrainingCheckpoints? checkpoints;
@@ -36,21 +37,33 @@ sealed class MergeRun : IDisposable
         this.outDir = Path.GetFullPath(outDir);
         workDir = this.outDir + ".partial";
         bool resume = args.Has("resume");
-        if (TrainingCheckpoints.ExistIn(workDir) && !resume)
-        {
-            if (!args.Has("overwrite"))
-                throw new FsMergeException($"{workDir}: holds checkpoints of an interrupted run; add --resume to continue it, or --overwrite to start over");
-            Directory.Delete(workDir, recursive: true);
-        }
         try
         {
             Directory.CreateDirectory(workDir);
-            log = new StreamWriter(new FileStream(Path.Combine(workDir, LogFile), FileMode.Append, FileAccess.Write, FileShare.Read)) { AutoFlush = true };
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new FsMergeException($"{workDir}: cannot create the run's work folder ({e.Message})");
         }
+        try
+        {
+            // One run at a time per output: an exclusive lock (flock) that the kernel drops when the process dies.
+            lockFile = new FileStream(Path.Combine(workDir, ".lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        }
+        catch (IOException)
+        {
+            throw new FsMergeException($"{workDir}: another fsmerge run is writing this output");
+        }
+        if (TrainingCheckpoints.ExistIn(workDir) && !resume)
+        {
+            if (!args.Has("overwrite"))
+            {
+                lockFile.Dispose();
+                throw new FsMergeException($"{workDir}: holds checkpoints of an interrupted run; add --resume to continue it, or --overwrite to start over");
+            }
+            foreach (var file in Directory.GetFiles(workDir, "train-*.ckpt")) File.Delete(file);
+        }
+        log = new StreamWriter(new FileStream(Path.Combine(workDir, LogFile), FileMode.Append, FileAccess.Write, FileShare.Read)) { AutoFlush = true };
         screenOut = Console.Out;
         Console.SetOut(new TeeWriter(screenOut, Note));
         ProgressBar.Log = Note;
@@ -111,6 +124,7 @@ sealed class MergeRun : IDisposable
         }
         else if (!TrainingCheckpoints.ExistIn(workDir))
             Directory.Delete(workDir, recursive: true);
+        lockFile.Dispose();
     }
 
     /// <summary>Writes through to the screen and hands every complete line to the log.</summary>
