@@ -101,9 +101,9 @@ public static class MergeReport
             .Select(c => new ChartSeries(CurveName(run, m, c), c.Points.Select(p => (double)p.Step).ToList(), c.Points.Select(p => p.Loss).ToList()))).ToList();
         if (curves.Count > 0)
         {
-            // A logarithmic loss axis when the losses are positive and span at least two decades.
+            // A logarithmic loss axis when the losses are positive and span at least a decade.
             var losses = curves.SelectMany(c => c.Y).ToList();
-            bool logY = losses.Min() > 0 && losses.Max() / losses.Min() >= 100;
+            bool logY = losses.Min() > 0 && losses.Max() / losses.Min() >= 10;
             LineChart.Save(Path.Combine(dir, LossPlot), "training loss", "step", "loss", curves, logY: logY, legend: ScottPlot.Alignment.UpperRight);
             plots.Add(LossPlot);
         }
