@@ -18,7 +18,7 @@ sealed class MergeRun : IDisposable
     public static readonly OptionSpec[] Options =
     [
         new("checkpoint-every", "K", "save a training checkpoint every K steps, at the end of each training phase and on Ctrl-C, in OUT.partial/", "200"),
-        new("resume", null, "continue an interrupted run from its checkpoints in OUT.partial/ (same models, data and options; same --threads for bit-identical weights)"),
+        new("resume", null, "continue an interrupted run from its checkpoints in OUT.partial/ (same models, data and options; same --threads for bit-identical weights); without it such checkpoints stop a new run unless --overwrite"),
     ];
 
     readonly string outDir;

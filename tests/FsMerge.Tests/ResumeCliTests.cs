@@ -82,6 +82,8 @@ public class ResumeCliTests
             Assert.True(File.ReadAllBytes(Path.Combine(reference, Model.WeightsFile)).AsSpan()
                 .SequenceEqual(File.ReadAllBytes(Path.Combine(resumed, Model.WeightsFile))), "the resumed merge's weights differ");
             Assert.False(Directory.Exists(resumed + ".partial"));
+            foreach (var file in new[] { "report.md", "metrics.json", "metrics.csv", "loss.png", "README.md", "merge.json", "config.json" })
+                Assert.True(File.Exists(Path.Combine(resumed, file)), file);
             var log = File.ReadAllLines(Path.Combine(resumed, "merge.log"));
             Assert.Equal(2, log.Count(l => l.Contains(" fsmerge merge ")));   // the killed run and the resumed one
             var resumedAt = log.Single(l => l.Contains("resumed at step")).Split(' ');
