@@ -17,7 +17,7 @@ public class LineChartTests
         // PNG IHDR: width and height, big-endian, at bytes 16..23.
         Assert.Equal(320, System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(bytes.AsSpan(16, 4)));
         Assert.Equal(200, System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(bytes.AsSpan(20, 4)));
-        Assert.Empty(Directory.GetFiles(dir).Where(f => f != path));
+        Assert.Equal([path], Directory.GetFiles(dir));   // no temporary file left behind
         Directory.Delete(dir, true);
     }
 }

@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using FsMerge.Bench;
 using FsMerge.Evaluation;
 using FsMerge.Merging;
 using FsMerge.Merging.Methods;
@@ -17,7 +18,7 @@ public class ReportTests
     {
         var settings = new MethodSettings(method, options.ToDictionary(o => o.Item1, o => o.Item2));
         var outcome = method.Merge(inputs, settings);
-        return MethodResult.From(method.Name, settings, outcome, 1.5, ProcessMemory.PeakMegabytes(), test);
+        return MethodResult.From(method.Name, settings, outcome, 1.5, PeakMemory.Megabytes(), test);
     }
 
     static EvaluationResult Accuracies(double a, double b) =>

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using FsMerge.Bench;
 using FsMerge.Data;
 using FsMerge.Evaluation;
 using FsMerge.Merging;
@@ -82,12 +83,12 @@ sealed class DemoCommand : ICommand
         {
             var m = MergeMethods.Get(method);
             var settings = new MethodSettings(m, options);
-            ProcessMemory.ResetPeak();
+            PeakMemory.Reset();
             var watch = Stopwatch.StartNew();
             var outcome = m.Merge(plan.Inputs(device, 1, null), settings);
             var seconds = watch.Elapsed.TotalSeconds;
             rows.Add((label, Evaluator.Evaluate(outcome.Predict, plan.TestSets(), device, names), seconds));
-            results.Add(MethodResult.From(label, settings, outcome, seconds, ProcessMemory.PeakMegabytes(), rows[^1].Result));
+            results.Add(MethodResult.From(label, settings, outcome, seconds, PeakMemory.Megabytes(), rows[^1].Result));
             if (outcome.Merged is { } merged)
             {
                 merged.Save(Path.Combine(outDir, $"merged-{method}"));

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using FsMerge.Bench;
 using FsMerge.Data;
 using FsMerge.Evaluation;
 using FsMerge.Merging;
@@ -102,7 +103,7 @@ sealed class MergeCommand : ICommand
             var summary = new MergeRunSummary
             {
                 Sources = dirs.Select((d, i) => new ReportSource(Path.GetFullPath(d), plan.Tasks[i], sources[i].Config, plan.Data[i].Count)).ToList(),
-                Methods = [MethodResult.From(method.Name, settings, outcome, seconds, ProcessMemory.PeakMegabytes(), test)],
+                Methods = [MethodResult.From(method.Name, settings, outcome, seconds, PeakMemory.Megabytes(), test)],
                 SavedModel = outcome.Merged != null ? method.Name : null, SavedConfig = outcome.Merged?.Config,
                 Seed = seed, AugmentedPerTask = args.Int("augment", min: 0),
             };

@@ -54,7 +54,7 @@ public static class PerfBench
         };
         int epochs = 1 + (steps + models - 1) / models;   // one batch per task per epoch
         long parameters;
-        ProcessMemory.ResetPeak();
+        PeakMemory.Reset();
         if (variant == "distillation")
         {
             var method = new DistillationMerge();
@@ -82,7 +82,7 @@ public static class PerfBench
             MergeTrainer.Train(theta, samples, optimizer, lossOf, 1, inputs.Progress, variant);
         }
         var (first, last) = (marks[0], marks[^1]);
-        return new PerfResult(variant, models, threads, (last.Ms - first.Ms) / (last.Step - first.Step), ProcessMemory.PeakMegabytes(), parameters);
+        return new PerfResult(variant, models, threads, (last.Ms - first.Ms) / (last.Step - first.Step), PeakMemory.Megabytes(), parameters);
     }
 
     /// <summary>Runs every variant for every model count and thread count, each in a child process.</summary>

@@ -16,8 +16,8 @@ public sealed record MethodResult
     public required string Method { get; init; }
     public IReadOnlyDictionary<string, string> Options { get; init; } = new Dictionary<string, string>();
     public double Seconds { get; init; }
-    /// <summary>Peak resident memory of the process up to the end of this method, from its start or the caller's <see cref="ProcessMemory.ResetPeak"/> (NaN when unknown).</summary>
-    public double PeakMegabytes { get; init; } = double.NaN;
+    /// <summary>Peak resident memory of the process up to the end of this method, from its start or the caller's <see cref="FsMerge.Bench.PeakMemory.Reset"/> (0 when unknown).</summary>
+    public double PeakMegabytes { get; init; }
     public long? OptimizedParameters { get; init; }
     public double? FinalLoss { get; init; }
     public IReadOnlyList<LossCurve> LossCurves { get; init; } = [];
@@ -152,7 +152,7 @@ public static class MergeReport
             ["method"] = m.Method,
             ["options"] = new JsonObject(m.Options.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
             ["seconds"] = Math.Round(m.Seconds, 3),
-            ["peak_mb"] = double.IsNaN(m.PeakMegabytes) ? null : Math.Round(m.PeakMegabytes, 1),
+            ["peak_mb"] = m.PeakMegabytes > 0 ? Math.Round(m.PeakMegabytes, 1) : null,
             ["optimized_parameters"] = m.OptimizedParameters,
             ["final_loss"] = m.FinalLoss,
             ["test"] = m.Test?.ToJson(),
@@ -187,7 +187,7 @@ public static class MergeReport
         {
             if (m.Test != null) Accuracies(m.Method, null, m.Test);
             Row(m.Method, null, "seconds", "", m.Seconds);
-            if (!double.IsNaN(m.PeakMegabytes)) Row(m.Method, null, "peak_mb", "", m.PeakMegabytes);
+            if (m.PeakMegabytes > 0) Row(m.Method, null, "peak_mb", "", m.PeakMegabytes);
             if (m.OptimizedParameters is { } p) Row(m.Method, null, "optimized_parameters", "", p);
             if (m.FinalLoss is { } l) Row(m.Method, null, "final_loss", "", l);
         }
@@ -204,7 +204,7 @@ public static class MergeReport
 
     static string Percent(double a) => (100 * a).ToString("F2", CultureInfo.InvariantCulture);
 
-    static string Megabytes(double mb) => double.IsNaN(mb) ? "n/a" : mb.ToString("F0", CultureInfo.InvariantCulture) + " MB";
+    static string Megabytes(double mb) => mb > 0 ? mb.ToString("F0", CultureInfo.InvariantCulture) + " MB" : "n/a";
 
     public static string Markdown(MergeRunSummary run, IReadOnlyList<string> plots)
     {
