@@ -22,6 +22,8 @@ if (command == null)
 }
 // Subcommand words ("bench mlp") are flags of their command.
 var rest = args.Skip(1).Select(a => command is BenchCommand && a is "mlp" or "vit" or "perf" ? "--" + a : a).ToList();
+// "merge CONFIG.yaml" names its config file first.
+if (command is MergeCommand && rest.Count > 0 && !rest[0].StartsWith("--")) rest.Insert(0, "--config");
 if (rest.Contains("--help") || rest.Contains("-h"))
 {
     Console.WriteLine(ParsedArgs.Help(command));

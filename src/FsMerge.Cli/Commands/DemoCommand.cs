@@ -81,7 +81,7 @@ sealed class DemoCommand : ICommand
             var m = MergeMethods.Get(method);
             var watch = Stopwatch.StartNew();
             var outcome = m.Merge(plan.Inputs(device, 1, null), new MethodSettings(m, options));
-            rows.Add((label, Evaluator.Evaluate(outcome.Predict, plan.TestSets(), device, names), watch.Elapsed.TotalSeconds));
+            rows.Add((label, Evaluator.Evaluate(outcome.Predict, plan.Tests, device, names), watch.Elapsed.TotalSeconds));
             if (outcome.Merged is { } merged)
             {
                 merged.Save(Path.Combine(outDir, $"merged-{method}"));

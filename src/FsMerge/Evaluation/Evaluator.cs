@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using FsMerge.Data;
 using FsMerge.Models;
 using TorchSharp;
@@ -7,7 +8,18 @@ namespace FsMerge.Evaluation;
 
 public sealed record TaskAccuracy(string Task, double Accuracy, int Count);
 
-public sealed record EvaluationResult(IReadOnlyList<TaskAccuracy> Tasks, double PerTaskMean, double Joint);
+public sealed record EvaluationResult(IReadOnlyList<TaskAccuracy> Tasks, double PerTaskMean, double Joint)
+{
+    public JsonObject ToJson() => new()
+    {
+        ["tasks"] = new JsonArray(Tasks.Select(t => (JsonNode)new JsonObject
+        {
+            ["task"] = t.Task, ["accuracy"] = t.Accuracy, ["count"] = t.Count,
+        }).ToArray()),
+        ["per_task_mean"] = PerTaskMean,
+        ["joint"] = Joint,
+    };
+}
 
 /// <summary>
 /// Something that, given a batch of images, returns the logits of every task head in task order.

@@ -97,8 +97,26 @@ public sealed record ModelConfig
             }
             heads.Add(new HeadInfo(fs?["task"]?.GetValue<string>() ?? "task", labels));
         }
+        else if (root["label2id"] is JsonObject label2id)
+        {
+            var labels = new string[label2id.Count];
+            foreach (var (name, v) in label2id)
+            {
+                if (v is not JsonValue value || !value.TryGetValue<int>(out int i) || i < 0 || i >= labels.Length || labels[i] != null)
+                    throw new FsMergeException($"{source}: label2id['{name}'] is not a distinct index 0..{labels.Length - 1}");
+                labels[i] = name;
+            }
+            heads.Add(new HeadInfo(fs?["task"]?.GetValue<string>() ?? "task", labels));
+        }
         if (heads.Count == 0) throw new FsMergeException($"{source}: no head described (expected id2label or fsmerge.heads)");
 
+        if (arch == "vit")
+        {
+            if (root["hidden_act"] is JsonNode act && (act as JsonValue)?.TryGetValue<string>(out var a) == true && a != "gelu")
+                throw new FsMergeException($"{source}: hidden_act '{a}' is not supported (expected 'gelu', ViT's default)");
+            if (root["qkv_bias"] is JsonValue bias && bias.TryGetValue<bool>(out var b) && !b)
+                throw new FsMergeException($"{source}: qkv_bias false is not supported (expected true, ViT's default)");
+        }
         return arch == "mlp"
             ? new ModelConfig
             {
