@@ -50,6 +50,11 @@ public static class MergeRequestFile
         {
             throw new FsMergeException($"{path}:{e.Start.Line}: invalid YAML ({(e.InnerException ?? e).Message.Split('\n')[0]})");
         }
+        catch (InvalidOperationException)
+        {
+            // YamlDotNet's scanner throws this (not a YamlException) when the file ends inside a flow collection.
+            throw new FsMergeException($"{path}: invalid YAML (the file ends inside an unclosed '[', '{{' or quote)");
+        }
         if (stream.Documents.Count == 0) throw new FsMergeException($"{path}: the config file is empty; expected a mapping with at least 'sources'");
         var reader = new Reader(path, Path.GetDirectoryName(Path.GetFullPath(path))!);
         return reader.Request(stream.Documents[0].RootNode);
