@@ -49,7 +49,7 @@ sealed class MergeCommand : ICommand
         ProgressBar.Quiet = args.Has("quiet");
         var request = Request(args);
         bool dryRun = args.Has("dry-run");
-        using var run = MergeRun.Prepare(request, writes: !dryRun);
+        using var run = PreparedMerge.Prepare(request, writes: !dryRun);
         if (dryRun)
         {
             Console.Write(run.DescribePlan());

@@ -28,7 +28,7 @@ public sealed record SourceRequest
 /// <summary>
 /// Everything that describes one merge run, built from command-line flags or a YAML file
 /// (<see cref="MergeRequestFile"/>), flags overriding the file. Nothing here is loaded yet:
-/// <see cref="MergeRun.Prepare"/> checks and loads it.
+/// <see cref="PreparedMerge.Prepare"/> checks and loads it.
 /// </summary>
 public sealed record MergeRequest
 {

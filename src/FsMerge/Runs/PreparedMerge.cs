@@ -11,14 +11,14 @@ using static TorchSharp.torch;
 namespace FsMerge.Runs;
 
 /// <summary>The result of running one method: the outcome, its wall time, and the evaluation if asked for.</summary>
-public sealed record MethodResult(IMergeMethod Method, MethodSettings Settings, MergeOutcome Outcome, double Seconds, EvaluationResult? Test);
+public sealed record MethodRun(IMergeMethod Method, MethodSettings Settings, MergeOutcome Outcome, double Seconds, EvaluationResult? Test);
 
 /// <summary>
 /// A checked and loaded <see cref="MergeRequest"/>: the source models, their merge and test data, the
 /// method and its settings. <see cref="Prepare"/> checks everything a merge needs before any compute,
 /// so a dry run (<see cref="DescribePlan"/>) catches every input error a real run would.
 /// </summary>
-public sealed class MergeRun : IDisposable
+public sealed class PreparedMerge : IDisposable
 {
     public MergeRequest Request { get; }
     public IMergeMethod Method { get; }
@@ -27,7 +27,7 @@ public sealed class MergeRun : IDisposable
     public Device Device { get; }
     public IReadOnlyList<DataSource> DataUsed { get; }
 
-    MergeRun(MergeRequest request, IMergeMethod method, MethodSettings settings, MergePlan plan, Device device, IReadOnlyList<DataSource> dataUsed)
+    PreparedMerge(MergeRequest request, IMergeMethod method, MethodSettings settings, MergePlan plan, Device device, IReadOnlyList<DataSource> dataUsed)
     {
         Request = request;
         Method = method;
@@ -38,7 +38,7 @@ public sealed class MergeRun : IDisposable
     }
 
     /// <summary>Checks the request, loads the models and data. <paramref name="writes"/>: the output must be writable (not for a dry run).</summary>
-    public static MergeRun Prepare(MergeRequest request, bool writes)
+    public static PreparedMerge Prepare(MergeRequest request, bool writes)
     {
         if (request.Sources.Count < 2)
             throw new FsMergeException($"a merge needs at least two source models (got {request.Sources.Count})");
@@ -73,7 +73,7 @@ public sealed class MergeRun : IDisposable
             }
             var plan = MergePlan.FromData(sources, names, tasks, data, tests, request.Width, request.Augment, request.Seed);
             foreach (var d in data) d.Dispose();
-            return new MergeRun(request, method, settings, plan, device, used);
+            return new PreparedMerge(request, method, settings, plan, device, used);
         }
         catch
         {
@@ -96,7 +96,7 @@ public sealed class MergeRun : IDisposable
     public MergeInputs Inputs(MergeProgress? progress) => Plan.Inputs(Device, Request.Seed, progress);
 
     /// <summary>Runs <paramref name="method"/> (default: the request's) on the prepared inputs and evaluates if asked for.</summary>
-    public MethodResult Execute(MergeProgress? progress, IMergeMethod? method = null, MethodSettings? settings = null)
+    public MethodRun Execute(MergeProgress? progress, IMergeMethod? method = null, MethodSettings? settings = null)
     {
         method ??= Method;
         settings ??= Settings;
@@ -104,11 +104,11 @@ public sealed class MergeRun : IDisposable
         var outcome = method.Merge(Inputs(progress), settings);
         double seconds = clock.Elapsed.TotalSeconds;
         var test = Request.Eval ? Evaluator.Evaluate(outcome.Predict, Plan.Tests, Device, Plan.Tasks) : null;
-        return new MethodResult(method, settings, outcome, seconds, test);
+        return new MethodRun(method, settings, outcome, seconds, test);
     }
 
     /// <summary>merge.json: what was merged, how, how long it took and, if evaluated, the accuracies.</summary>
-    public JsonObject Record(MethodResult result)
+    public JsonObject Record(MethodRun result)
     {
         var record = new JsonObject
         {
