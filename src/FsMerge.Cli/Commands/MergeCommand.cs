@@ -25,6 +25,7 @@ sealed class MergeCommand : ICommand
         new("eval", null, "evaluate the result on each task's labelled test data after merging"),
         new("dry-run", null, "check everything and print the plan (shapes, sites, parameters, data, steps, memory and time estimate); write nothing"),
         Common.Data, Common.Device, Common.Threads, Common.Quiet,
+        .. MergeRun.Options,
     ];
 
     /// <summary>Every method's options are accepted by the parser; the chosen method rejects the others by name.</summary>
@@ -49,21 +50,27 @@ sealed class MergeCommand : ICommand
         ProgressBar.Quiet = args.Has("quiet");
         var request = Request(args);
         bool dryRun = args.Has("dry-run");
-        using var run = PreparedMerge.Prepare(request, writes: !dryRun);
+        using var prepared = PreparedMerge.Prepare(request, writes: !dryRun);
         if (dryRun)
         {
-            Console.Write(run.DescribePlan());
+            Console.Write(prepared.DescribePlan());
             Console.WriteLine($"dry run: nothing written{(request.Output != null ? $" (output would be {request.Output})" : "")}");
             return 0;
         }
-        Console.WriteLine($"merging {run.Plan.Sources.Count} models with {run.Method.Name}: {string.Join(", ", run.Plan.Tasks)} ({string.Join(", ", run.Plan.Data.Select(d => d.Count))} unlabeled images per task)");
-        var result = run.Execute(Progress());
-        if (result.Test is { } test) Console.WriteLine(EvalCommand.ToTable(test));
-        OutputWriter.WriteMerge(request.Output!, request.Overwrite, result.Outcome.Merged, run.Record(result));
-        var details = result.Outcome.Details;
-        Console.WriteLine($"merged in {result.Seconds:F1} s{(details["final_loss"] is { } loss ? $", final loss {loss}" : "")}; wrote {request.Output}");
-        result.Outcome.Merged?.Dispose();
-        return 0;
+        using var run = MergeRun.Start(args, request.Output!);   // work folder, log, checkpoints, Ctrl-C (MergeRun.cs)
+        try
+        {
+            Console.WriteLine($"merging {prepared.Plan.Sources.Count} models with {prepared.Method.Name}: {string.Join(", ", prepared.Plan.Tasks)} ({string.Join(", ", prepared.Plan.Data.Select(d => d.Count))} unlabeled images per task)");
+            var checkpoints = run.Checkpoints(prepared.Method.Name, prepared.Settings, prepared.Plan, request.Seed);
+            var (outcome, result) = prepared.Execute(prepared.Method, prepared.Settings, Progress(), checkpoints);
+            if (result.Test is { } test) Console.WriteLine(EvalCommand.ToTable(test));
+            var summary = prepared.Summary([result], outcome.Merged?.Config, outcome.Merged != null ? result.Method : null);
+            OutputWriter.WriteMerge(request.Output!, request.Overwrite, outcome.Merged, prepared.Record(result), staging => run.WriteReport(staging, summary));
+            Console.WriteLine($"merged in {result.Seconds:F1} s{(result.FinalLoss is { } loss ? $", final loss {loss:G6}" : "")}; wrote {request.Output}");
+            outcome.Merged?.Dispose();
+            return 0;
+        }
+        catch (Exception e) when (run.LogFailure(e)) { throw; }   // logs the error into merge.log; never catches
     }
 
     /// <summary>One progress bar per phase of the merge (feature extraction, training).</summary>

@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using FsMerge.Data;
+using FsMerge.Merging;
 using FsMerge.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -49,11 +50,12 @@ public static class Evaluator
     /// <summary>
     /// Per-task accuracy: task t's test set classified by head t alone. Joint accuracy: the logits of all
     /// heads are concatenated in task order and the global argmax must hit task t's label plus the class
-    /// offset of head t. <paramref name="names"/> labels the rows (defaults to task indices).
+    /// offset of head t. <paramref name="names"/> labels the rows (defaults to task indices); <paramref name="progress"/> hears of every batch ("evaluate", images done, images).
     /// </summary>
     public static EvaluationResult Evaluate(AllHeadLogits heads, IReadOnlyList<ImageSet> testSets, Device device,
-        IReadOnlyList<string>? names = null)
+        IReadOnlyList<string>? names = null, MergeProgress? progress = null)
     {
+        long totalImages = testSets.Sum(s => (long)s.Count), doneImages = 0;
         using var _ = torch.no_grad();
         var tasks = new List<TaskAccuracy>();
         long jointCorrectSum = 0;
@@ -74,6 +76,8 @@ public static class Evaluator
                 correct += logits[t].argmax(1).eq(labels).sum().item<long>();
                 long offset = logits.Take(t).Sum(l => l.shape[1]);
                 jointCorrect += torch.cat(logits, 1).argmax(1).eq(labels + offset).sum().item<long>();
+                doneImages += count;
+                progress?.Invoke("evaluate", doneImages, totalImages, null);
             }
             tasks.Add(new TaskAccuracy(names?[t] ?? $"task {t + 1}", (double)correct / set.Count, set.Count));
             jointMean += (double)jointCorrect / set.Count;

@@ -42,8 +42,8 @@ public static class OutputWriter
     public static string TaskFolder(int index, string task) =>
         $"{index + 1}-{new string(task.Select(ch => char.IsAsciiLetterOrDigit(ch) || ch is '-' or '_' or '.' ? ch : '-').ToArray())}";
 
-    /// <summary>Writes <paramref name="merged"/> (null for the ensemble), its single-task models and merge.json.</summary>
-    public static void WriteMerge(string output, bool overwrite, Model? merged, JsonObject record) => Write(output, overwrite, staging =>
+    /// <summary>Writes <paramref name="merged"/> (null for the ensemble), its single-task models, merge.json, then <paramref name="alsoWrite"/> (the report).</summary>
+    public static void WriteMerge(string output, bool overwrite, Model? merged, JsonObject record, Action<string>? alsoWrite = null) => Write(output, overwrite, staging =>
     {
         if (merged != null)
         {
@@ -52,6 +52,7 @@ public static class OutputWriter
                 merged.SingleTask(t).Save(Path.Combine(staging, TasksFolder, TaskFolder(t, merged.Config.Heads[t].Task)));
         }
         File.WriteAllText(Path.Combine(staging, "merge.json"), record.ToJsonString(JsonFormat.Indented));
+        alsoWrite?.Invoke(staging);
     });
 
     /// <summary>Fills a temporary sibling of <paramref name="output"/> with <paramref name="fill"/>, then renames it into place.</summary>

@@ -6,12 +6,10 @@ using FsMerge.Data;
 using FsMerge.Evaluation;
 using FsMerge.Merging;
 using FsMerge.Models;
+using FsMerge.Reporting;
 using static TorchSharp.torch;
 
 namespace FsMerge.Runs;
-
-/// <summary>The result of running one method: the outcome, its wall time, and the evaluation if asked for.</summary>
-public sealed record MethodRun(IMergeMethod Method, MethodSettings Settings, MergeOutcome Outcome, double Seconds, EvaluationResult? Test);
 
 /// <summary>
 /// A checked and loaded <see cref="MergeRequest"/>: the source models, their merge and test data, the
@@ -93,27 +91,46 @@ public sealed class PreparedMerge : IDisposable
         OutputWriter.CheckWritable(output);
     }
 
-    public MergeInputs Inputs(MergeProgress? progress) => Plan.Inputs(Device, Request.Seed, progress);
+    public MergeInputs Inputs(MergeProgress? progress, TrainingCheckpoints? checkpoints = null) =>
+        Plan.Inputs(Device, Request.Seed, progress, checkpoints);
 
-    /// <summary>Runs <paramref name="method"/> (default: the request's) on the prepared inputs and evaluates if asked for.</summary>
-    public MethodRun Execute(MergeProgress? progress, IMergeMethod? method = null, MethodSettings? settings = null)
+    /// <summary>
+    /// Runs <paramref name="method"/> with <paramref name="settings"/> on the prepared inputs, evaluates the result
+    /// if the request asks for it, and returns the outcome (its merged model is the caller's to dispose) and the
+    /// result for the report.
+    /// </summary>
+    public (MergeOutcome Outcome, MethodResult Result) Execute(IMergeMethod method, MethodSettings settings, MergeProgress? progress,
+        TrainingCheckpoints? checkpoints = null)
     {
-        method ??= Method;
-        settings ??= Settings;
         var clock = Stopwatch.StartNew();
-        var outcome = method.Merge(Inputs(progress), settings);
+        var outcome = method.Merge(Inputs(progress, checkpoints), settings);
         double seconds = clock.Elapsed.TotalSeconds;
-        var test = Request.Eval ? Evaluator.Evaluate(outcome.Predict, Plan.Tests, Device, Plan.Tasks) : null;
-        return new MethodRun(method, settings, outcome, seconds, test);
+        double peak = ProcessMemory.PeakMegabytes();
+        var test = Request.Eval ? Evaluator.Evaluate(outcome.Predict, Plan.Tests, Device, Plan.Tasks, progress) : null;
+        return (outcome, MethodResult.From(method.Name, settings, outcome, seconds, peak, test));
     }
 
+    /// <summary>The report's description of the sources and the run (methods filled in by the caller).</summary>
+    public MergeRunSummary Summary(IReadOnlyList<MethodResult> methods, ModelConfig? saved, string? savedMethod) => new()
+    {
+        Sources = Request.Sources.Select((s, i) => new ReportSource(Path.GetFullPath(s.Model), Plan.Tasks[i], Plan.Sources[i].Config,
+            Plan.Data[i].Count - Request.Augment)).ToList(),
+        Methods = methods,
+        SavedModel = savedMethod,
+        SavedConfig = saved,
+        Seed = Request.Seed,
+        Threads = Request.Threads,
+        Device = Request.Device,
+        AugmentedPerTask = Request.Augment,
+    };
+
     /// <summary>merge.json: what was merged, how, how long it took and, if evaluated, the accuracies.</summary>
-    public JsonObject Record(MethodRun result)
+    public JsonObject Record(MethodResult result)
     {
         var record = new JsonObject
         {
-            ["method"] = result.Method.Name,
-            ["options"] = result.Settings.ToJson(),
+            ["method"] = result.Method,
+            ["options"] = new JsonObject(result.Options.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
             ["sources"] = new JsonArray(Request.Sources.Select((s, i) => (JsonNode)new JsonObject
             {
                 ["path"] = Path.GetFullPath(s.Model),
@@ -126,7 +143,7 @@ public sealed class PreparedMerge : IDisposable
             ["seed"] = Request.Seed,
             ["seconds"] = Math.Round(result.Seconds, 2),
             ["heads"] = "one per source task, in source order; each source's final unmerge block is folded into its head",
-            ["details"] = result.Outcome.Details.DeepClone(),
+            ["details"] = result.Details.DeepClone(),
         };
         if (result.Test is { } test) record["test"] = test.ToJson();
         return record;

@@ -59,12 +59,14 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         var mergedSpace = FoldedMerge.MergedSpace(inputs, zipit != null ? MuInit.Average : rule);
 
         var details = new JsonObject { ["scope"] = scope };
-        double finalLoss;
+        List<LossCurve> curves;
         Dictionary<string, double[]> scales;
         if (scope == "global")
-            (finalLoss, scales) = TrainGlobal(inputs, matrices, mergedSpace, targetsMode, normalize, optimizer);
+            (curves, scales) = TrainGlobal(inputs, matrices, mergedSpace, targetsMode, normalize, optimizer);
         else
-            (finalLoss, scales) = TrainLocal(inputs, matrices, normalize, optimizer);
+            (curves, scales) = TrainLocal(inputs, matrices, normalize, optimizer);
+        // Local: the mean of the problems' final losses.
+        double finalLoss = optimizer.Epochs == 0 ? double.NaN : curves.Average(c => double.IsNaN(c.FinalLoss) ? 0 : c.FinalLoss);
 
         using var _ = torch.no_grad();
         var dense = matrices.ToDictionary(kv => kv.Key, kv => UndoScale(kv.Value, scales));
@@ -73,7 +75,7 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         details["optimized_parameters"] = matrices.Values.Sum(m => m.ParameterCount) + mergedSpace.Values.Sum(p => p.numel());
         details["target_scales"] = new JsonObject(scales.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)new JsonArray(kv.Value.Select(v => (JsonNode)v).ToArray()))));
         details["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 2);
-        return (FoldedMerge.Outcome(model, details), dense);
+        return (FoldedMerge.Outcome(model, details) with { LossCurves = curves }, dense);
     }
 
     /// <summary>Size of θ for these settings: every site's M/U factors plus the merged-space parameters.</summary>
@@ -207,12 +209,12 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         return (parameters, images.shape[0], LossOf, scale);
     }
 
-    static (double, Dictionary<string, double[]>) TrainGlobal(MergeInputs inputs, Dictionary<string, SiteMatrix> matrices,
+    static (List<LossCurve>, Dictionary<string, double[]>) TrainGlobal(MergeInputs inputs, Dictionary<string, SiteMatrix> matrices,
         Dictionary<string, Tensor> mergedSpace, string targetsMode, bool normalize, OptimizerSettings optimizer)
     {
         var (parameters, samples, lossOf, scale) = GlobalObjective(inputs, matrices, mergedSpace, targetsMode, normalize, FoldEveryStep(inputs));
-        double loss = MergeTrainer.Train(parameters, samples, optimizer, lossOf, inputs.Seed, inputs.Progress, "fs-merge global");
-        return (loss, new Dictionary<string, double[]> { [inputs.Sites.HeadInput] = scale });
+        var curve = MergeTrainer.Train(parameters, samples, optimizer, lossOf, inputs.Seed, inputs.Progress, "fs-merge global", inputs.Checkpoints);
+        return ([curve], new Dictionary<string, double[]> { [inputs.Sites.HeadInput] = scale });
     }
 
     /// <summary>1 on the columns of each sample's own block of the head-input site, 0 elsewhere.</summary>
@@ -220,13 +222,12 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         torch.cat(Enumerable.Range(0, headSite.Models).Select(i =>
             taskOf.eq(i).to(ScalarType.Float32).unsqueeze(1).expand(-1, headSite.ModelWidths[i])).ToArray(), 1);
 
-    static (double, Dictionary<string, double[]>) TrainLocal(MergeInputs inputs, Dictionary<string, SiteMatrix> matrices,
+    static (List<LossCurve>, Dictionary<string, double[]>) TrainLocal(MergeInputs inputs, Dictionary<string, SiteMatrix> matrices,
         bool normalize, OptimizerSettings optimizer)
     {
         var sites = inputs.Sites;
         var scales = new Dictionary<string, double[]>();
-        double lossSum = 0;
-        int problems = 0;
+        var curves = new List<LossCurve>();
         foreach (var space in sites.Spaces)
         {
             if (!sites.Activations.TryGetValue(space.Key, out var activation)) continue;
@@ -238,17 +239,15 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
             var input = torch.cat(preActivation.ToArray(), 1);
             var targetCat = torch.cat(features.Select((h, i) => h * scale[i]).ToArray(), 1);
             var parameters = MakeTrainable([matrices[merge.Name].Factors, matrices[unmerge.Name].Factors]);
-            double loss = MergeTrainer.Train(parameters, input.shape[0], optimizer, index =>
+            curves.Add(MergeTrainer.Train(parameters, input.shape[0], optimizer, index =>
             {
                 var merged = activation(input.index_select(0, index).matmul(matrices[merge.Name].Materialize()));
                 var reconstruction = merged.matmul(matrices[unmerge.Name].Materialize());
                 return nn.functional.mse_loss(reconstruction, targetCat.index_select(0, index));
-            }, inputs.Seed + problems, inputs.Progress, $"fs-merge local {space.Key}");
+            }, inputs.Seed + curves.Count, inputs.Progress, $"fs-merge local {space.Key}", inputs.Checkpoints));
             scales[unmerge.Name] = scale;
-            lossSum += double.IsNaN(loss) ? 0 : loss;
-            problems++;
         }
-        if (problems == 0) throw new FsMergeException("fs-merge --scope local: this architecture has no activation spaces to solve locally");
-        return (optimizer.Epochs == 0 ? double.NaN : lossSum / problems, scales);
+        if (curves.Count == 0) throw new FsMergeException("fs-merge --scope local: this architecture has no activation spaces to solve locally");
+        return (curves, scales);
     }
 }
