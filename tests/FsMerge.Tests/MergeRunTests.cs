@@ -118,4 +118,22 @@ public class MergeRunTests : IClassFixture<BadInputTests.Models>
         Assert.Equal("4", request.Options["rank"]);
         Assert.Equal(Path.GetFullPath(output), request.Output);
     }
+
+    [Fact]
+    public void Compare_runs_every_method_on_the_same_inputs_and_reports_them_side_by_side()
+    {
+        var output = Dir("compare-out");
+        var (code, stdout, err) = CliTests.Run("compare", "--methods", "average,zipit", "--model", models.A, "--model", models.B,
+            "--data-per-task", "16", "--threads", "1", "--out", output, "--quiet");
+        Assert.True(code == 0, err);
+        var header = stdout.Split('\n').First(l => l.StartsWith("method"));
+        Assert.Contains("mnist:0-4", header);
+        Assert.Contains("joint", header);
+        Assert.Contains(stdout.Split('\n'), l => l.StartsWith("zipit "));
+        var csv = File.ReadAllText(Path.Combine(output, "metrics.csv"));
+        Assert.Contains("average", csv);
+        Assert.Contains("zipit", csv);
+        Assert.True(File.Exists(Path.Combine(output, "report.md")));
+        Assert.True(File.Exists(Path.Combine(output, "models", "zipit", OutputWriter.TasksFolder, "1-mnist-0-4", Model.WeightsFile)));
+    }
 }

@@ -45,15 +45,18 @@ public static class OutputWriter
     /// <summary>Writes <paramref name="merged"/> (null for the ensemble), its single-task models, merge.json, then <paramref name="alsoWrite"/> (the report).</summary>
     public static void WriteMerge(string output, bool overwrite, Model? merged, JsonObject record, Action<string>? alsoWrite = null) => Write(output, overwrite, staging =>
     {
-        if (merged != null)
-        {
-            merged.Save(staging);
-            for (int t = 0; t < merged.HeadCount; t++)
-                merged.SingleTask(t).Save(Path.Combine(staging, TasksFolder, TaskFolder(t, merged.Config.Heads[t].Task)));
-        }
+        if (merged != null) SaveWithTasks(merged, staging);
         File.WriteAllText(Path.Combine(staging, "merge.json"), record.ToJsonString(JsonFormat.Indented));
         alsoWrite?.Invoke(staging);
     });
+
+    /// <summary>Saves a multi-task model into <paramref name="dir"/> and each of its heads as a single-task model under tasks/.</summary>
+    public static void SaveWithTasks(Model merged, string dir)
+    {
+        merged.Save(dir);
+        for (int t = 0; t < merged.HeadCount; t++)
+            merged.SingleTask(t).Save(Path.Combine(dir, TasksFolder, TaskFolder(t, merged.Config.Heads[t].Task)));
+    }
 
     /// <summary>Fills a temporary sibling of <paramref name="output"/> with <paramref name="fill"/>, then renames it into place.</summary>
     public static void Write(string output, bool overwrite, Action<string> fill)
