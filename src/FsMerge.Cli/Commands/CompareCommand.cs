@@ -16,7 +16,7 @@ sealed class CompareCommand : ICommand
     public IReadOnlyList<OptionSpec> Options =>
     [
         new("methods", "A,B,..", $"methods to compare, in order (of: {string.Join(", ", MergeMethods.All.Select(m => m.Name))})"),
-        .. MergeCommand.RunOptions.Where(o => o.Name is not ("method" or "eval")),
+        .. MergeCommand.RunOptions.Where(o => o.Name is not ("method" or "eval") && !MergeRun.Options.Contains(o)),   // no checkpoints or resume
         .. MergeCommand.MethodOptions,
     ];
 

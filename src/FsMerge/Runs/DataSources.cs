@@ -1,7 +1,5 @@
 using FsMerge.Data;
 using FsMerge.Merging;
-using TorchSharp;
-using static TorchSharp.torch;
 
 namespace FsMerge.Runs;
 
@@ -23,7 +21,7 @@ public static class DataSources
             (value, dataDir) => LoadTask(value, dataDir, s => s.Train), (value, dataDir) => LoadTask(value, dataDir, s => s.Test)),
         new("images", "a folder of PNG/JPEG images, flat or in class subfolders (test data: class subfolders, sorted names = labels 0..K-1)",
             (value, _) => ReadImages(value), (value, _) => ImageFolder.Load(value).set),
-        new("idx", "an IDX image file ([n, H, W] unsigned bytes, plain), e.g. train-images-idx3-ubyte",
+        new("idx", "an IDX image file ([n, H, W] unsigned bytes, plain or gzip), e.g. train-images-idx3-ubyte",
             (value, _) => ReadIdxImages(value), null),
     ];
 

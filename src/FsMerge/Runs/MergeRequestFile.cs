@@ -214,10 +214,11 @@ public static class MergeRequestFile
         /// <summary>A one-key mapping {kind: value}; a plain word is a dataset task.</summary>
         DataSource Data(YamlNode node, string where, bool labelled)
         {
-            var kinds = DataSources.All.Where(r => !labelled || r.Labelled != null).Select(r => r.Kind).ToArray();
+            var readers = DataSources.All.Where(r => !labelled || r.Labelled != null).ToList();
+            var kinds = readers.Select(r => r.Kind).ToArray();
             if (node is YamlScalarNode) return new DataSource("task", Scalar(node, where));
             if (node is not YamlMappingNode map || map.Children.Count != 1)
-                throw Error(node, $"{where} must name one source: {string.Join(" | ", kinds.Select(k => $"{{{k}: ...}}"))}");
+                throw Error(node, $"{where} must name one source: {string.Join("; ", readers.Select(r => $"{{{r.Kind}: ...}} for {r.Help}"))}");
             var (kind, (_, value)) = Keys(map, where, kinds).Single();
             return new DataSource(kind, kind == "task" ? Scalar(value, kind) : PathValue(value, kind));
         }
