@@ -358,6 +358,17 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
         Assert.Equal("mine", File.ReadAllText(Path.Combine(existing, "keep.txt")));
     }
 
+    [Fact]
+    public void Output_that_would_replace_a_source_model()
+    {
+        var source = Path_("source-as-output");
+        BadInputTests.Models.Save(Models.Mlp(16) with { Heads = [new HeadInfo("mnist:5-9", Models.Digits)] }, source, 9);
+        var before = File.ReadAllBytes(Path.Combine(source, Model.WeightsFile));
+        Fails("the output would replace the source model", "merge", "--method", "average", "--model", "A", "--model", source, "--out", source, "--overwrite");
+        Fails("the output would replace the source model", "merge", "--method", "average", "--model", "A", "--model", source, "--out", models.Root, "--overwrite");
+        Assert.Equal(before, File.ReadAllBytes(Path.Combine(source, Model.WeightsFile)));
+    }
+
     // ---------------------------------------------------------------- YAML files
 
     [Fact]
