@@ -235,6 +235,17 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
     }
 
     [Fact]
+    public void Hugging_face_source_without_a_task_or_data()
+    {
+        var dir = Path_("hf-no-task");
+        Models.Save(Models.Mlp(16), dir, 3);
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, Model.ConfigFile)))!.AsObject();
+        config.Remove("fsmerge");
+        File.WriteAllText(Path.Combine(dir, Model.ConfigFile), config.ToJsonString());
+        MergeFails("config.json records no task", dir);
+    }
+
+    [Fact]
     public void Source_directory_not_found() => MergeFails("model directory not found", Path_("nowhere"));
 
     // ---------------------------------------------------------------- data
