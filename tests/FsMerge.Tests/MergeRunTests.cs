@@ -136,4 +136,21 @@ public class MergeRunTests : IClassFixture<BadInputTests.Models>
         Assert.True(File.Exists(Path.Combine(output, "report.md")));
         Assert.True(File.Exists(Path.Combine(output, "models", "zipit", OutputWriter.TasksFolder, "1-mnist-0-4", Model.WeightsFile)));
     }
+
+    [Fact]
+    public void Unlabeled_data_from_an_image_folder_and_an_idx_file()
+    {
+        var (images, idx, output) = (Dir("unlabeled-png"), Dir("unlabeled-idx3-ubyte"), Dir("unlabeled-out"));
+        for (int i = 0; i < 5; i++) ImageFolderTests.WritePng(Path.Combine(images, $"{i}.png"), 28, 28, false, (c, y, x) => (byte)(x * i + y));
+        FsMerge.Data.Idx.Write(idx, new byte[7 * 28 * 28], [7, 28, 28]);
+        var config = Dir("unlabeled.yaml");
+        File.WriteAllText(config, $"sources:\n  - model: {models.A}\n    data: {{images: {images}}}\n  - model: {models.B}\n    data: {{idx: {idx}}}\n    samples: 6\nmethod: average\noutput: {output}\n");
+        var (code, stdout, err) = CliTests.Run("merge", config, "--quiet");
+        Assert.True(code == 0, err);
+        var sources = Json(Path.Combine(output, "merge.json"))["sources"]!.AsArray();
+        Assert.Equal($"images: {images}", (string?)sources[0]!["data"]);
+        Assert.Equal(5, (int)sources[0]!["samples"]!);     // all 5 of the folder (64 asked)
+        Assert.Equal(6, (int)sources[1]!["samples"]!);
+        Assert.Contains("merging 2 models with average", stdout);
+    }
 }
