@@ -18,12 +18,13 @@ sealed class MergeRun : IDisposable
     public static readonly OptionSpec[] Options =
     [
         new("checkpoint-every", "K", "save a training checkpoint every K steps, at the end of each training phase and on Ctrl-C, in OUT.partial/", "200"),
-        new("resume", null, "continue an interrupted run from its checkpoints in OUT.partial/ (same models, data and options; same --threads for bit-identical weights)"),
+        new("resume", null, "continue an interrupted run from its checkpoints in OUT.partial/ (same models, data and options; same --threads for bit-identical weights); without it such checkpoints stop a new run unless --overwrite"),
     ];
 
     readonly string outDir;
     readonly string workDir;
     readonly ParsedArgs args;
+    readonly FileStream lockFile;
     readonly StreamWriter log;
     readonly TextWriter screenOut;
     TrainingCheckpoints? checkpoints;
@@ -36,21 +37,33 @@ sealed class MergeRun : IDisposable
         this.outDir = Path.GetFullPath(outDir);
         workDir = this.outDir + ".partial";
         bool resume = args.Has("resume");
-        if (TrainingCheckpoints.ExistIn(workDir) && !resume)
-        {
-            if (!args.Has("overwrite"))
-                throw new FsMergeException($"{workDir}: holds checkpoints of an interrupted run; add --resume to continue it, or --overwrite to start over");
-            Directory.Delete(workDir, recursive: true);
-        }
         try
         {
             Directory.CreateDirectory(workDir);
-            log = new StreamWriter(new FileStream(Path.Combine(workDir, LogFile), FileMode.Append, FileAccess.Write, FileShare.Read)) { AutoFlush = true };
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new FsMergeException($"{workDir}: cannot create the run's work folder ({e.Message})");
         }
+        try
+        {
+            // One run at a time per output: an exclusive lock (flock) that the kernel drops when the process dies.
+            lockFile = new FileStream(Path.Combine(workDir, ".lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        }
+        catch (IOException)
+        {
+            throw new FsMergeException($"{workDir}: another fsmerge run is writing this output");
+        }
+        if (TrainingCheckpoints.ExistIn(workDir) && !resume)
+        {
+            if (!args.Has("overwrite"))
+            {
+                lockFile.Dispose();
+                throw new FsMergeException($"{workDir}: holds checkpoints of an interrupted run; add --resume to continue it, or --overwrite to start over");
+            }
+            foreach (var file in Directory.GetFiles(workDir, "train-*.ckpt")) File.Delete(file);
+        }
+        log = new StreamWriter(new FileStream(Path.Combine(workDir, LogFile), FileMode.Append, FileAccess.Write, FileShare.Read)) { AutoFlush = true };
         screenOut = Console.Out;
         Console.SetOut(new TeeWriter(screenOut, Note));
         ProgressBar.Log = Note;
@@ -65,7 +78,7 @@ sealed class MergeRun : IDisposable
     /// <summary>The checkpoints of this run's training phases (--checkpoint-every, --resume), keyed by the merge's inputs.</summary>
     public TrainingCheckpoints Checkpoints(string method, MethodSettings settings, MergePlan plan, long seed) =>
         checkpoints = new TrainingCheckpoints(workDir, args.Int("checkpoint-every", min: 1), args.Has("resume"),
-            TrainingCheckpoints.Fingerprint(method, settings.All, seed, plan.Sources, plan.Data));
+            TrainingCheckpoints.Fingerprint(method, settings.All, seed, plan.Sources, plan.Data)) { Log = Console.WriteLine };
 
     /// <summary>Writes the report into <paramref name="dir"/> (the output being assembled) and marks the run complete.</summary>
     public void WriteReport(string dir, MergeRunSummary summary)
@@ -106,6 +119,7 @@ sealed class MergeRun : IDisposable
         }
         else if (!TrainingCheckpoints.ExistIn(workDir))
             Directory.Delete(workDir, recursive: true);
+        lockFile.Dispose();
     }
 
     /// <summary>Writes through to the screen and hands every complete line to the log.</summary>

@@ -18,34 +18,35 @@ public sealed class ProgressBar
     readonly string label;
     readonly long total;
     readonly Stopwatch clock = Stopwatch.StartNew();
-    readonly LiveBar? live;
+    readonly bool interactive = !Console.IsErrorRedirected;
+    LiveBar? live;
     long lastDecile = -1;
 
     public ProgressBar(string label, long total)
     {
         this.label = label;
         this.total = Math.Max(1, total);
-        if (!Quiet && !Console.IsErrorRedirected) live = new LiveBar(label, this.total);
     }
 
     public void Report(long done, string detail = "")
     {
         double fraction = Math.Min(1.0, (double)done / total);
         double rate = done / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
-        live?.Report(done, detail, rate);
+        if (interactive && !Quiet) (live ??= new LiveBar(label, total)).Report(done, detail, rate);
         long decile = (long)(fraction * 10);
         if (decile == lastDecile) return;
         lastDecile = decile;
         var eta = done > 0 ? TimeSpan.FromSeconds((total - done) / Math.Max(rate, 1e-9)) : TimeSpan.Zero;
         var line = $"{(int)(fraction * 100),3}% {label} {done}/{total} {detail} {rate:F1}/s eta {eta:mm\\:ss}";
         Log?.Invoke(line);
-        if (!Quiet && live == null) Console.Error.WriteLine(line);
+        if (!Quiet && !interactive) Console.Error.WriteLine(line);
     }
 
     /// <summary>
     /// One Spectre.Console progress display, drawn on stderr by a background thread (Spectre's display runs the
     /// work inside its own callback; here the work runs on the caller's thread and reports into it). It closes
-    /// when the work is done or the process exits.
+    /// when the work is done, when the next bar opens (Spectre draws one live display at a time) or when the
+    /// process exits.
     /// </summary>
     sealed class LiveBar
     {
@@ -68,6 +69,7 @@ public sealed class ProgressBar
         {
             this.label = label;
             this.total = total;
+            lock (Open) foreach (var bar in Open.ToList()) bar.Close();
             thread = new Thread(() => Screen.Progress().AutoClear(false).HideCompleted(false)
                 .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
                     new RateColumn(this), new RemainingTimeColumn(), new SpinnerColumn())

@@ -1,4 +1,5 @@
 using FsMerge.Merging;
+using FsMerge.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using Xunit;
@@ -75,6 +76,46 @@ public class ResumeTests
         finally
         {
             Directory.Delete(dir, true);
+        }
+    }
+
+    [Theory]
+    [InlineData("fs-merge")]       // local scope: one phase per hidden layer, interrupted in the second
+    [InlineData("fs-merge-seq")]   // three models: one phase per stage, interrupted in the second
+    public void A_multi_phase_merge_interrupted_in_a_later_phase_resumes_to_the_same_weights(string name)
+    {
+        var method = MergeMethods.Get(name);
+        var options = new Dictionary<string, string> { ["epochs"] = "30" };
+        if (name == "fs-merge") options["scope"] = "local";
+        var sources = Enumerable.Range(0, name == "fs-merge" ? 2 : 3).Select(i => Model.Create(MergeTests.Mlp([12, 10], $"t{i}"), 10 + i, CPU)).ToList();
+        var dir = Directory.CreateTempSubdirectory("fsmerge-resume").FullName;
+        try
+        {
+            Model Merge(TrainingCheckpoints? checkpoints, MergeProgress? progress = null)
+            {
+                var inputs = MergeTests.Inputs(sources);
+                return method.Merge(new MergeInputs
+                {
+                    Sources = inputs.Sources, Data = inputs.Data, Target = inputs.Target, Device = CPU, Seed = inputs.Seed,
+                    Progress = progress, Checkpoints = checkpoints,
+                }, new MethodSettings(method, options)).Merged!;
+            }
+            using var reference = Merge(null);
+            var first = new TrainingCheckpoints(dir, 4, resume: false, "key");
+            int phases = 0;   // full batch: every step ends an epoch, and a phase starts at done = 1
+            Assert.Throws<FsMergeException>(() => Merge(first, (_, done, _, _) =>
+            {
+                if (done == 1) phases++;
+                if (phases == 2 && done == 11) first.Interrupt();
+            }));
+            using var resumed = Merge(new TrainingCheckpoints(dir, 4, resume: true, "key"));
+            foreach (var (key, value) in reference.Weights)
+                Assert.True(value.bytes.SequenceEqual(resumed.Weights[key].bytes), key);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+            foreach (var s in sources) s.Dispose();
         }
     }
 }

@@ -71,6 +71,7 @@ public static class MergeTrainer
             // The schedules are functions of the step count: replaying it puts the scheduler where it was; the
             // optimizer's saved hyper-parameters (learning rate, OneCycle's betas) were restored with its state.
             state = saved;
+            checkpoints.Log?.Invoke($"{phase}: resumed at step {state.Step} of {total} from {file}");
             for (long i = 0; i < state.Step; i++) scheduler.step();
             using var generatorState = torch.tensor(state.GeneratorState);
             generator.set_state(generatorState);

@@ -30,6 +30,8 @@ public sealed class TrainingCheckpoints
     public bool Resume { get; }
     /// <summary>Identifies the run's inputs and options; a checkpoint written by a different run is refused.</summary>
     public string RunKey { get; }
+    /// <summary>Hears where each phase resumed (for the run's log).</summary>
+    public Action<string>? Log { get; init; }
 
     volatile bool interrupted;
     int phases;

@@ -30,7 +30,7 @@ public static class BarChart
         plot.Axes.Margins(bottom: 0);
         plot.Title(title);
         plot.YLabel(yLabel);
-        plot.ShowLegend(Edge.Right);
+        plot.ShowLegend(Edge.Bottom);
         AtomicFile.Write(path, temporary => File.WriteAllBytes(temporary, plot.GetImageBytes(width, height, ImageFormat.Png)));
     }
 }

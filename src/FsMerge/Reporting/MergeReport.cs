@@ -16,7 +16,7 @@ public sealed record MethodResult
     public required string Method { get; init; }
     public IReadOnlyDictionary<string, string> Options { get; init; } = new Dictionary<string, string>();
     public double Seconds { get; init; }
-    /// <summary>Peak resident memory of the process up to the end of this method (NaN when unknown).</summary>
+    /// <summary>Peak resident memory of the process up to the end of this method, from its start or the caller's <see cref="ProcessMemory.ResetPeak"/> (NaN when unknown).</summary>
     public double PeakMegabytes { get; init; } = double.NaN;
     public long? OptimizedParameters { get; init; }
     public double? FinalLoss { get; init; }
@@ -35,7 +35,9 @@ public sealed record MethodResult
         Seconds = seconds,
         PeakMegabytes = peakMegabytes,
         OptimizedParameters = outcome.Details["optimized_parameters"]?.GetValue<long>(),
-        FinalLoss = outcome.LossCurves.Count > 0 && outcome.Details["final_loss"] is JsonValue v && v.TryGetValue<double>(out var loss) ? loss : null,
+        // The method's own final loss (the mean over problems for local FS-Merge), else the last phase's.
+        FinalLoss = outcome.Details["final_loss"] is JsonValue v && v.TryGetValue<double>(out var loss) ? loss
+            : outcome.LossCurves.Count > 0 && !double.IsNaN(outcome.LossCurves[^1].FinalLoss) ? outcome.LossCurves[^1].FinalLoss : null,
         LossCurves = outcome.LossCurves,
         Test = test,
         Details = outcome.Details,
@@ -101,9 +103,9 @@ public static class MergeReport
             .Select(c => new ChartSeries(CurveName(run, m, c), c.Points.Select(p => (double)p.Step).ToList(), c.Points.Select(p => p.Loss).ToList()))).ToList();
         if (curves.Count > 0)
         {
-            // A logarithmic loss axis when the losses are positive and span at least two decades.
+            // A logarithmic loss axis when the losses are positive and span at least a decade.
             var losses = curves.SelectMany(c => c.Y).ToList();
-            bool logY = losses.Min() > 0 && losses.Max() / losses.Min() >= 100;
+            bool logY = losses.Min() > 0 && losses.Max() / losses.Min() >= 10;
             LineChart.Save(Path.Combine(dir, LossPlot), "training loss", "step", "loss", curves, logY: logY, legend: ScottPlot.Alignment.UpperRight);
             plots.Add(LossPlot);
         }
@@ -256,7 +258,7 @@ public static class MergeReport
         md.AppendLine("| method | wall time | peak memory | optimized parameters | final training loss |");
         md.AppendLine("|---|---|---|---|---|");
         foreach (var m in run.Methods)
-            md.AppendLine($"| {m.Method} | {m.Seconds:F1} s | {Megabytes(m.PeakMegabytes)} | {m.OptimizedParameters?.ToString("N0", CultureInfo.InvariantCulture) ?? "none (no training)"} | " +
+            md.AppendLine($"| {m.Method} | {m.Seconds:F1} s | {Megabytes(m.PeakMegabytes)} | {m.OptimizedParameters?.ToString("N0", CultureInfo.InvariantCulture) ?? (m.LossCurves.Count > 0 ? "not recorded" : "none (no training)")} | " +
                           $"{m.FinalLoss?.ToString("G4", CultureInfo.InvariantCulture) ?? "n/a"} |");
         md.AppendLine();
 
