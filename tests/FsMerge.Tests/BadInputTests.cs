@@ -344,6 +344,10 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
         Fails("fs-merge: --init 'best' is not one of: first, average, random, zipit", "merge", "--method", "fs-merge", "--init", "best", "--model", "A", "--model", "B", "--out", "OUT");
 
     [Fact]
+    public void A_dry_run_checks_option_values_too() =>
+        Fails("rebasin: --matching 'bogus' is not one of: weights, activations", "merge", "--dry-run", "--method", "rebasin", "--matching", "bogus", "--model", "A", "--model", "B", "--out", "OUT");
+
+    [Fact]
     public void Rank_larger_than_the_width() =>
         Fails("--rank 999 exceeds the merged feature width 16", "merge", "--method", "fs-merge", "--type", "low-rank", "--rank", "999", "--epochs", "1", "--model", "A", "--model", "B", "--out", "OUT");
 
