@@ -89,9 +89,9 @@ sealed class MergeCommand : ICommand
     {
         var request = args.Get("config") is { } file ? MergeRequestFile.Read(file) : new MergeRequest();
         if (args.Has("method")) request = request with { Method = args.Require("method") };
-        var methodOptions = MethodOptions.Select(o => o.Name).Where(args.Has).ToList();
-        if (methodOptions.Count > 0)
-            request = request with { Options = new Dictionary<string, string>(request.Options.Concat(methodOptions.Select(n => KeyValuePair.Create(n, args.Get(n)!))).GroupBy(kv => kv.Key).Select(g => g.Last())) };
+        var options = new Dictionary<string, string>(request.Options);
+        foreach (var name in MethodOptions.Select(o => o.Name).Where(args.Has)) options[name] = args.Get(name)!;
+        request = request with { Options = options };
         if (args.GetAll("model") is { Count: > 0 } models)
             request = request with { Sources = models.Select(m => new SourceRequest { Model = m }).ToList() };
         if (args.GetAll("task") is { Count: > 0 } tasks)
