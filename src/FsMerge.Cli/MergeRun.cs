@@ -31,7 +31,7 @@ sealed class MergeRun : IDisposable
     bool complete;
     int interrupts;
 
-    MergeRun(ParsedArgs args, string outDir)
+    MergeRun(ParsedArgs args, string outDir, bool overwrite)
     {
         this.args = args;
         this.outDir = Path.GetFullPath(outDir);
@@ -56,7 +56,7 @@ sealed class MergeRun : IDisposable
         }
         if (TrainingCheckpoints.ExistIn(workDir) && !resume)
         {
-            if (!args.Has("overwrite"))
+            if (!overwrite)
             {
                 lockFile.Dispose();
                 throw new FsMergeException($"{workDir}: holds checkpoints of an interrupted run; add --resume to continue it, or --overwrite to start over");
@@ -73,7 +73,8 @@ sealed class MergeRun : IDisposable
     }
 
     /// <summary>Opens the run's work folder and log for the output folder <paramref name="outDir"/>.</summary>
-    public static MergeRun Start(ParsedArgs args, string outDir) => new(args, outDir);
+    /// <param name="overwrite">From the flags or the config file: an interrupted run's checkpoints may be discarded.</param>
+    public static MergeRun Start(ParsedArgs args, string outDir, bool overwrite) => new(args, outDir, overwrite);
 
     /// <summary>The checkpoints of this run's training phases (--checkpoint-every, --resume), keyed by the merge's inputs.</summary>
     public TrainingCheckpoints Checkpoints(string method, MethodSettings settings, MergePlan plan, long seed) =>

@@ -57,7 +57,7 @@ sealed class MergeCommand : ICommand
             Console.WriteLine($"dry run: nothing written{(request.Output != null ? $" (output would be {request.Output})" : "")}");
             return 0;
         }
-        using var run = MergeRun.Start(args, request.Output!);   // work folder, log, checkpoints, Ctrl-C (MergeRun.cs)
+        using var run = MergeRun.Start(args, request.Output!, request.Overwrite);   // work folder, log, checkpoints, Ctrl-C (MergeRun.cs)
         try
         {
             Console.WriteLine($"merging {prepared.Plan.Sources.Count} models with {prepared.Method.Name}: {string.Join(", ", prepared.Plan.Tasks)} ({string.Join(", ", prepared.Plan.Data.Select(d => d.Count))} unlabeled images per task)");
