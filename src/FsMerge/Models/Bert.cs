@@ -99,6 +99,10 @@ public sealed class Bert : IArchitecture
         if (ids.dim() != 2 || ids.dtype != ScalarType.Int64)
             throw new FsMergeException($"bert: expected int64 token ids [batch, length], got {ids.dtype} [{string.Join(", ", ids.shape)}]");
         long batch = ids.shape[0], length = ids.shape[1], d = c.HiddenSize;
+        if (length > c.MaxPositionEmbeddings)
+            throw new FsMergeException($"bert: sequences of {length} tokens exceed max_position_embeddings {c.MaxPositionEmbeddings}");
+        if (ids.numel() > 0 && ids.max().item<long>() >= c.VocabSize)
+            throw new FsMergeException($"bert: token id {ids.max().item<long>()} is outside the vocabulary (vocab_size {c.VocabSize}); the data was tokenized with another vocab.txt");
         var eps = c.LayerNormEps;
         var real = ids.ne(c.PadTokenId);                                                   // [B, L]
         var rows = probe is null ? null : real.reshape(-1).nonzero().squeeze(1);

@@ -1,0 +1,77 @@
+using TorchSharp;
+
+namespace FsMerge.Data;
+
+/// <summary>Tokenized texts as token ids [n, L] with class ids 0..K-1, before any split or filtering.</summary>
+internal sealed class RawTokens : IRawSamples
+{
+    public required long[] Ids { get; init; }
+    public required long[] Labels { get; init; }
+    public required int Length { get; init; }
+    public int Count => Labels.Length;
+
+    public ImageSet Select(IReadOnlyList<int> indices, long[]? relabel, string[] labelNames)
+    {
+        var ids = new long[(long)indices.Count * Length];
+        var labels = new long[indices.Count];
+        for (int i = 0; i < indices.Count; i++)
+        {
+            Array.Copy(Ids, (long)indices[i] * Length, ids, (long)i * Length, Length);
+            labels[i] = relabel is null ? Labels[indices[i]] : relabel[Labels[indices[i]]];
+        }
+        return new ImageSet(torch.tensor(ids, new long[] { indices.Count, Length }, dtype: torch.ScalarType.Int64), labels, labelNames);
+    }
+}
+
+/// <summary>
+/// A text dataset: <c>NAME/vocab.txt</c> (WordPiece, see <see cref="WordPiece"/>) and
+/// <c>NAME/train/CLASS.txt</c>, <c>NAME/test/CLASS.txt</c> with one example per line (UTF-8; blank lines
+/// skipped). Classes are the train file names without ".txt" in ordinal order; test must have the same
+/// files. Every example is encoded as [CLS] pieces… [SEP], truncated or padded with [PAD] to
+/// <see cref="SequenceLength"/> tokens: a sample is int64 token ids [L].
+/// </summary>
+public static class TextFolder
+{
+    public const int SequenceLength = 32;
+    public const string VocabFile = "vocab.txt";
+
+    public static bool IsText(string folder) =>
+        File.Exists(Path.Combine(folder, VocabFile)) || (Directory.Exists(Path.Combine(folder, "train"))
+            && Directory.EnumerateFiles(Path.Combine(folder, "train"), "*.txt").Any());
+
+    internal static RawDataset Read(string folder)
+    {
+        var vocab = WordPiece.Read(Path.Combine(folder, VocabFile));
+        var trainDir = Path.Combine(folder, "train");
+        var testDir = Path.Combine(folder, "test");
+        foreach (var dir in new[] { trainDir, testDir })
+            if (!Directory.Exists(dir))
+                throw new FsMergeException($"{dir}: folder not found; a text dataset needs train/CLASS.txt and test/CLASS.txt files (one example per line) and vocab.txt");
+        var names = Directory.GetFiles(trainDir, "*.txt").Select(f => Path.GetFileNameWithoutExtension(f)!)
+            .Order(StringComparer.Ordinal).ToArray();
+        if (names.Length == 0) throw new FsMergeException($"{trainDir}: no CLASS.txt files");
+        var testNames = Directory.GetFiles(testDir, "*.txt").Select(f => Path.GetFileNameWithoutExtension(f)!).Order(StringComparer.Ordinal);
+        if (!testNames.SequenceEqual(names))
+            throw new FsMergeException($"{testDir}: class files ({string.Join(", ", testNames)}) differ from train/ ({string.Join(", ", names)})");
+        return new RawDataset(folder, Encode(trainDir, names, vocab), Encode(testDir, names, vocab), names);
+    }
+
+    /// <summary>The examples of every class file in a split, in file order, class after class.</summary>
+    public static List<(string Text, int Label)> Lines(string dir, IReadOnlyList<string> names)
+    {
+        var examples = new List<(string, int)>();
+        for (int c = 0; c < names.Count; c++)
+            foreach (var line in File.ReadLines(Path.Combine(dir, names[c] + ".txt")))
+                if (line.Trim().Length > 0) examples.Add((line, c));
+        return examples;
+    }
+
+    static RawTokens Encode(string dir, string[] names, WordPiece vocab)
+    {
+        var examples = Lines(dir, names);
+        var ids = new long[(long)examples.Count * SequenceLength];
+        for (int i = 0; i < examples.Count; i++)
+            vocab.Encode(examples[i].Text, SequenceLength).CopyTo(ids, (long)i * SequenceLength);
+        return new RawTokens { Ids = ids, Labels = examples.Select(e => (long)e.Label).ToArray(), Length = SequenceLength };
+    }
+}
