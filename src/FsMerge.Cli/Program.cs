@@ -2,7 +2,7 @@ using FsMerge;
 using FsMerge.Cli;
 using FsMerge.Cli.Commands;
 
-var commands = new ICommand[] { new DemoCommand(), new DataCommand(), new TrainCommand(), new MergeCommand(), new EvalCommand(), new BenchCommand() };
+var commands = new ICommand[] { new DemoCommand(), new DataCommand(), new TrainCommand(), new PretrainCommand(), new MergeCommand(), new EvalCommand(), new BenchCommand() };
 
 if (args.Length == 0 || args[0] is "--help" or "-h" or "help")
 {

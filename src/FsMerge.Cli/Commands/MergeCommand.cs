@@ -64,6 +64,7 @@ sealed class MergeCommand : ICommand
         {
             var plan = MergePlan.Prepare(sources, dirs, args.GetAll("task"), Common.DataDir(args), perTask, seed,
                 args.Has("width") ? args.IntList("width") : null, device, args.Int("augment", min: 0));
+            for (int i = 0; i < dirs.Count; i++) TextFolder.CheckVocabulary(dirs[i], Common.DataDir(args), TaskSpec.Parse(plan.Tasks[i]).Dataset);
             Console.WriteLine($"merging {sources.Count} models with {method.Name}: {string.Join(", ", plan.Tasks)} ({plan.Data[0].Count} unlabeled images per task)");
             var bars = new Dictionary<string, ProgressBar>();
             var inputs = plan.Inputs(device, seed, (phase, done, total, loss) =>
@@ -93,7 +94,7 @@ sealed class MergeCommand : ICommand
                 Console.WriteLine(EvalCommand.ToTable(result));
                 record["test"] = JsonNode.Parse(EvalCommand.ToJson(result));
             }
-            WriteOutput(outDir, outcome.Merged, record, args.Has("overwrite"));
+            WriteOutput(outDir, outcome.Merged, record, args.Has("overwrite"), dirs[0]);
             Console.WriteLine($"merged in {seconds:F1} s{(outcome.Details["final_loss"] is { } loss ? $", final loss {loss}" : "")}; wrote {outDir}");
             outcome.Merged?.Dispose();
             return 0;
@@ -105,7 +106,7 @@ sealed class MergeCommand : ICommand
     }
 
     /// <summary>Everything goes into a temporary sibling directory, renamed into place at the end.</summary>
-    static void WriteOutput(string outDir, Model? merged, JsonObject record, bool overwrite)
+    static void WriteOutput(string outDir, Model? merged, JsonObject record, bool overwrite, string firstSource)
     {
         var full = Path.GetFullPath(outDir);
         var staging = $"{full}.partial-{Environment.ProcessId}";
@@ -113,6 +114,7 @@ sealed class MergeCommand : ICommand
         {
             Directory.CreateDirectory(staging);
             merged?.Save(staging);
+            if (merged != null) TextFolder.CopyVocabulary(firstSource, staging);
             File.WriteAllText(Path.Combine(staging, "merge.json"), record.ToJsonString(JsonFormat.Indented));
             if (Directory.Exists(full) && overwrite) Directory.Delete(full, recursive: true);
             Directory.Move(staging, full);

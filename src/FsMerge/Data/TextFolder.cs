@@ -1,3 +1,4 @@
+using FsMerge.Models;
 using TorchSharp;
 
 namespace FsMerge.Data;
@@ -64,6 +65,57 @@ public static class TextFolder
             foreach (var line in File.ReadLines(Path.Combine(dir, names[c] + ".txt")))
                 if (line.Trim().Length > 0) examples.Add((line, c));
         return examples;
+    }
+
+    /// <summary>The vocabulary a text dataset is tokenized with.</summary>
+    public static WordPiece Vocabulary(string dataDir, string dataset) => WordPiece.Read(Path.Combine(dataDir, dataset, VocabFile));
+
+    /// <summary>A BERT config for the vocabulary of <paramref name="dataset"/> (positions = <see cref="SequenceLength"/>).</summary>
+    public static ModelConfig BertConfig(string dataDir, string dataset, int width, int depth, int heads, int intermediate, List<HeadInfo> taskHeads)
+    {
+        var vocab = Vocabulary(dataDir, dataset);
+        var config = new ModelConfig
+        {
+            Architecture = "bert", VocabSize = vocab.Count, MaxPositionEmbeddings = SequenceLength, TypeVocabSize = 2, PadTokenId = vocab.PadId,
+            HiddenSize = width, NumHiddenLayers = depth, NumAttentionHeads = heads, IntermediateSize = intermediate, LayerNormEps = 1e-12,
+            Heads = taskHeads,
+        };
+        Bert.Validate(config);
+        return config;
+    }
+
+    /// <summary>The pooled train splits (never validation or test) of text datasets that share one vocab.txt, as token ids [n, L].</summary>
+    public static torch.Tensor Corpus(string dataDir, IReadOnlyList<string> datasets)
+    {
+        var first = File.ReadAllText(Path.Combine(dataDir, datasets[0], VocabFile));
+        foreach (var name in datasets.Skip(1))
+            if (File.ReadAllText(Path.Combine(dataDir, name, VocabFile)) != first)
+                throw new FsMergeException($"{Path.Combine(dataDir, name, VocabFile)} differs from {datasets[0]}'s: a pooled corpus needs one vocabulary");
+        var parts = datasets.Select(name =>
+        {
+            using var splits = TaskData.Load(TaskSpec.Parse(name), dataDir);
+            return splits.Train.Images.clone();
+        }).ToArray();
+        return torch.cat(parts, 0);
+    }
+
+    /// <summary>
+    /// Fails when a model directory carries a vocab.txt that is not the dataset's: its token ids would mean
+    /// other words. Models without vocab.txt, or image datasets, are not checked.
+    /// </summary>
+    public static void CheckVocabulary(string modelDir, string dataDir, string dataset)
+    {
+        var own = Path.Combine(modelDir, VocabFile);
+        var data = Path.Combine(dataDir, dataset, VocabFile);
+        if (File.Exists(own) && File.Exists(data) && File.ReadAllText(own) != File.ReadAllText(data))
+            throw new FsMergeException($"{own} differs from {data}: the model was trained with another vocabulary than task data '{dataset}' uses");
+    }
+
+    /// <summary>Copies vocab.txt next to a saved model's config.json (as Hugging Face tokenizers expect it), when there is one.</summary>
+    public static void CopyVocabulary(string fromDir, string modelDir)
+    {
+        var source = Path.Combine(fromDir, VocabFile);
+        if (File.Exists(source)) AtomicFile.Write(Path.Combine(modelDir, VocabFile), t => File.Copy(source, t, overwrite: true));
     }
 
     static RawTokens Encode(string dir, string[] names, WordPiece vocab)

@@ -96,6 +96,28 @@ public sealed class Bert : IArchitecture
     /// </summary>
     public Tensor Features(ModelConfig c, IReadOnlyDictionary<string, Tensor> w, Tensor ids, Probe? probe = null)
     {
+        Tensor? rows = null;
+        void Report(string point, Tensor value)
+        {
+            if (probe is null) return;
+            var flat = value.reshape(-1, value.shape[^1]);
+            rows ??= ids.ne(c.PadTokenId).reshape(-1).nonzero().squeeze(1);
+            probe(point, value.dim() == 3 ? flat.index_select(0, rows) : flat);
+        }
+        var first = Encoder(c, w, ids, Report).select(1, 0);
+        Report(PoolerUnmerge, first);
+        var pooled = nn.functional.linear(first, w[$"{Pooler}.weight"], w[$"{Pooler}.bias"]);
+        Report(PoolerMerge, pooled);
+        pooled = pooled.tanh();
+        Report(TaskUnmerge, pooled);
+        return pooled;
+    }
+
+    /// <summary>The encoder's last hidden states [B, L, d] (what a masked-language-model head reads).</summary>
+    public static Tensor Encode(ModelConfig c, IReadOnlyDictionary<string, Tensor> w, Tensor ids) => Encoder(c, w, ids, (_, _) => { });
+
+    static Tensor Encoder(ModelConfig c, IReadOnlyDictionary<string, Tensor> w, Tensor ids, Action<string, Tensor> report)
+    {
         if (ids.dim() != 2 || ids.dtype != ScalarType.Int64)
             throw new FsMergeException($"bert: expected int64 token ids [batch, length], got {ids.dtype} [{string.Join(", ", ids.shape)}]");
         long batch = ids.shape[0], length = ids.shape[1], d = c.HiddenSize;
@@ -104,45 +126,29 @@ public sealed class Bert : IArchitecture
         if (ids.numel() > 0 && ids.max().item<long>() >= c.VocabSize)
             throw new FsMergeException($"bert: token id {ids.max().item<long>()} is outside the vocabulary (vocab_size {c.VocabSize}); the data was tokenized with another vocab.txt");
         var eps = c.LayerNormEps;
-        var real = ids.ne(c.PadTokenId);                                                   // [B, L]
-        var rows = probe is null ? null : real.reshape(-1).nonzero().squeeze(1);
-        void Report(string point, Tensor value)
-        {
-            if (probe is null) return;
-            var flat = value.reshape(-1, value.shape[^1]);
-            probe(point, value.dim() == 3 ? flat.index_select(0, rows!) : flat);
-        }
-
-        var wordTable = w[$"{Embeddings}.word_embeddings.weight"];
-        var x = wordTable.index_select(0, ids.reshape(-1)).view(batch, length, -1)
+        var x = w[$"{Embeddings}.word_embeddings.weight"].index_select(0, ids.reshape(-1)).view(batch, length, -1)
                 + w[$"{Embeddings}.position_embeddings.weight"].narrow(0, 0, length)
                 + w[$"{Embeddings}.token_type_embeddings.weight"][0];
-        Report(EmbedMerge, x);
+        report(EmbedMerge, x);
         x = nn.functional.layer_norm(x, [d], w[$"{Embeddings}.LayerNorm.weight"], w[$"{Embeddings}.LayerNorm.bias"], eps);
-        var additive = real.logical_not().to(x.dtype).mul(MaskValue).view(batch, 1, 1, length);
+        var additive = ids.eq(c.PadTokenId).to(x.dtype).mul(MaskValue).view(batch, 1, 1, length);
         for (int l = 0; l < c.NumHiddenLayers; l++)
         {
             var b = Block(l);
-            Report(Site(l, "attention.unmerge"), x);
-            var attention = Attention(c, w, b, x, additive, l, Report);
-            Report(Site(l, "attention_output.merge"), attention);
+            report(Site(l, "attention.unmerge"), x);
+            var attention = Attention(c, w, b, x, additive, l, report);
+            report(Site(l, "attention_output.merge"), attention);
             x = nn.functional.layer_norm(x + attention, [d], w[$"{b}.attention.output.LayerNorm.weight"], w[$"{b}.attention.output.LayerNorm.bias"], eps);
-            Report(Site(l, "mlp.unmerge"), x);
+            report(Site(l, "mlp.unmerge"), x);
             var h = nn.functional.linear(x, w[$"{b}.intermediate.dense.weight"], w[$"{b}.intermediate.dense.bias"]);
-            Report(Site(l, "intermediate.merge"), h);
+            report(Site(l, "intermediate.merge"), h);
             h = nn.functional.gelu(h);
-            Report(Site(l, "intermediate.unmerge"), h);
+            report(Site(l, "intermediate.unmerge"), h);
             h = nn.functional.linear(h, w[$"{b}.output.dense.weight"], w[$"{b}.output.dense.bias"]);
-            Report(Site(l, "output.merge"), h);
+            report(Site(l, "output.merge"), h);
             x = nn.functional.layer_norm(x + h, [d], w[$"{b}.output.LayerNorm.weight"], w[$"{b}.output.LayerNorm.bias"], eps);
         }
-        var first = x.select(1, 0);
-        Report(PoolerUnmerge, first);
-        var pooled = nn.functional.linear(first, w[$"{Pooler}.weight"], w[$"{Pooler}.bias"]);
-        Report(PoolerMerge, pooled);
-        pooled = pooled.tanh();
-        Report(TaskUnmerge, pooled);
-        return pooled;
+        return x;
     }
 
     static Tensor Attention(ModelConfig c, IReadOnlyDictionary<string, Tensor> w, string block, Tensor h, Tensor additive, int layer,

@@ -36,7 +36,7 @@ public sealed record ModelConfig
     public int TypeVocabSize { get; init; } = 2;
     public int PadTokenId { get; init; }
 
-    /// <summary>One head per task, in order. A source model has one; a merged model has one per source.</summary>
+    /// <summary>One head per task, in order. A source model has one; a merged model has one per source; a pre-trained backbone none.</summary>
     public List<HeadInfo> Heads { get; init; } = [];
 
     /// <summary>Provenance written under "fsmerge.training" (seed, hyper-parameters, data counts, accuracy).</summary>
@@ -114,7 +114,8 @@ public sealed record ModelConfig
             }
             heads.Add(new HeadInfo(fs?["task"]?.GetValue<string>() ?? "task", labels));
         }
-        if (heads.Count == 0) throw new FsMergeException($"{source}: no head described (expected id2label or fsmerge.heads)");
+        // An explicitly empty fsmerge.heads is a backbone-only checkpoint (a pre-trained BertModel).
+        if (heads.Count == 0 && fs?["heads"] is not JsonArray) throw new FsMergeException($"{source}: no head described (expected id2label or fsmerge.heads)");
 
         if (arch == "bert")
         {
