@@ -21,6 +21,7 @@ sealed class MergeCommand : ICommand
         new("task", "TASK", "task of each model, in order (default: the task recorded in the model)", Repeatable: true),
         new("data-per-task", "N", "unlabeled merge images per task, drawn from its train split", "64"),
         new("augment", "N", "augmented images per task made from the originals (crop, flip, one of grayscale/solarize/blur, MixUp/CutMix; spec §11.3)", "0"),
+        new("held-out", "N", "unlabeled held-out samples per task from the validation split, for a method's --early-stop (spec §6)", "0"),
         new("width", "W,W,..", "merged MLP hidden widths (default: model 1's)"),
         new("seed", "S", "seed for the merge data draw and the method", "1"),
         new("out", "DIR", "output directory: config.json, model.safetensors, merge.json"),
@@ -63,7 +64,7 @@ sealed class MergeCommand : ICommand
         try
         {
             var plan = MergePlan.Prepare(sources, dirs, args.GetAll("task"), Common.DataDir(args), perTask, seed,
-                args.Has("width") ? args.IntList("width") : null, device, args.Int("augment", min: 0));
+                args.Has("width") ? args.IntList("width") : null, device, args.Int("augment", min: 0), args.Int("held-out", min: 0));
             for (int i = 0; i < dirs.Count; i++) TextFolder.CheckVocabulary(dirs[i], Common.DataDir(args), TaskSpec.Parse(plan.Tasks[i]).Dataset);
             Console.WriteLine($"merging {sources.Count} models with {method.Name}: {string.Join(", ", plan.Tasks)} ({plan.Data[0].Count} unlabeled images per task)");
             var bars = new Dictionary<string, ProgressBar>();

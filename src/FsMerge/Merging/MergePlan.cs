@@ -13,11 +13,13 @@ public sealed class MergePlan
     public required IReadOnlyList<Model> Sources { get; init; }
     public required IReadOnlyList<string> Tasks { get; init; }
     public required IReadOnlyList<ImageSet> Data { get; init; }
+    /// <summary>Unlabeled held-out samples per task for early stopping, from the validation split (null when none asked).</summary>
+    public IReadOnlyList<ImageSet>? HeldOut { get; init; }
     public required IReadOnlyList<TaskSplits> Splits { get; init; }
     public required ModelConfig Target { get; init; }
 
     public static MergePlan Prepare(IReadOnlyList<Model> sources, IReadOnlyList<string> names, IReadOnlyList<string> taskOverrides,
-        string dataDir, int perTask, long seed, int[]? width, Device device, int augmentPerTask = 0)
+        string dataDir, int perTask, long seed, int[]? width, Device device, int augmentPerTask = 0, int heldOutPerTask = 0)
     {
         var first = sources[0].Config;
         for (int i = 0; i < sources.Count; i++)
@@ -52,11 +54,12 @@ public sealed class MergePlan
         };
         if (width != null && first.Architecture != "mlp")
             throw new FsMergeException("--width applies to MLP merges only");
-        return new MergePlan { Sources = sources, Tasks = tasks, Data = data, Splits = splits, Target = target };
+        var heldOut = heldOutPerTask > 0 ? splits.Select((s, i) => MergeData.Sample(s.Validation, heldOutPerTask, seed + 100 + i)).ToList() : null;
+        return new MergePlan { Sources = sources, Tasks = tasks, Data = data, HeldOut = heldOut, Splits = splits, Target = target };
     }
 
     public MergeInputs Inputs(Device device, long seed, MergeProgress? progress) =>
-        new() { Sources = Sources, Data = Data, Target = Target, Device = device, Seed = seed, Progress = progress };
+        new() { Sources = Sources, Data = Data, HeldOut = HeldOut, Target = Target, Device = device, Seed = seed, Progress = progress };
 
     public List<ImageSet> TestSets() => Splits.Select(s => s.Test).ToList();
 }

@@ -27,6 +27,21 @@ public sealed record OptimizerSettings(string Optimizer, double LearningRate, in
         s.String("schedule", "cosine", "onecycle"));
 }
 
+/// <summary>
+/// Early stopping (spec §6): every <paramref name="CheckEvery"/> epochs the loss on held-out samples is measured;
+/// after <paramref name="Patience"/> checks without a new best, training stops, and the parameters of the best
+/// check are restored. <see cref="BestEpoch"/> and <see cref="StoppedEpoch"/> report what happened.
+/// </summary>
+public sealed class EarlyStopping(int CheckEvery, int Patience, Func<double> HeldOutLoss)
+{
+    public int CheckEvery { get; } = CheckEvery;
+    public int Patience { get; } = Patience;
+    public Func<double> HeldOutLoss { get; } = HeldOutLoss;
+    public int BestEpoch { get; internal set; }
+    public int StoppedEpoch { get; internal set; }
+    public double BestLoss { get; internal set; } = double.PositiveInfinity;
+}
+
 /// <summary>The optimization loop of FS-Merge and distillation: shuffled batches, warm-up then cosine decay.</summary>
 public static class MergeTrainer
 {
@@ -35,7 +50,7 @@ public static class MergeTrainer
     /// mean loss of the last epoch (NaN when there are zero epochs).
     /// </summary>
     public static double Train(IReadOnlyList<Parameter> parameters, long samples, OptimizerSettings s,
-        Func<Tensor, Tensor> lossOf, long seed, MergeProgress? progress, string phase)
+        Func<Tensor, Tensor> lossOf, long seed, MergeProgress? progress, string phase, EarlyStopping? stop = null)
     {
         if (samples == 0) throw new FsMergeException("no merge samples: every task needs at least one image");
         if (s.Epochs == 0 || parameters.Count == 0) return double.NaN;
@@ -55,6 +70,8 @@ public static class MergeTrainer
         var generator = new Generator((ulong)seed);
         double epochLoss = double.NaN;
         long step = 0;
+        Tensor[]? best = null;
+        int misses = 0;
         for (int epoch = 0; epoch < s.Epochs; epoch++)
         {
             using var order = batch == samples ? torch.arange(samples) : torch.randperm(samples, generator: generator);
@@ -76,7 +93,34 @@ public static class MergeTrainer
             }
             epochLoss = sum / samples;
             progress?.Invoke(phase, step, total, epochLoss);
+            if (stop != null && (epoch + 1) % stop.CheckEvery == 0 && Check(stop, epoch + 1, parameters, ref best, ref misses)) break;
+        }
+        if (best != null)
+        {
+            using (torch.no_grad())
+                for (int i = 0; i < parameters.Count; i++) parameters[i].copy_(best[i]);
+            foreach (var t in best) t.Dispose();
         }
         return epochLoss;
+    }
+
+    /// <summary>One early-stopping check; true when training should stop.</summary>
+    static bool Check(EarlyStopping stop, int epoch, IReadOnlyList<Parameter> parameters, ref Tensor[]? best, ref int misses)
+    {
+        double loss;
+        using (torch.no_grad())
+        using (torch.NewDisposeScope())
+            loss = stop.HeldOutLoss();
+        stop.StoppedEpoch = epoch;
+        if (loss < stop.BestLoss)
+        {
+            stop.BestLoss = loss;
+            stop.BestEpoch = epoch;
+            if (best != null) foreach (var t in best) t.Dispose();
+            best = parameters.Select(p => p.detach().clone().DetachFromDisposeScope()).ToArray();
+            misses = 0;
+            return false;
+        }
+        return ++misses >= stop.Patience;
     }
 }
