@@ -21,7 +21,7 @@ if (command == null)
     return 2;
 }
 // Subcommand words ("bench mlp") are flags of their command.
-var rest = args.Skip(1).Select(a => command is BenchCommand && a is "mlp" or "vit" or "perf" ? "--" + a : a).ToList();
+var rest = args.Skip(1).Select(a => command is BenchCommand && a is "mlp" or "vit" or "bert" or "perf" ? "--" + a : a).ToList();
 if (rest.Contains("--help") || rest.Contains("-h"))
 {
     Console.WriteLine(ParsedArgs.Help(command));

@@ -6,13 +6,15 @@ namespace FsMerge.Cli.Commands;
 sealed class BenchCommand : ICommand
 {
     public string Name => "bench";
-    public string Summary => "benchmarks: 'bench mlp' reproduces the paper's MLP tables; 'bench vit' merges pairs of tiny ViTs (work in progress); 'bench perf' measures training-step cost";
-    public string Usage => "bench mlp|vit [--quick] [--seeds N] --out DIR  |  bench perf [--models 2,4] [--thread-counts 1,2] --out DIR";
+    public string Summary => "benchmarks: 'bench mlp' reproduces the paper's MLP tables; 'bench vit' merges pairs of tiny ViTs (work in progress); 'bench bert' merges pairs of tiny BERTs on text tasks; 'bench perf' measures training-step cost";
+    public string Usage => "bench mlp|vit|bert [--quick] [--seeds N] --out DIR  |  bench perf [--models 2,4] [--thread-counts 1,2] --out DIR";
 
     public IReadOnlyList<OptionSpec> Options =>
     [
         new("mlp", null, "the MLP experiments: MNIST / Fashion-MNIST halves by depth and width (also accepted as 'bench mlp')"),
         new("vit", null, "pairs of tiny ViTs pre-trained on Fashion-MNIST from distinct seeds, fine-tuned on distinct tasks (also 'bench vit')"),
+        new("bert", null, "pairs of tiny BERTs MLM-pre-trained from distinct seeds, fine-tuned on distinct text tasks, and a data-amount curve (also 'bench bert')"),
+        new("per-task", "N", "bert: unlabeled sequences per task in the pairs table", "200"),
         new("originals", "N", "vit: original unlabeled images per task", "16"),
         new("augmented", "N", "vit: augmented images per task (a quarter with --quick)", "800"),
         new("perf", null, "step time and peak memory: fold every step vs explicit SuperNet vs distillation (also 'bench perf')"),
@@ -33,6 +35,17 @@ sealed class BenchCommand : ICommand
     {
         if (args.Has("perf")) return Perf(args);
         var device = Common.Setup(args);
+        if (args.Has("bert"))
+        {
+            var bert = new BertBenchOptions
+            {
+                Quick = args.Has("quick"), Seeds = args.Int("seeds", min: 1), PerTask = args.Int("per-task", min: 1),
+                OutDir = args.Require("out"), DataDir = Common.DataDir(args), Device = device,
+            };
+            BertBench.Run(bert, Console.WriteLine);
+            Console.WriteLine($"wrote {Path.Combine(bert.OutDir, "bert.md")}, bert.csv, bert.json");
+            return 0;
+        }
         if (args.Has("vit"))
         {
             var vit = new VitBenchOptions
@@ -44,7 +57,7 @@ sealed class BenchCommand : ICommand
             Console.WriteLine($"wrote {Path.Combine(vit.OutDir, "vit.md")}, vit.csv, vit.json");
             return 0;
         }
-        if (!args.Has("mlp")) throw new FsMergeException("fsmerge bench: name the benchmark: 'fsmerge bench mlp', 'bench vit' or 'bench perf' (see 'fsmerge bench --help')");
+        if (!args.Has("mlp")) throw new FsMergeException("fsmerge bench: name the benchmark: 'fsmerge bench mlp', 'bench vit', 'bench bert' or 'bench perf' (see 'fsmerge bench --help')");
         var options = new MlpBenchOptions
         {
             Quick = args.Has("quick"),

@@ -91,7 +91,7 @@ public sealed class Bert : IArchitecture
     }
 
     /// <summary>
-    /// Token ids [B, L] → pooled features [B, d]. Token-level probe values are reported for the real
+    /// Token ids [B, L] → pooled features [B, d] (after <see cref="TrimPadding"/>). Token-level probe values are reported for the real
     /// (non-padding) tokens only, so statistics such as RegMean's Gram matrices never see padding.
     /// </summary>
     public Tensor Features(ModelConfig c, IReadOnlyDictionary<string, Tensor> w, Tensor ids, Probe? probe = null)
@@ -104,6 +104,7 @@ public sealed class Bert : IArchitecture
             rows ??= ids.ne(c.PadTokenId).reshape(-1).nonzero().squeeze(1);
             probe(point, value.dim() == 3 ? flat.index_select(0, rows) : flat);
         }
+        ids = TrimPadding(ids, c.PadTokenId);
         var first = Encoder(c, w, ids, Report).select(1, 0);
         Report(PoolerUnmerge, first);
         var pooled = nn.functional.linear(first, w[$"{Pooler}.weight"], w[$"{Pooler}.bias"]);
@@ -111,6 +112,18 @@ public sealed class Bert : IArchitecture
         pooled = pooled.tanh();
         Report(TaskUnmerge, pooled);
         return pooled;
+    }
+
+    /// <summary>
+    /// Drops trailing columns that are padding in every row: the pooled output does not depend on them (the
+    /// mask test checks this), and short texts (single words) then cost a fraction of the full length.
+    /// </summary>
+    public static Tensor TrimPadding(Tensor ids, long padId)
+    {
+        if (ids.dim() != 2 || ids.shape[1] == 0) return ids;
+        var columns = ids.ne(padId).any(0).nonzero();
+        long used = columns.numel() == 0 ? ids.shape[1] : columns.max().item<long>() + 1;
+        return used < ids.shape[1] ? ids.narrow(1, 0, used) : ids;
     }
 
     /// <summary>The encoder's last hidden states [B, L, d] (what a masked-language-model head reads).</summary>

@@ -55,7 +55,7 @@ public static class MlmPretrainer
             for (int start = 0; start < n; start += options.BatchSize)
             {
                 using var scope = torch.NewDisposeScope();
-                var ids = corpus.index_select(0, order.narrow(0, start, Math.Min(options.BatchSize, n - start)));
+                var ids = Bert.TrimPadding(corpus.index_select(0, order.narrow(0, start, Math.Min(options.BatchSize, n - start))), config.PadTokenId);
                 var candidates = torch.isin(ids, special).logical_not();
                 var chosen = torch.rand(ids.shape, generator: generator).lt(MaskFraction).logical_and(candidates);
                 if (!chosen.any().item<bool>()) continue;
