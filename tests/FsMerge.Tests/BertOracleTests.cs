@@ -295,6 +295,33 @@ public class BertOracleTests
         Assert.True(Relative(models[1].Features(ids), reference) > 0.1, "model 1 is not model 2");
     }
 
+    [Theory]
+    [InlineData("ensemble")]
+    [InlineData("average")]
+    [InlineData("regmean")]
+    [InlineData("distill")]
+    [InlineData("fs-merge")]
+    [InlineData("fs-merge-seq")]
+    public void Every_merge_method_accepts_three_bert_sources(string name)
+    {
+        using var scope = torch.NewDisposeScope();
+        var models = Enumerable.Range(0, 3).Select(i => Rough(i, 5, ScalarType.Float32)).ToList();
+        var target = models[0].Config with { Heads = models.SelectMany(m => m.Config.Heads).ToList() };
+        var data = Enumerable.Range(0, 3).Select(i => new ImageSet(Ids(20 + i), new long[5], ["a", "b", "c"])).ToList();
+        var inputs = new MergeInputs { Sources = models, Data = data, Target = target, Device = CPU };
+        var method = MergeMethods.Get(name);
+        var options = method.Options.Any(o => o.Name == "epochs")
+            ? new Dictionary<string, string> { ["epochs"] = "2", ["optimizer"] = "adamw", ["lr"] = "0.001" }
+            : [];
+        if (name.StartsWith("fs-merge")) (options["type"], options["rank"]) = ("diagonal-low-rank", "4");
+        var outcome = method.Merge(inputs, new MethodSettings(method, options));
+        var logits = outcome.Predict(Ids(30));
+        Assert.Equal(3, logits.Length);
+        Assert.All(logits, l => Assert.Equal(new long[] { 5, 3 }, l.shape));
+        Assert.All(logits, l => Assert.True(l.isfinite().all().item<bool>()));
+        if (name != "ensemble") Assert.Equal(3, outcome.Merged!.HeadCount);
+    }
+
     [Fact]
     public void Padding_tokens_do_not_change_the_pooled_output()
     {

@@ -43,8 +43,7 @@ public static class MlmPretrainer
         int stepsPerEpoch = (n + options.BatchSize - 1) / options.BatchSize, total = stepsPerEpoch * options.Epochs;
         int warmup = Math.Max(1, (int)(options.WarmupFraction * total));
         var optimizer = torch.optim.AdamW(all, options.LearningRate, weight_decay: options.WeightDecay);
-        var scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, step => step < warmup ? (step + 1.0) / warmup
-            : 0.5 * (1 + Math.Cos(Math.PI * Math.Min(1.0, (step - warmup) / (double)Math.Max(1, total - warmup)))));
+        var scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, step => SourceTrainer.WarmupCosine(step, warmup, total));
         var special = torch.tensor(specialIds.ToArray());
         var losses = new List<double>();
         for (int epoch = 1; epoch <= options.Epochs; epoch++)
