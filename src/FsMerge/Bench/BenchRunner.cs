@@ -15,8 +15,9 @@ namespace FsMerge.Bench;
 /// <summary>One row of a benchmark table: a method with fixed options and an optional learning-rate grid.</summary>
 public sealed record BenchMethod(string Label, string Method, Dictionary<string, string> Options, double[] LrGrid);
 
+/// <param name="PeakMegabytes">The process's peak resident memory while the method ran (sources and data included).</param>
 public sealed record BenchResult(string Setting, string Section, string Label, int Seed, double PerTask, double Joint,
-    double Seconds, string Options);
+    double Seconds, string Options, long Parameters = 0, double PeakMegabytes = 0);
 
 /// <summary>
 /// What the benches share: cached source models, running every method on one set of sources (learning
@@ -58,21 +59,29 @@ public static class BenchRunner
                 {
                     lr = lrs[m.Label] = Select(m, inputs, splits, device);
                     chosen[$"{setting} {m.Label}"] = lr;
-                    log($"  {setting} {m.Label}: lr {lr} chosen on validation");
+                    log($"  {setting} {m.Label}: lr {lr} {(m.LrGrid.Length > 1 ? "chosen on validation" : "given")}");
                 }
                 options["lr"] = lr.ToString(CultureInfo.InvariantCulture);
             }
+            PeakMemory.Reset();
             var watch = Stopwatch.StartNew();
             var method = MergeMethods.Get(m.Method);
             var outcome = MergeFallingBack(method, m, options, inputs, log);
             double seconds = watch.Elapsed.TotalSeconds;
+            double peak = PeakMemory.Megabytes();
             var test = Evaluator.Evaluate(outcome.Predict, tests, device);
             outcome.Merged?.Dispose();
             results.Add(new(setting, section, m.Label, seed, test.PerTaskMean, test.Joint, seconds,
-                string.Join(" ", options.Select(kv => $"--{kv.Key} {kv.Value}"))));
+                string.Join(" ", options.Select(kv => $"--{kv.Key} {kv.Value}")), OptimizedParameters(outcome.Details), peak));
             log($"  {setting} seed {seed} {m.Label,-28} per-task {100 * test.PerTaskMean:F2}  joint {100 * test.Joint:F2}  ({seconds:F1} s)");
         }
     }
+
+    /// <summary>Parameters the method optimized: its own count, or the largest stage's (FS-Merge seq.), or 0.</summary>
+    static long OptimizedParameters(JsonObject details) =>
+        details["optimized_parameters"]?.GetValue<long>()
+        ?? details["stages"]?.AsArray().Select(s => OptimizedParameters(s!["details"]!.AsObject())).Max()
+        ?? 0;
 
     /// <summary>
     /// Runs the method; when training diverges at the chosen learning rate (chosen on another seed), retries
@@ -95,9 +104,10 @@ public static class BenchRunner
         }
     }
 
-    /// <summary>The learning rate of the grid with the best validation per-task accuracy.</summary>
+    /// <summary>The learning rate of the grid with the best validation per-task accuracy (a one-rate grid is taken as given).</summary>
     static double Select(BenchMethod m, MergeInputs inputs, IReadOnlyList<TaskSplits> splits, Device device)
     {
+        if (m.LrGrid.Length == 1) return m.LrGrid[0];
         var method = MergeMethods.Get(m.Method);
         double best = m.LrGrid[0], bestScore = double.NegativeInfinity;
         foreach (var lr in m.LrGrid)
@@ -141,12 +151,13 @@ public static class BenchRunner
 
     /// <summary>Writes NAME.csv, NAME.json and NAME.md (per section: a per-task and a joint table, mean ± std over seeds).</summary>
     public static void Write(string outDir, string name, string title, string command, string dataNote, List<BenchResult> results,
-        JsonObject chosen, TimeSpan elapsed, Func<string, string> sectionTitle, Func<string, string, string> column)
+        JsonObject chosen, TimeSpan elapsed, Func<string, string> sectionTitle, Func<string, string, string> column, string? protocol = null)
     {
         Directory.CreateDirectory(outDir);
-        var csv = new StringBuilder("setting,section,method,seed,per_task,joint,seconds,options\n");
+        var csv = new StringBuilder("setting,section,method,seed,per_task,joint,seconds,optimized_parameters,peak_mb,options\n");
         foreach (var r in results)
-            csv.AppendLine(string.Join(",", r.Setting, r.Section, $"\"{r.Label}\"", r.Seed, F(r.PerTask), F(r.Joint), F(r.Seconds), $"\"{r.Options}\""));
+            csv.AppendLine(string.Join(",", r.Setting, r.Section, $"\"{r.Label}\"", r.Seed, F(r.PerTask), F(r.Joint), F(r.Seconds),
+                r.Parameters, F(r.PeakMegabytes), $"\"{r.Options}\""));
         AtomicFile.WriteAllText(Path.Combine(outDir, $"{name}.csv"), csv.ToString());
         var json = new JsonObject
         {
@@ -160,6 +171,7 @@ public static class BenchRunner
 
         var md = new StringBuilder();
         md.AppendLine($"# {title}\n\nProduced by `{command}` in {elapsed.TotalMinutes:F0} min. Test accuracy in %, mean ± std over seeds; {dataNote}.\n");
+        if (protocol != null) md.AppendLine(protocol);
         foreach (var section in results.Select(r => r.Section).Distinct())
         {
             var inSection = results.Where(r => r.Section == section).ToList();
@@ -183,6 +195,12 @@ public static class BenchRunner
                 }
                 md.AppendLine();
             }
+            md.AppendLine($"## {sectionTitle(section)} — cost (mean over settings and seeds)\n");
+            md.AppendLine("Peak memory is the process's peak resident set while the method ran (sources, data and LibTorch included).\n");
+            md.AppendLine("| method | merge time (s) | peak memory (MB) | optimized parameters |\n|---|---|---|---|");
+            foreach (var group in inSection.Where(r => r.Label != "original models").GroupBy(r => r.Label))
+                md.AppendLine($"| {group.Key} | {group.Average(r => r.Seconds):F1} | {group.Average(r => r.PeakMegabytes):F0} | {group.Max(r => r.Parameters):N0} |");
+            md.AppendLine();
         }
         md.AppendLine("## Learning rates chosen on validation\n");
         foreach (var (key, value) in chosen) md.AppendLine($"- {key}: {value}");

@@ -54,7 +54,7 @@ public static class PerfBench
         };
         int epochs = 1 + (steps + models - 1) / models;   // one batch per task per epoch
         long parameters;
-        ResetPeakMemory();
+        PeakMemory.Reset();
         if (variant == "distillation")
         {
             var method = new DistillationMerge();
@@ -82,7 +82,7 @@ public static class PerfBench
             MergeTrainer.Train(theta, samples, optimizer, lossOf, 1, inputs.Progress, variant);
         }
         var (first, last) = (marks[0], marks[^1]);
-        return new PerfResult(variant, models, threads, (last.Ms - first.Ms) / (last.Step - first.Step), PeakMegabytes(), parameters);
+        return new PerfResult(variant, models, threads, (last.Ms - first.Ms) / (last.Step - first.Step), PeakMemory.Megabytes(), parameters);
     }
 
     /// <summary>Runs every variant for every model count and thread count, each in a child process.</summary>
@@ -117,17 +117,6 @@ public static class PerfBench
         if (process.ExitCode != 0 || line == null)
             throw new FsMergeException($"bench perf: the {variant} measurement failed: {error.Trim().Split('\n').LastOrDefault()}");
         return JsonSerializer.Deserialize<PerfResult>(line["RESULT ".Length..])!;
-    }
-
-    static void ResetPeakMemory()
-    {
-        try { File.WriteAllText("/proc/self/clear_refs", "5"); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-    }
-
-    static double PeakMegabytes()
-    {
-        var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("VmHWM:"));
-        return line == null ? double.NaN : double.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024;
     }
 
     static void Write(List<PerfResult> results, int rank, string outDir)

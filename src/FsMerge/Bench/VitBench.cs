@@ -1,8 +1,12 @@
 using System.Diagnostics;
+using System.Globalization;
+using System.Text;
 using System.Text.Json.Nodes;
 using FsMerge.Data;
+using FsMerge.Evaluation;
 using FsMerge.Merging;
 using FsMerge.Models;
+using FsMerge.Reporting;
 using FsMerge.Training;
 using static TorchSharp.torch;
 
@@ -11,94 +15,245 @@ namespace FsMerge.Bench;
 public sealed class VitBenchOptions
 {
     public bool Quick { get; init; }
-    public int Seeds { get; init; } = 3;
-    public int Originals { get; init; } = 16;
-    public int Augmented { get; init; } = 800;
+    public int Seeds { get; init; } = 1;
+    public bool Resume { get; init; }
     public required string OutDir { get; init; }
     public required string DataDir { get; init; }
     public Device Device { get; init; } = CPU;
 }
 
 /// <summary>
-/// Pairs of tiny ViTs from different initializations (paper Table 3 at CPU scale). Each source is
-/// pre-trained on Fashion-MNIST from its own seed (so its own data order), then fine-tuned on its own
-/// task with a fresh head; the pair is merged from n original + augmented unlabeled images per task.
+/// The paper's ViT experiments at CPU scale (spec §12.3-12.7). Four tiny ViTs, each pre-trained on
+/// Fashion-MNIST from its own seed (so its own initialization and data order) and fine-tuned with a fresh
+/// head on its own task, are merged (a) in pairs from 16 original + 800 augmented unlabeled images per
+/// task, (b) all four from 100 + 1000, (c) as one pair with 16…1024 original images topped up with
+/// augmentations, and (d) in FS-Merge ablations; (e) every table also reports time, peak memory and
+/// optimized parameters. Trained methods get a fixed number of optimizer steps whatever the data size
+/// (FS-Merge twice distillation's, as the paper's epochs); learning rates are chosen once, on the
+/// validation splits of the first pair, and reused everywhere.
 /// </summary>
 public static class VitBench
 {
-    static readonly (string A, string B)[] FullPairs = [("mnist:0-4", "mnist:5-9"), ("fashion:0-4", "fashion:5-9"), ("mnist:0-4", "fashion:5-9")];
+    static readonly string[] Tasks = ["mnist:0-4", "mnist:5-9", "fashion:0-4", "fashion:5-9"];
+    /// <summary>Pairs of <see cref="Tasks"/> indices; the last (a digit task with a clothing task) also serves (c) and (d).</summary>
+    static readonly (int A, int B)[] Pairs = [(0, 1), (2, 3), (0, 3)];
 
-    public static IReadOnlyList<BenchMethod> Methods(bool quick)
+    /// <param name="Steps">Distillation's optimizer steps; FS-Merge gets twice as many (the paper's 200 vs 100 epochs, spec §7.7).</param>
+    sealed record Scale(int Steps, int PairOriginals, int PairAugmented, int FourOriginals, int FourAugmented, int[] CurveOriginals, int CurveTotal,
+        int PretrainEpochs, int FinetuneEpochs, int? TrainSubset);
+
+    static readonly Scale Full = new(400, 16, 800, 100, 1000, [16, 64, 128, 256, 512, 1024], 1024, 4, 2, null);
+    static readonly Scale QuickScale = new(30, 16, 64, 16, 64, [16, 64], 64, 1, 1, 8000);
+
+    const int Batch = 128;
+    const int Rank = 8;
+
+    /// <summary>A trained method's options for about <paramref name="steps"/> AdamW + OneCycle steps over <paramref name="items"/> merge items.</summary>
+    static Dictionary<string, string> Trained(int steps, int items, params (string, string)[] extra)
     {
-        string epochs = quick ? "20" : "100";
-        Dictionary<string, string> Trained(params (string, string)[] extra) => new(
-            new[] { ("optimizer", "adamw"), ("schedule", "onecycle"), ("batch", "128"), ("weight-decay", "0.001"), ("epochs", epochs) }
-                .Concat(extra).Select(kv => KeyValuePair.Create(kv.Item1, kv.Item2)));
-        return
-        [
+        int stepsPerEpoch = (items + Batch - 1) / Batch;
+        int epochs = Math.Max(1, (steps + stepsPerEpoch - 1) / stepsPerEpoch);
+        var options = new Dictionary<string, string>
+        {
+            ["optimizer"] = "adamw", ["schedule"] = "onecycle", ["batch"] = Batch.ToString(), ["weight-decay"] = "0.001", ["epochs"] = epochs.ToString(),
+        };
+        foreach (var (k, v) in extra) options[k] = v;
+        return options;
+    }
+
+    static readonly (string, string)[] FsMergeCommon = [("targets", "own"), ("normalize", "false")];
+    static (string, string)[] Diagonal(string init = "first") => [.. FsMergeCommon, ("type", "diagonal"), ("init", init)];
+    static (string, string)[] LowRank(int rank = Rank) => [.. FsMergeCommon, ("type", "diagonal-low-rank"), ("rank", rank.ToString())];
+    /// <summary>FS-Merge seq. always reconstructs each sample's own model (spec §8), so it takes no --targets.</summary>
+    static (string, string)[] SequentialLowRank(int rank) => [("normalize", "false"), ("type", "diagonal-low-rank"), ("rank", rank.ToString())];
+
+    const string Distillation = "distillation", FsDiagonal = "FS-Merge diagonal", FsLowRank = "FS-Merge low rank";
+
+    /// <summary>The rows of tables (a) and (b): every baseline and FS-Merge; learning rates from <paramref name="lrs"/> once chosen.</summary>
+    static List<BenchMethod> Compared(int steps, int items, Dictionary<string, double> lrs, bool sequential)
+    {
+        double[] Grid(string label, params double[] grid) => lrs.TryGetValue(label, out var lr) ? [lr] : grid;
+        var methods = new List<BenchMethod>
+        {
             new("ensemble", "ensemble", new(), []),
             new("average", "average", new(), []),
             new("SLERP", "slerp", new(), []),
             new("RegMean", "regmean", new() { ["alpha"] = "0.9" }, []),
-            new("distillation", "distill", Trained(), [1e-3, 1e-4]),
-            new("FS-Merge diagonal", "fs-merge", Trained(("type", "diagonal"), ("targets", "own"), ("normalize", "false")), [1e-2, 1e-3]),
-            new("FS-Merge low-rank (r 8)", "fs-merge", Trained(("type", "diagonal-low-rank"), ("rank", "8"), ("targets", "own"), ("normalize", "false")), [1e-3, 1e-4]),
-        ];
+            new("Opt", "opt", new(), []),
+            new(Distillation, "distill", Trained(steps, items), Grid(Distillation, 1e-3, 1e-4)),
+            new(FsDiagonal, "fs-merge", Trained(2 * steps, items, Diagonal()), Grid(FsDiagonal, 1e-2, 1e-3)),
+            new($"{FsLowRank} (r {Rank})", "fs-merge", Trained(2 * steps, items, LowRank()), Grid(FsLowRank, 1e-3, 1e-4)),
+        };
+        if (sequential)
+            methods.Add(new($"FS-Merge seq. (r {Rank / 2})", "fs-merge-seq", Trained(2 * steps, items, SequentialLowRank(Rank / 2)), [lrs[FsLowRank]]));
+        return methods;
     }
 
     public static List<BenchResult> Run(VitBenchOptions o, Action<string> log)
     {
-        var results = new List<BenchResult>();
-        var chosen = new JsonObject();
+        var scale = o.Quick ? QuickScale : Full;
+        int seeds = o.Quick ? 1 : o.Seeds;
+        var (results, chosen) = o.Resume ? BenchRunner.Finished(o.OutDir, "vit", seeds) : ([], new JsonObject());
+        var done = results.Select(r => r.Setting).ToHashSet();
         var clock = Stopwatch.StartNew();
-        foreach (var (a, b) in o.Quick ? FullPairs.Take(1) : FullPairs)
+        var splits = Tasks.Select(t => TaskData.Load(TaskSpec.Parse(t), o.DataDir)).ToList();
+        var lrs = new Dictionary<string, double>();
+        var sourceNotes = new SortedDictionary<string, double>();
+        string command = $"./fsmerge bench vit{(o.Quick ? " --quick" : $" --seeds {seeds}")} --threads {get_num_threads()} --out {o.OutDir}";
+
+        void Write() => BenchRunner.Write(o.OutDir, "vit", "ViT merging benchmark", command,
+            "tiny ViTs (width 64, depth 4, 4 heads, patch 7); data per section below", results, chosen, clock.Elapsed,
+            SectionTitle, (_, setting) => setting, Protocol(scale, sourceNotes));
+
+        /// <summary>Runs one setting on tasks <paramref name="taskIds"/> for every seed, unless a resumed run finished it.</summary>
+        void Setting(string section, string setting, int[] taskIds, int originals, int augmented, Func<List<BenchMethod>> methods, Dictionary<string, double> settingLrs)
         {
-            var key = $"{a}+{b}";
-            var splits = new[] { a, b }.Select(t => TaskData.Load(TaskSpec.Parse(t), o.DataDir)).ToList();
-            var lrs = new Dictionary<string, double>();
-            for (int seed = 1; seed <= (o.Quick ? 1 : o.Seeds); seed++)
+            if (done.Contains(setting)) { log($"{setting}: finished in an earlier run"); return; }
+            log($"{SectionTitle(section)}: {setting}");
+            for (int seed = 1; seed <= seeds; seed++)
             {
-                var sources = splits.Select((s, i) => Source(s, seed * 1000 + i, o, log)).ToList();
-                var data = splits.Select((s, i) => MergeDataSet.Compose(MergeData.Sample(s.Train, o.Originals, seed * 10 + i),
-                    o.Quick ? o.Augmented / 4 : o.Augmented, seed * 10 + i)).ToList();
-                BenchRunner.RunSeed(key, "pairs", seed, Methods(o.Quick), sources, data, splits, lrs, chosen, results, o.Device, log);
+                var sources = taskIds.Select(t => Source(t, seed, scale, o, splits[t], sourceNotes, log)).ToList();
+                var data = taskIds.Select((t, i) => MergeDataSet.Compose(MergeData.Sample(splits[t].Train, originals, seed * 10 + t), augmented, seed * 10 + t)).ToList();
+                BenchRunner.RunSeed(setting, section, seed, methods(), sources, data, taskIds.Select(t => splits[t]).ToList(), settingLrs, chosen, results, o.Device, log);
+                foreach (var d in data) d.Dispose();
                 foreach (var s in sources) s.Dispose();
             }
-            BenchRunner.Write(o.OutDir, "vit", "ViT merging benchmark (pairs)",
-                $"./fsmerge bench vit{(o.Quick ? " --quick" : "")} --seeds {o.Seeds} --out {o.OutDir}",
-                $"{o.Originals} original + {(o.Quick ? o.Augmented / 4 : o.Augmented)} augmented unlabeled images per task",
-                results, chosen, clock.Elapsed, _ => "Two tiny ViTs (width 64, depth 4, patch 7), different initializations (paper Table 3)",
-                (_, k) => k);
+            Write();
         }
+
+        // (a) Pairs. Learning rates are chosen here, on the first pair's validation splits (seed 1).
+        string PairName((int A, int B) p) => $"{Tasks[p.A]} + {Tasks[p.B]}";
+        RestoreChosen(chosen, PairName(Pairs[0]), lrs);
+        int pairItems = 2 * (scale.PairOriginals + scale.PairAugmented);
+        foreach (var pair in o.Quick ? Pairs.Take(1) : Pairs)
+            Setting("pairs", PairName(pair), [pair.A, pair.B], scale.PairOriginals, scale.PairAugmented,
+                () => Compared(scale.Steps, pairItems, lrs, sequential: false), lrs);
+        RestoreChosen(chosen, PairName(Pairs[0]), lrs);
+
+        // (b) All four models, with FS-Merge seq.
+        int fourItems = 4 * (scale.FourOriginals + scale.FourAugmented);
+        Setting("four", string.Join(" + ", Tasks), [0, 1, 2, 3], scale.FourOriginals, scale.FourAugmented,
+            () => Compared(scale.Steps, fourItems, lrs, sequential: true), lrs);
+
+        // (c) Accuracy against the number of original images, topped up with augmentations to a fixed total.
+        var curvePair = Pairs[^1];
+        foreach (int n in scale.CurveOriginals)
+            Setting("data", $"{n} originals", [curvePair.A, curvePair.B], n, scale.CurveTotal - n, () =>
+            [
+                new("ensemble", "ensemble", new(), []),
+                new(Distillation, "distill", Trained(scale.Steps, 2 * scale.CurveTotal), [lrs[Distillation]]),
+                new($"{FsLowRank} (r {Rank})", "fs-merge", Trained(2 * scale.Steps, 2 * scale.CurveTotal, LowRank()), [lrs[FsLowRank]]),
+            ], lrs);
+        WriteCurve(o.OutDir, results.Where(r => r.Section == "data").ToList(), command);
+
+        // (d) Ablations: initialization, augmentation, parameterization (paper Table 23); the same number of steps each.
+        foreach (var (setting, augmented) in new[] { ("augmented", scale.PairAugmented), ("no augmentation", 0) })
+        {
+            int items = 2 * (scale.PairOriginals + augmented);
+            Setting("ablation", setting, [curvePair.A, curvePair.B], scale.PairOriginals, augmented, () =>
+            [
+                new("diagonal, init random", "fs-merge", Trained(2 * scale.Steps, items, Diagonal("random")), [lrs[FsDiagonal]]),
+                new("diagonal, init average", "fs-merge", Trained(2 * scale.Steps, items, Diagonal("average")), [lrs[FsDiagonal]]),
+                new("diagonal, init first", "fs-merge", Trained(2 * scale.Steps, items, Diagonal()), [lrs[FsDiagonal]]),
+                new($"low rank {Rank}, init first", "fs-merge", Trained(2 * scale.Steps, items, LowRank()), [lrs[FsLowRank]]),
+                new("distillation, init first", "distill", Trained(scale.Steps, items), [lrs[Distillation]]),
+            ], lrs);
+        }
+        Write();
+        foreach (var s in splits) s.Dispose();
         return results;
     }
 
-    /// <summary>Pre-trained on Fashion-MNIST from its own seed, then fine-tuned on its task; both cached.</summary>
-    static Model Source(TaskSplits task, long seed, VitBenchOptions o, Action<string> log)
+    /// <summary>Learning rates chosen on the first pair in an earlier (resumed) run, by method label.</summary>
+    static void RestoreChosen(JsonObject chosen, string firstPair, Dictionary<string, double> lrs)
     {
-        var pretrainDir = Path.Combine(o.OutDir, "models", $"vit-pretrain-fashion-seed{seed}{(o.Quick ? "-quick" : "")}");
-        var finetuneDir = Path.Combine(o.OutDir, "models", $"vit-{task.Task.ToString().Replace(':', '-')}-seed{seed}{(o.Quick ? "-quick" : "")}");
-        if (BenchRunner.Cached(finetuneDir, o.Device) is { } cached) return cached;
-        var pretrained = BenchRunner.Cached(pretrainDir, o.Device);
-        if (pretrained is null)
-        {
-            var fashion = TaskData.Load(TaskSpec.Parse("fashion"), o.DataDir);
-            if (o.Quick) fashion = fashion with { Train = MergeData.Sample(fashion.Train, 10_000, seed) };
-            var config = new ModelConfig
+        foreach (var (key, value) in chosen)
+            if (key.StartsWith(firstPair + " ") && value is not null)
             {
-                Architecture = "vit", ImageSize = 28, NumChannels = 1, PatchSize = 7, HiddenSize = 64, NumHiddenLayers = 4,
-                NumAttentionHeads = 4, IntermediateSize = 256, Heads = [new HeadInfo("fashion", fashion.Train.LabelNames)],
-            };
-            using var initial = Model.Create(config, seed, o.Device);
-            pretrained = BenchRunner.TrainSource(initial, fashion, new TrainOptions { Epochs = o.Quick ? 1 : 5, BatchSize = 128, Seed = seed },
-                null, pretrainDir, o.Device, log);
-        }
-        using (pretrained)
+                var label = key[(firstPair.Length + 1)..];
+                lrs[label.StartsWith(FsLowRank) ? FsLowRank : label] = value.GetValue<double>();
+            }
+    }
+
+    static string SectionTitle(string section) => section switch
+    {
+        "pairs" => "(a) Pairs, 16 original + 800 augmented images per task (paper Table 3)",
+        "four" => "(b) Four models, 100 + 1000 images per task (paper Table 4)",
+        "data" => "(c) Accuracy against original images per task, topped up with augmentations (paper Figure 4)",
+        "ablation" => "(d) Ablations on the mnist:0-4 + fashion:5-9 pair, 16 originals (paper Table 23)",
+        _ => section,
+    };
+
+    static string Protocol(Scale s, IReadOnlyDictionary<string, double> sources)
+    {
+        var text = new StringBuilder();
+        text.AppendLine("## Protocol\n");
+        text.AppendLine($"- Source models: ViT width 64, depth 4, 4 heads, MLP 256, patch 7 on 28×28 images. Model k (one per task, {string.Join(", ", Tasks)}) is pre-trained on all of Fashion-MNIST for {s.PretrainEpochs} epochs from seed 100·seed + k (its own initialization and data order), then fine-tuned on its task for {s.FinetuneEpochs} epochs with a fresh head (AdamW, batch 128, best validation epoch kept).");
+        text.AppendLine($"- Merging: unlabeled images from each task's train split plus augmentations (spec §11.3). Trained methods (distillation, FS-Merge) use AdamW (weight decay 1e-3), OneCycle, batch {Batch}, about {s.Steps} steps for distillation and {2 * s.Steps} for FS-Merge whatever the data size (the paper's 100 vs 200 epochs, spec §7.7; FS-Merge seq. {2 * s.Steps} per stage). FS-Merge: task-restricted reconstruction (targets own, no normalization, spec §7.2), init first unless stated, low rank {Rank} (4·{Rank} at MLP sites); seq.: rank {Rank / 2}. Distillation: first init, target scaling (spec §9.5). RegMean α 0.9; Opt: Sinkhorn ε 0.08 on the full token sequence.");
+        text.AppendLine("- Learning rates: chosen from a two-value grid on the validation splits of the first pair (seed 1) and reused in every section; never on test.");
+        text.AppendLine("- Accuracy: per-task = each task's test split through its own head; joint = argmax over all heads' logits (spec §10).");
+        if (sources.Count > 0)
         {
-            var initial = pretrained.WithFreshHead(new HeadInfo(task.Task.ToString(), task.Train.LabelNames), seed + 1);
-            using (initial)
-                return BenchRunner.TrainSource(initial, task, new TrainOptions { Epochs = o.Quick ? 1 : 3, BatchSize = 128, Seed = seed },
-                    pretrainDir, finetuneDir, o.Device, log);
+            text.AppendLine("\nSource models' test accuracy (own task):\n");
+            foreach (var (name, accuracy) in sources) text.AppendLine($"- {name}: {100 * accuracy:F2}%");
         }
+        return text.ToString();
+    }
+
+    /// <summary>(c) as CSV and PNG plots (per-task and joint accuracy against original images per task).</summary>
+    static void WriteCurve(string outDir, List<BenchResult> curve, string command)
+    {
+        if (curve.Count == 0) return;
+        static int Originals(BenchResult r) => int.Parse(r.Setting.Split(' ')[0], CultureInfo.InvariantCulture);
+        var rows = curve.GroupBy(r => (r.Label, N: Originals(r))).OrderBy(g => g.Key.Label).ThenBy(g => g.Key.N).ToList();
+        var csv = new StringBuilder($"# {command}\noriginals_per_task,method,per_task,joint,seeds\n");
+        foreach (var g in rows)
+            csv.AppendLine(string.Join(",", g.Key.N, $"\"{g.Key.Label}\"", (100 * g.Average(r => r.PerTask)).ToString("F2", CultureInfo.InvariantCulture),
+                (100 * g.Average(r => r.Joint)).ToString("F2", CultureInfo.InvariantCulture), g.Count()));
+        AtomicFile.WriteAllText(Path.Combine(outDir, "vit-data.csv"), csv.ToString());
+        foreach (var (metric, pick, file) in new (string, Func<BenchResult, double>, string)[] { ("per-task", r => r.PerTask, "vit-data.png"), ("joint", r => r.Joint, "vit-data-joint.png") })
+        {
+            var series = rows.GroupBy(g => g.Key.Label).Select(byLabel => new ChartSeries(byLabel.Key,
+                byLabel.Select(g => (double)g.Key.N).ToList(), byLabel.Select(g => 100 * g.Average(pick)).ToList())).ToList();
+            LineChart.Save(Path.Combine(outDir, file), $"Two tiny ViTs (mnist:0-4 + fashion:5-9): {metric} accuracy",
+                "original images per task (topped up with augmentations)", $"{metric} test accuracy (%)", series, logX: true);
+        }
+    }
+
+    /// <summary>Model k for seed s: pre-trained on Fashion-MNIST from its own seed, then fine-tuned on task k; both cached.</summary>
+    static Model Source(int k, int seed, Scale scale, VitBenchOptions o, TaskSplits task, SortedDictionary<string, double> notes, Action<string> log)
+    {
+        long modelSeed = 100L * seed + k;
+        string suffix = o.Quick ? "-quick" : "";
+        var pretrainDir = Path.Combine(o.OutDir, "models", $"vit-pretrain-fashion-seed{modelSeed}{suffix}");
+        var finetuneDir = Path.Combine(o.OutDir, "models", $"vit-{task.Task.ToString().Replace(':', '-')}-seed{modelSeed}{suffix}");
+        var model = BenchRunner.Cached(finetuneDir, o.Device);
+        if (model is null)
+        {
+            var pretrained = BenchRunner.Cached(pretrainDir, o.Device);
+            if (pretrained is null)
+            {
+                var fashion = TaskData.Load(TaskSpec.Parse("fashion"), o.DataDir);
+                if (scale.TrainSubset is { } subset) fashion = fashion with { Train = MergeData.Sample(fashion.Train, subset, modelSeed) };
+                var config = new ModelConfig
+                {
+                    Architecture = "vit", ImageSize = 28, NumChannels = 1, PatchSize = 7, HiddenSize = 64, NumHiddenLayers = 4,
+                    NumAttentionHeads = 4, IntermediateSize = 256, Heads = [new HeadInfo("fashion", fashion.Train.LabelNames)],
+                };
+                using var initial = Model.Create(config, modelSeed, o.Device);
+                pretrained = BenchRunner.TrainSource(initial, fashion, new TrainOptions { Epochs = scale.PretrainEpochs, BatchSize = 128, Seed = modelSeed },
+                    null, pretrainDir, o.Device, log);
+                fashion.Dispose();
+            }
+            using (pretrained)
+            using (var initial = pretrained.WithFreshHead(new HeadInfo(task.Task.ToString(), task.Train.LabelNames), modelSeed + 1))
+            {
+                var data = scale.TrainSubset is { } subset ? task with { Train = MergeData.Sample(task.Train, subset, modelSeed) } : task;
+                model = BenchRunner.TrainSource(initial, data, new TrainOptions { Epochs = scale.FinetuneEpochs, BatchSize = 128, Seed = modelSeed },
+                    pretrainDir, finetuneDir, o.Device, log);
+            }
+        }
+        notes[$"{task.Task} (seed {modelSeed})"] = Evaluator.Accuracy(model, 0, task.Test, o.Device);
+        return model;
     }
 }

@@ -215,17 +215,25 @@ public static class Augmentation
     internal static Tensor GaussianBlur(Tensor image, double sigma)
     {
         if (!(sigma > 0)) throw new ArgumentOutOfRangeException(nameof(sigma), sigma, "expected σ > 0");
-        long c = image.shape[0], h = image.shape[1], w = image.shape[2];
+        long h = image.shape[1], w = image.shape[2];
         int radius = (int)Math.Min(BlurRadius(sigma), Math.Min(h, w) - 1);
         if (radius < 1) return image;
-        var kernel = torch.tensor(GaussianKernel(sigma, radius));
-        int k = 2 * radius + 1;
+        var kernel = GaussianKernel(sigma, radius);
         var x = image.unsqueeze(0);
-        // Rows: a [1, k] kernel per channel over the column-padded image, then columns: [k, 1].
-        x = torch.nn.functional.conv2d(ReflectPad(x, 0, radius), kernel.view(1, 1, 1, k).expand(c, 1, 1, k).contiguous(),
-                                       groups: c);
-        x = torch.nn.functional.conv2d(ReflectPad(x, radius, 0), kernel.view(1, 1, k, 1).expand(c, 1, k, 1).contiguous(),
-                                       groups: c);
+        // Rows, then columns: a weighted sum of shifted slices of the reflect-padded image (no convolution
+        // kernel: LibTorch's CPU conv2d tries NNPACK on every call and warns where the CPU lacks it).
+        Tensor Blur1d(Tensor padded, int dim, long size)
+        {
+            Tensor? sum = null;
+            for (int j = 0; j < kernel.Length; j++)
+            {
+                var term = padded.narrow(dim, j, size) * kernel[j];
+                sum = sum is null ? term : sum.add_(term);
+            }
+            return sum!;
+        }
+        x = Blur1d(ReflectPad(x, 0, radius), 3, w);
+        x = Blur1d(ReflectPad(x, radius, 0), 2, h);
         return x.squeeze(0).clamp(0, 1);
     }
 

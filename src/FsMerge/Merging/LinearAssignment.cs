@@ -29,6 +29,19 @@ public static class LinearAssignment
     /// <exception cref="ArgumentNullException"><paramref name="cost"/> is null.</exception>
     /// <exception cref="ArgumentException">More rows than columns, a NaN / infinite entry, or entries so large
     /// (near <see cref="double.MaxValue"/>) that sums of them overflow.</exception>
+    public static int[] Solve(TorchSharp.torch.Tensor cost, bool maximize = false)
+    {
+        var c = cost.to(TorchSharp.torch.ScalarType.Float64).cpu().contiguous();
+        int rows = (int)c.shape[0], cols = (int)c.shape[1];
+        var values = c.data<double>().ToArray();
+        var matrix = new double[rows, cols];
+        for (int a = 0; a < rows; a++)
+            for (int b = 0; b < cols; b++)
+                matrix[a, b] = values[a * cols + b];
+        return Solve(matrix, maximize);
+    }
+
+    /// <inheritdoc cref="Solve(double[,], bool)"/>
     public static int[] Solve(double[,] cost, bool maximize = false)
     {
         ArgumentNullException.ThrowIfNull(cost);

@@ -79,7 +79,8 @@ public static class MergeTrainer
             for (long start = 0; start < samples; start += batch)
             {
                 using var scope = torch.NewDisposeScope();
-                var index = order.narrow(0, start, Math.Min(batch, samples - start));
+                // The order is drawn on the CPU (seeded generator); the index must live where the data do.
+                var index = order.narrow(0, start, Math.Min(batch, samples - start)).to(parameters[0].device);
                 var loss = lossOf(index);
                 optimizer.zero_grad();
                 loss.backward();

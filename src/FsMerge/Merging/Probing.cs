@@ -27,9 +27,25 @@ public static class Probing
     }
 
     /// <summary>One probe point of every source on the union of all tasks' merge images.</summary>
-    public static List<Tensor> OnAllData(MergeInputs inputs, string point)
+    public static List<Tensor> OnAllData(MergeInputs inputs, string point) =>
+        OnAllData(inputs, [point]).Select(byPoint => byPoint[point]).ToList();
+
+    /// <summary>Several probe points of every source (one forward pass per source), on the union of all tasks' merge images.</summary>
+    public static List<Dictionary<string, Tensor>> OnAllData(MergeInputs inputs, IReadOnlyCollection<string> points)
     {
         var images = torch.cat(Enumerable.Range(0, inputs.Data.Count).Select(inputs.Images).ToArray(), 0);
-        return inputs.Sources.Select(m => Collect(m, images, [point])[point]).ToList();
+        return inputs.Sources.Select(m => Collect(m, images, points)).ToList();
+    }
+
+    /// <summary>Pearson correlation [p, q] (float64) between the columns of <paramref name="a"/> [n, p] and <paramref name="b"/> [n, q].</summary>
+    public static Tensor Correlation(Tensor a, Tensor b)
+    {
+        static Tensor Standardize(Tensor x)
+        {
+            var x64 = x.to(ScalarType.Float64);
+            var centered = x64 - x64.mean([0], keepdim: true);
+            return centered / (centered.pow(2).mean([0], keepdim: true).sqrt() + 1e-8);
+        }
+        return Standardize(a).t().matmul(Standardize(b)) / a.shape[0];
     }
 }

@@ -28,8 +28,19 @@ public enum TensorRole
     MergedSpace,
 }
 
-/// <summary>One row of a site table: tensor name, role, the M site after it, the U site before it.</summary>
+/// <summary>
+/// One row of a site table: tensor name, role, the M site after it, the U site before it. A merged-space
+/// tensor names in <see cref="Out"/> a merge site of the space it lives in, so that alignment methods
+/// (Opt) can carry it into the merged coordinates like a vector.
+/// </summary>
 public sealed record TensorFold(string Name, TensorRole Role, string? Out, string? In = null);
+
+/// <summary>
+/// Spaces that an alignment method must map with one shared transport, block-diagonal over
+/// <see cref="Heads"/> equal blocks: attention queries and keys (their dot products per head must
+/// survive), or the values of one attention layer.
+/// </summary>
+public sealed record HeadAlignedSpaces(IReadOnlyList<string> Spaces, int Heads);
 
 /// <summary>
 /// The site table of an architecture (DEVELOPERS.md, "Architectures are data"): every backbone tensor
@@ -49,15 +60,20 @@ public sealed class SiteTable
     /// </summary>
     public IReadOnlyDictionary<string, Func<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>> Activations { get; }
 
+    /// <summary>Attention spaces with head structure; every other space is aligned on its own as one block.</summary>
+    public IReadOnlyList<HeadAlignedSpaces> HeadAligned { get; }
+
     readonly Dictionary<string, Site> byName;
 
     public SiteTable(IReadOnlyList<Site> sites, IReadOnlyList<TensorFold> tensors, string headInput,
-        IReadOnlyDictionary<string, Func<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>>? activations = null)
+        IReadOnlyDictionary<string, Func<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>>? activations = null,
+        IReadOnlyList<HeadAlignedSpaces>? headAligned = null)
     {
         Sites = sites;
         Tensors = tensors;
         HeadInput = headInput;
         Activations = activations ?? new Dictionary<string, Func<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>>();
+        HeadAligned = headAligned ?? [];
         byName = sites.ToDictionary(s => s.Name);
         foreach (var t in tensors)
             foreach (var site in new[] { t.Out, t.In })
@@ -72,10 +88,25 @@ public sealed class SiteTable
     public SiteTable WithHeadInputWidths(long[] widths)
     {
         var sites = Sites.Select(s => s.Name == HeadInput ? s with { ModelWidths = widths } : s).ToList();
-        return new SiteTable(sites, Tensors, HeadInput, Activations);
+        return new SiteTable(sites, Tensors, HeadInput, Activations, HeadAligned);
     }
 
+    /// <summary>The same table with merged-space tensors folded as vectors through the merge site they name.</summary>
+    public SiteTable WithMergedSpaceAsVectors() => new(Sites,
+        Tensors.Select(t => t.Role == TensorRole.MergedSpace ? t with { Role = TensorRole.Vector } : t).ToList(),
+        HeadInput, Activations, HeadAligned);
+
     public IEnumerable<IGrouping<string, Site>> Spaces => Sites.GroupBy(s => s.Space);
+
+    /// <summary>
+    /// Where data-driven matching methods read a space's features: a U site (the vector the next layers
+    /// read, after any activation or merged LayerNorm), else the space's first site.
+    /// </summary>
+    public string ProbePoint(string space)
+    {
+        var sites = Sites.Where(s => s.Space == space).ToList();
+        return (sites.FirstOrDefault(s => s.Kind == SiteKind.Unmerge) ?? sites[0]).Name;
+    }
 
     /// <summary>Methods that pair neurons by index or by permutation need every model as wide as the merge.</summary>
     public void RequireEqualWidths(string method)

@@ -176,8 +176,8 @@ public sealed class Vit : IArchitecture
         }
         void Norm(string prefix)
         {
-            tensors.Add(new TensorFold($"{prefix}.weight", TensorRole.MergedSpace, null));
-            tensors.Add(new TensorFold($"{prefix}.bias", TensorRole.MergedSpace, null));
+            tensors.Add(new TensorFold($"{prefix}.weight", TensorRole.MergedSpace, EmbedMerge));
+            tensors.Add(new TensorFold($"{prefix}.bias", TensorRole.MergedSpace, EmbedMerge));
         }
 
         Add(EmbedMerge, SiteKind.Merge, "residual", d, merged.HiddenSize);
@@ -209,6 +209,11 @@ public sealed class Vit : IArchitecture
         Add(PostUnmerge, SiteKind.Unmerge, "residual", d, merged.HiddenSize);
         var activations = Enumerable.Range(0, merged.NumHiddenLayers)
             .ToDictionary(l => Site(l, "intermediate"), _ => (Func<Tensor, Tensor>)(t => nn.functional.gelu(t)));
-        return new SiteTable(sites, tensors, PostUnmerge, activations);
+        var headAligned = Enumerable.Range(0, merged.NumHiddenLayers).SelectMany(l => new HeadAlignedSpaces[]
+        {
+            new([Site(l, "query"), Site(l, "key")], merged.NumAttentionHeads),
+            new([Site(l, "value")], merged.NumAttentionHeads),
+        }).ToList();
+        return new SiteTable(sites, tensors, PostUnmerge, activations, headAligned);
     }
 }

@@ -73,18 +73,10 @@ public sealed class ReBasinMerge : IMergeMethod
     {
         foreach (var space in inputs.Sites.Spaces)
         {
-            var point = (space.FirstOrDefault(s => s.Kind == SiteKind.Unmerge) ?? space.First()).Name;
-            var features = Probing.OnAllData(inputs, point);
-            var similarity = Standardize(features[0]).t().matmul(Standardize(features[model]));   // [a (model 1), b (model i)]
+            var features = Probing.OnAllData(inputs, inputs.Sites.ProbePoint(space.Key));
+            var similarity = Probing.Correlation(features[0], features[model]);   // [a (model 1), b (model i)]
             perm[space.Key] = Assign(similarity);
         }
-    }
-
-    static Tensor Standardize(Tensor x)
-    {
-        var x64 = x.to(ScalarType.Float64);
-        var centered = x64 - x64.mean([0], keepdim: true);
-        return centered / (centered.pow(2).mean([0], keepdim: true).sqrt() + 1e-8);
     }
 
     /// <summary>Coordinate descent over spaces (in a seeded random order each sweep) until no permutation changes.</summary>
@@ -120,13 +112,13 @@ public sealed class ReBasinMerge : IMergeMethod
                     w1 = w1.reshape(w1.shape[0], -1);
                     if (isOut)
                     {
-                        var wiIn = entry.In != null ? wi.index_select(1, torch.tensor(perm[spaceOf[entry.In]])) : wi;
+                        var wiIn = entry.In != null ? wi.index_select(1, torch.tensor(perm[spaceOf[entry.In]], device: wi.device)) : wi;
                         var t = w1.matmul(wiIn.t());                           // [a, b] over output neurons
                         similarity = similarity is null ? t : similarity + t;
                     }
                     if (isIn)
                     {
-                        var wiOut = wi.index_select(0, torch.tensor(perm[spaceOf[entry.Out!]]));
+                        var wiOut = wi.index_select(0, torch.tensor(perm[spaceOf[entry.Out!]], device: wi.device));
                         var t = w1.t().matmul(wiOut);                          // [a, b] over input neurons
                         similarity = similarity is null ? t : similarity + t;
                     }
@@ -141,15 +133,5 @@ public sealed class ReBasinMerge : IMergeMethod
     }
 
     /// <summary>perm[a] = b maximizing Σ_a S[a, b] (model-1 neuron a takes model-i neuron b).</summary>
-    static long[] Assign(Tensor similarity)
-    {
-        var s = similarity.to(ScalarType.Float64).cpu().contiguous();
-        int rows = (int)s.shape[0], cols = (int)s.shape[1];
-        var values = s.data<double>().ToArray();
-        var matrix = new double[rows, cols];
-        for (int a = 0; a < rows; a++)
-            for (int b = 0; b < cols; b++)
-                matrix[a, b] = values[a * cols + b];
-        return LinearAssignment.Solve(matrix, maximize: true).Select(b => (long)b).ToArray();
-    }
+    static long[] Assign(Tensor similarity) => LinearAssignment.Solve(similarity, maximize: true).Select(b => (long)b).ToArray();
 }

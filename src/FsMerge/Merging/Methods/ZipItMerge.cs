@@ -27,11 +27,11 @@ public sealed class ZipItMerge : IMergeMethod
     public static Dictionary<string, Tensor> Matrices(MergeInputs inputs)
     {
         var result = new Dictionary<string, Tensor>();
+        var probed = Probing.OnAllData(inputs, inputs.Sites.Spaces.Select(s => inputs.Sites.ProbePoint(s.Key)).ToList());
         foreach (var space in inputs.Sites.Spaces)
         {
-            var probeSite = space.FirstOrDefault(s => s.Kind == SiteKind.Unmerge) ?? space.First();
-            var features = Probing.OnAllData(inputs, probeSite.Name);
-            var (m, u) = Zip(features, probeSite.MergedWidth, inputs.Device);
+            var features = probed.Select(byPoint => byPoint[inputs.Sites.ProbePoint(space.Key)]).ToList();
+            var (m, u) = Zip(features, space.First().MergedWidth, inputs.Device);
             foreach (var site in space) result[site.Name] = site.Kind == SiteKind.Merge ? m : u;
         }
         return result;
@@ -43,7 +43,8 @@ public sealed class ZipItMerge : IMergeMethod
         var all = torch.cat(features.ToArray(), 1).to(ScalarType.Float64).cpu();
         int total = (int)all.shape[1], models = features.Count;
         if (mergedWidth > total) throw new FsMergeException($"zipit: merged width {mergedWidth} exceeds the {total} features to zip");
-        var correlation = Correlation(all);
+        var correlation = Probing.Correlation(all, all)
+            .masked_fill(torch.eye(total, dtype: ScalarType.Bool), double.NegativeInfinity).contiguous();   // no self-pairs
         var pairs = new List<(double Value, int A, int B)>(total * (total - 1) / 2);
         var c = correlation.data<double>().ToArray();
         for (int a = 0; a < total; a++)
@@ -77,16 +78,5 @@ public sealed class ZipItMerge : IMergeMethod
             u[q, j] = 1.0f;
         }
         return (m.to(device), u.to(device));
-    }
-
-    /// <summary>Pearson correlation of the columns, with the diagonal excluded (set to -inf).</summary>
-    static Tensor Correlation(Tensor x)
-    {
-        var centered = x - x.mean([0], keepdim: true);
-        var std = centered.pow(2).mean([0]).sqrt() + 1e-8;
-        var normalized = centered / std;
-        var corr = normalized.t().matmul(normalized) / x.shape[0];
-        var eye = torch.eye(corr.shape[0], dtype: ScalarType.Bool, device: corr.device);
-        return corr.masked_fill(eye, double.NegativeInfinity).contiguous();
     }
 }

@@ -1,0 +1,114 @@
+using System.Text.Json.Nodes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FsMerge.Merging.Methods;
+
+/// <summary>
+/// "Opt", transformer fusion with optimal transport (Imfeld et al. 2023; spec §9.6): every other model is
+/// aligned to model 1 space by space with transport maps computed from activations on the merge data
+/// (entropic Sinkhorn, or an exact assignment when ε = 0), then the aligned weights are averaged.
+/// Attention spaces are aligned head by head (queries and keys with one shared map, values with
+/// another; see <see cref="HeadAlignedSpaces"/>); LayerNorms are carried through their space's map.
+/// It is a special M/U: M_i = S_iᵀ/N and U_i = S_i, with S_i the transport scaled to unit row sums, folded
+/// by the common fold. The token filter is the full sequence (the paper's setting c).
+/// </summary>
+public sealed class OptMerge : IMergeMethod
+{
+    public string Name => "opt";
+    public string Summary => "Opt: optimal-transport alignment to model 1 from activations (per attention head), then averaging";
+
+    public IReadOnlyList<MethodOption> Options =>
+    [
+        new("epsilon", "0.08", "Sinkhorn entropic regularization on the cost 1 - correlation (0 = exact assignment)"),
+        new("sinkhorn-iterations", "500", "most Sinkhorn iterations (it stops earlier once the marginals hold)"),
+    ];
+
+    public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings)
+    {
+        double epsilon = settings.Double("epsilon", min: 0);
+        int iterations = settings.Int("sinkhorn-iterations", min: 1);
+        var sites = inputs.Sites;
+        sites.RequireEqualWidths("opt");
+        int n = inputs.Sources.Count;
+
+        var grouped = sites.HeadAligned.SelectMany(g => g.Spaces).ToHashSet();
+        var units = sites.HeadAligned.Concat(sites.Spaces.Where(s => !grouped.Contains(s.Key)).Select(s => new HeadAlignedSpaces([s.Key], 1)));
+        var transports = new Dictionary<string, Tensor[]>();   // space → S_i [e', e_i] per model
+        var probed = Probing.OnAllData(inputs, sites.Spaces.Select(s => sites.ProbePoint(s.Key)).ToList());
+        using (torch.no_grad())
+            foreach (var unit in units)
+            {
+                var points = unit.Spaces.Select(sites.ProbePoint).ToList();
+                var maps = Enumerable.Range(0, n).Select(i => i == 0
+                    ? torch.eye(probed[0][points[0]].shape[1], dtype: ScalarType.Float64, device: inputs.Device)
+                    : Align(points.Select(p => (probed[0][p], probed[i][p])).ToList(), unit.Heads, epsilon, iterations)).ToArray();
+                foreach (var space in unit.Spaces) transports[space] = maps;
+            }
+
+        var matrices = sites.Sites.ToDictionary(s => s.Name, s =>
+        {
+            var maps = transports[s.Space].Select(t => t.to(ScalarType.Float32)).ToArray();
+            return s.Kind == SiteKind.Merge
+                ? torch.cat(maps.Select(t => t.t() / n).ToArray(), 0)
+                : torch.cat(maps, 1);
+        });
+        Dictionary<string, Tensor> layerNorms;
+        using (torch.no_grad())
+        {
+            var transported = Folding.Fold(sites.WithMergedSpaceAsVectors(), inputs.SourceWeights, inputs.HeadCounts, matrices, new Dictionary<string, Tensor>());
+            layerNorms = sites.Tensors.Where(t => t.Role == TensorRole.MergedSpace).ToDictionary(t => t.Name, t => transported[t.Name].clone());
+        }
+        var model = FoldedMerge.ToModel(inputs, matrices, layerNorms);
+        return FoldedMerge.Outcome(model, new JsonObject { ["mu"] = "transport", ["epsilon"] = epsilon, ["token_filter"] = "full sequence" });
+    }
+
+    /// <summary>
+    /// Block-diagonal transport from model i's neurons to model 1's, one block per head; each block's cost
+    /// sums 1 - correlation over the unit's spaces. Rows sum to 1.
+    /// </summary>
+    static Tensor Align(IReadOnlyList<(Tensor Reference, Tensor Other)> features, int heads, double epsilon, int iterations)
+    {
+        long width = features[0].Reference.shape[1], headWidth = width / heads;
+        var map = torch.zeros(width, width, ScalarType.Float64, device: features[0].Reference.device);
+        for (int h = 0; h < heads; h++)
+        {
+            Tensor? cost = null;
+            foreach (var (reference, other) in features)
+            {
+                var term = 1 - Probing.Correlation(reference.narrow(1, h * headWidth, headWidth), other.narrow(1, h * headWidth, headWidth));
+                cost = cost is null ? term : cost + term;
+            }
+            var block = epsilon == 0 ? Assignment(cost!) : Sinkhorn(cost! / features.Count, epsilon, iterations);
+            map.narrow(0, h * headWidth, headWidth).narrow(1, h * headWidth, headWidth).copy_(block);
+        }
+        return map;
+    }
+
+    /// <summary>Entropic OT between uniform marginals in the log domain, scaled so every row sums to 1.</summary>
+    static Tensor Sinkhorn(Tensor cost, double epsilon, int iterations)
+    {
+        long e = cost.shape[0];
+        var logKernel = -cost / epsilon;
+        var logMarginal = Math.Log(1.0 / e);
+        var f = torch.zeros(e, ScalarType.Float64, device: cost.device);
+        var g = torch.zeros(e, ScalarType.Float64, device: cost.device);
+        for (int t = 0; t < iterations; t++)
+        {
+            f = logMarginal - torch.logsumexp(logKernel + g.unsqueeze(0), 1);
+            g = logMarginal - torch.logsumexp(logKernel + f.unsqueeze(1), 0);
+            // Columns are exact after the g update; stop once the rows are too.
+            if (t % 25 == 24 && (torch.logsumexp(logKernel + g.unsqueeze(0), 1) + f - logMarginal).abs().max().item<double>() < 1e-10) break;
+        }
+        return (logKernel + f.unsqueeze(1) + g.unsqueeze(0)).exp() * e;
+    }
+
+    /// <summary>The exact transport (ε = 0): a permutation minimizing the total cost.</summary>
+    static Tensor Assignment(Tensor cost)
+    {
+        var assigned = LinearAssignment.Solve(cost);
+        var permutation = torch.zeros(cost.shape[0], cost.shape[1], ScalarType.Float64);
+        for (int a = 0; a < assigned.Length; a++) permutation[a, assigned[a]] = 1.0;
+        return permutation.to(cost.device);
+    }
+}
