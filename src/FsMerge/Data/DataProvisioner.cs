@@ -29,14 +29,15 @@ public static class DataProvisioner
     private const int Pixels = Side * Side;
     private static readonly TimeSpan CommandTimeout = TimeSpan.FromMinutes(10);
 
-    public static void Provision(string dataDir, Action<string> log)
+    /// <param name="includeText">Also the text datasets (the demo, which only needs images, leaves them out).</param>
+    public static void Provision(string dataDir, Action<string> log, bool includeText = true)
     {
         ArgumentNullException.ThrowIfNull(dataDir);
         ArgumentNullException.ThrowIfNull(log);
         var root = Path.GetFullPath(dataDir);
         ProvisionMnist(Path.Combine(root, KnownDatasets.Mnist.Name), log);
         ProvisionFashion(Path.Combine(root, KnownDatasets.Fashion.Name), log);
-        TextDatasets.Provision(root, log);
+        if (includeText) TextDatasets.Provision(root, log);
     }
 
     // ---------------------------------------------------------------- checks
