@@ -16,6 +16,7 @@ sealed class BenchCommand : ICommand
         new("bert", null, "pairs of tiny BERTs MLM-pre-trained from distinct seeds, fine-tuned on distinct text tasks, and a data-amount curve (also 'bench bert')"),
         new("per-task", "N", "bert: unlabeled sequences per task in the pairs table", "200"),
         new("perf", null, "step time and peak memory: fold every step vs explicit SuperNet vs distillation (also 'bench perf')"),
+        new("sections", "S,S,..", $"vit: sections to run, each into OUT/vit-SECTION.* ({string.Join(", ", VitBench.SectionNames)}; default all; the others need 'pairs' done first)"),
         new("quick", null, "one setting, one seed, shorter training: a few minutes"),
         new("seeds", "N", "seeds per setting (default: 5 for mlp, 1 for vit, 2 for bert)"),
         new("resume", null, "keep the settings an earlier run finished in OUT/mlp.json or OUT/vit.json and run the rest"),
@@ -50,9 +51,10 @@ sealed class BenchCommand : ICommand
             {
                 Quick = args.Has("quick"), Seeds = args.Has("seeds") ? args.Int("seeds", min: 1) : 1, Resume = args.Has("resume"),
                 OutDir = args.Require("out"), DataDir = Common.DataDir(args), Device = device,
+                Sections = args.Get("sections")?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries) ?? VitBench.SectionNames,
             };
             VitBench.Run(vit, Console.WriteLine);
-            Console.WriteLine($"wrote {Path.Combine(vit.OutDir, "vit.md")}, vit.csv, vit.json, vit-data.csv, vit-data.png, vit-data-joint.png");
+            Console.WriteLine($"wrote {string.Join(", ", vit.Sections.Select(s => Path.Combine(vit.OutDir, $"vit-{s}.md")))} (with .csv and .json){(vit.Sections.Contains("data") ? ", vit-data-curve.csv, vit-data-curve.png, vit-data-curve-joint.png" : "")}");
             return 0;
         }
         if (!args.Has("mlp")) throw new FsMergeException("fsmerge bench: name the benchmark: 'fsmerge bench mlp', 'bench vit', 'bench bert' or 'bench perf' (see 'fsmerge bench --help')");

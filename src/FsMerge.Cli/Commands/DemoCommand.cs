@@ -1,8 +1,10 @@
 using System.Diagnostics;
+using FsMerge.Bench;
 using FsMerge.Data;
 using FsMerge.Evaluation;
 using FsMerge.Merging;
 using FsMerge.Models;
+using FsMerge.Reporting;
 using FsMerge.Training;
 
 namespace FsMerge.Cli.Commands;
@@ -76,24 +78,35 @@ sealed class DemoCommand : ICommand
         Console.WriteLine("== 4. merging into one model of the original size, from 64 unlabeled images per task");
         var plan = MergePlan.Prepare(models, dirs, [], dataDir, perTask: 64, seed: 1, width: null, device);
         var rows = new List<(string Label, EvaluationResult Result, double Seconds)> { ("original models (2 models)", result, 0) };
+        var results = new List<MethodResult>();
         foreach (var (label, method, options) in Merges)
         {
             var m = MergeMethods.Get(method);
+            var settings = new MethodSettings(m, options);
+            PeakMemory.Reset();
             var watch = Stopwatch.StartNew();
-            var outcome = m.Merge(plan.Inputs(device, 1, null), new MethodSettings(m, options));
-            rows.Add((label, Evaluator.Evaluate(outcome.Predict, plan.TestSets(), device, names), watch.Elapsed.TotalSeconds));
+            var outcome = m.Merge(plan.Inputs(device, 1, null), settings);
+            var seconds = watch.Elapsed.TotalSeconds;
+            rows.Add((label, Evaluator.Evaluate(outcome.Predict, plan.TestSets(), device, names), seconds));
+            results.Add(MethodResult.From(label, settings, outcome, seconds, PeakMemory.Megabytes(), rows[^1].Result));
             if (outcome.Merged is { } merged)
             {
                 merged.Save(Path.Combine(outDir, $"merged-{method}"));
                 merged.Dispose();
             }
         }
+        var report = Path.Combine(outDir, "report");
+        MergeReport.Write(report, new MergeRunSummary
+        {
+            Sources = dirs.Select((d, i) => new ReportSource(d, names[i], models[i].Config, plan.Data[i].Count)).ToList(),
+            Methods = results, Seed = 1, Threads = args.Int("threads", min: 0), Device = args.Require("device"),
+        });
         foreach (var m in models) m.Dispose();
         Console.WriteLine($"{"method",-34}{names[0],11}{names[1],11}{"per-task",10}{"joint",8}{"seconds",9}");
         foreach (var (label, r, seconds) in rows)
             Console.WriteLine($"{label,-34}{Common.Percent(r.Tasks[0].Accuracy),11}{Common.Percent(r.Tasks[1].Accuracy),11}{Common.Percent(r.PerTaskMean),10}{Common.Percent(r.Joint),8}{seconds,9:F1}");
         Console.WriteLine("(test accuracy %; per-task: each task's head alone; joint: argmax over both heads. Learning rates: the ones bench mlp --quick chose on validation.)");
-        Console.WriteLine($"demo finished in {clock.Elapsed.TotalSeconds:F0} s; models in {outDir}");
+        Console.WriteLine($"demo finished in {clock.Elapsed.TotalSeconds:F0} s; models in {outDir}, report with plots in {report}");
         return 0;
     }
 }

@@ -69,15 +69,7 @@ sealed class EvalCommand : ICommand
         }
     }
 
-    public static string ToJson(EvaluationResult result) => new JsonObject
-    {
-        ["tasks"] = new JsonArray(result.Tasks.Select(t => (JsonNode)new JsonObject
-        {
-            ["task"] = t.Task, ["accuracy"] = t.Accuracy, ["count"] = t.Count,
-        }).ToArray()),
-        ["per_task_mean"] = result.PerTaskMean,
-        ["joint"] = result.Joint,
-    }.ToJsonString(JsonFormat.Indented);
+    public static string ToJson(EvaluationResult result) => result.ToJson().ToJsonString(JsonFormat.Indented);
 
     public static string ToTable(EvaluationResult result)
     {

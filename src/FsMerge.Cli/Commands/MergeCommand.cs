@@ -1,10 +1,12 @@
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using FsMerge.Bench;
 using FsMerge.Data;
 using FsMerge.Evaluation;
 using FsMerge.Merging;
 using FsMerge.Models;
+using FsMerge.Reporting;
 
 namespace FsMerge.Cli.Commands;
 
@@ -24,10 +26,11 @@ sealed class MergeCommand : ICommand
         new("held-out", "N", "unlabeled held-out samples per task from the validation split, for a method's --early-stop (spec §6)", "0"),
         new("width", "W,W,..", "merged MLP hidden widths (default: model 1's)"),
         new("seed", "S", "seed for the merge data draw and the method", "1"),
-        new("out", "DIR", "output directory: config.json, model.safetensors, merge.json"),
+        new("out", "DIR", "output directory: config.json, model.safetensors, merge.json, report.md, metrics.json/.csv, plots, README.md (model card), merge.log"),
         new("overwrite", null, "replace an existing output directory"),
         new("eval", null, "evaluate the result on the test splits after merging"),
         Common.Data, Common.Device, Common.Threads, Common.Quiet,
+        .. MergeRun.Options,
     ];
 
     /// <summary>Every method's options are accepted by the parser; the chosen method rejects the others by name.</summary>
@@ -60,6 +63,7 @@ sealed class MergeCommand : ICommand
         int perTask = args.Int("data-per-task", min: 1);
         long seed = args.Int("seed");
 
+        using var run = MergeRun.Start(args, outDir);   // work folder, log, checkpoints, Ctrl-C (MergeRun.cs)
         var sources = dirs.Select(d => Model.Load(d, device)).ToList();
         try
         {
@@ -68,11 +72,12 @@ sealed class MergeCommand : ICommand
             for (int i = 0; i < dirs.Count; i++) TextFolder.CheckVocabulary(dirs[i], Common.DataDir(args), TaskSpec.Parse(plan.Tasks[i]).Dataset);
             Console.WriteLine($"merging {sources.Count} models with {method.Name}: {string.Join(", ", plan.Tasks)} ({plan.Data[0].Count} unlabeled images per task)");
             var bars = new Dictionary<string, ProgressBar>();
-            var inputs = plan.Inputs(device, seed, (phase, done, total, loss) =>
+            MergeProgress progress = (phase, done, total, loss) =>
             {
                 if (!bars.TryGetValue(phase, out var bar)) bars[phase] = bar = new ProgressBar(phase, total);
                 bar.Report(done, loss is { } l ? $"loss {l:G4}" : "");
-            });
+            };
+            var inputs = plan.Inputs(device, seed, progress, run.Checkpoints(method.Name, settings, plan, seed));
             var clock = Stopwatch.StartNew();
             var outcome = method.Merge(inputs, settings);
             var seconds = clock.Elapsed.TotalSeconds;
@@ -89,17 +94,27 @@ sealed class MergeCommand : ICommand
                 ["heads"] = "one per source task, in source order; each source's final unmerge block is folded into its head",
                 ["details"] = outcome.Details,
             };
+            EvaluationResult? test = null;
             if (args.Has("eval"))
             {
-                var result = Evaluator.Evaluate(outcome.Predict, plan.TestSets(), device, plan.Tasks);
+                var result = test = Evaluator.Evaluate(outcome.Predict, plan.TestSets(), device, plan.Tasks, progress);
                 Console.WriteLine(EvalCommand.ToTable(result));
                 record["test"] = JsonNode.Parse(EvalCommand.ToJson(result));
             }
-            WriteOutput(outDir, outcome.Merged, record, args.Has("overwrite"), dirs[0]);
+            // Report (MergeReport): written into the output as it is assembled.
+            var summary = new MergeRunSummary
+            {
+                Sources = dirs.Select((d, i) => new ReportSource(Path.GetFullPath(d), plan.Tasks[i], sources[i].Config, plan.Data[i].Count)).ToList(),
+                Methods = [MethodResult.From(method.Name, settings, outcome, seconds, PeakMemory.Megabytes(), test)],
+                SavedModel = outcome.Merged != null ? method.Name : null, SavedConfig = outcome.Merged?.Config,
+                Seed = seed, AugmentedPerTask = args.Int("augment", min: 0),
+            };
+            WriteOutput(outDir, outcome.Merged, record, args.Has("overwrite"), dirs[0], staging => run.WriteReport(staging, summary));
             Console.WriteLine($"merged in {seconds:F1} s{(outcome.Details["final_loss"] is { } loss ? $", final loss {loss}" : "")}; wrote {outDir}");
             outcome.Merged?.Dispose();
             return 0;
         }
+        catch (Exception e) when (run.LogFailure(e)) { throw; }   // logs the error into merge.log; never catches
         finally
         {
             foreach (var s in sources) s.Dispose();
@@ -107,7 +122,7 @@ sealed class MergeCommand : ICommand
     }
 
     /// <summary>Everything goes into a temporary sibling directory, renamed into place at the end.</summary>
-    static void WriteOutput(string outDir, Model? merged, JsonObject record, bool overwrite, string firstSource)
+    static void WriteOutput(string outDir, Model? merged, JsonObject record, bool overwrite, string firstSource, Action<string> writeReport)
     {
         var full = Path.GetFullPath(outDir);
         var staging = $"{full}.partial-{Environment.ProcessId}";
@@ -117,6 +132,7 @@ sealed class MergeCommand : ICommand
             merged?.Save(staging);
             if (merged != null) TextFolder.CopyVocabulary(firstSource, staging);
             File.WriteAllText(Path.Combine(staging, "merge.json"), record.ToJsonString(JsonFormat.Indented));
+            writeReport(staging);
             if (Directory.Exists(full) && overwrite) Directory.Delete(full, recursive: true);
             Directory.Move(staging, full);
         }

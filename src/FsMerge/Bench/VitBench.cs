@@ -17,6 +17,7 @@ public sealed class VitBenchOptions
     public bool Quick { get; init; }
     public int Seeds { get; init; } = 1;
     public bool Resume { get; init; }
+    public IReadOnlyList<string> Sections { get; init; } = VitBench.SectionNames;
     public required string OutDir { get; init; }
     public required string DataDir { get; init; }
     public Device Device { get; init; } = CPU;
@@ -89,79 +90,105 @@ public static class VitBench
         return methods;
     }
 
-    public static List<BenchResult> Run(VitBenchOptions o, Action<string> log)
+    /// <summary>The sections, in the order they run; each writes OUT/vit-SECTION.{md,csv,json}.</summary>
+    public static readonly string[] SectionNames = ["pairs", "four", "data", "ablation"];
+
+    /// <summary>
+    /// Runs the chosen sections (all by default). Learning rates are chosen in "pairs" (first pair, seed 1)
+    /// and read back from OUT/vit-pairs.json by the others, so sections can run as separate processes once
+    /// the first pair is done. Source models are cached in OUT/models.
+    /// </summary>
+    public static void Run(VitBenchOptions o, Action<string> log)
     {
         var scale = o.Quick ? QuickScale : Full;
         int seeds = o.Quick ? 1 : o.Seeds;
-        var (results, chosen) = o.Resume ? BenchRunner.Finished(o.OutDir, "vit", seeds) : ([], new JsonObject());
-        var done = results.Select(r => r.Setting).ToHashSet();
-        var clock = Stopwatch.StartNew();
+        var unknown = o.Sections.Except(SectionNames).ToList();
+        if (unknown.Count > 0) throw new FsMergeException($"bench vit: unknown section '{unknown[0]}' (expected some of: {string.Join(", ", SectionNames)})");
         var splits = Tasks.Select(t => TaskData.Load(TaskSpec.Parse(t), o.DataDir)).ToList();
         var lrs = new Dictionary<string, double>();
-        var sourceNotes = new SortedDictionary<string, double>();
-        string command = $"./fsmerge bench vit{(o.Quick ? " --quick" : $" --seeds {seeds}")} --threads {get_num_threads()} --out {o.OutDir}";
+        string PairName((int A, int B) p) => $"{Tasks[p.A]} + {Tasks[p.B]}";
+        var curvePair = Pairs[^1];
 
-        void Write() => BenchRunner.Write(o.OutDir, "vit", "ViT merging benchmark", command,
-            "tiny ViTs (width 64, depth 4, 4 heads, patch 7); data per section below", results, chosen, clock.Elapsed,
-            SectionTitle, (_, setting) => setting, Protocol(scale, sourceNotes));
-
-        /// <summary>Runs one setting on tasks <paramref name="taskIds"/> for every seed, unless a resumed run finished it.</summary>
-        void Setting(string section, string setting, int[] taskIds, int originals, int augmented, Func<List<BenchMethod>> methods, Dictionary<string, double> settingLrs)
+        foreach (var section in SectionNames.Where(o.Sections.Contains))
         {
-            if (done.Contains(setting)) { log($"{setting}: finished in an earlier run"); return; }
-            log($"{SectionTitle(section)}: {setting}");
-            for (int seed = 1; seed <= seeds; seed++)
+            string name = $"vit-{section}";
+            var (results, chosen) = o.Resume ? BenchRunner.Finished(o.OutDir, name, seeds) : ([], new JsonObject());
+            var done = results.Select(r => r.Setting).ToHashSet();
+            var clock = Stopwatch.StartNew();
+            var sourceNotes = new SortedDictionary<string, double>();
+            string command = $"./fsmerge bench vit{(o.Quick ? " --quick" : $" --seeds {seeds}")} --sections {section} --threads {get_num_threads()} --out {o.OutDir}";
+            if (section == "pairs") RestoreChosen(chosen, PairName(Pairs[0]), lrs);
+            else if (lrs.Count == 0)
             {
-                var sources = taskIds.Select(t => Source(t, seed, scale, o, splits[t], sourceNotes, log)).ToList();
-                var data = taskIds.Select((t, i) => MergeDataSet.Compose(MergeData.Sample(splits[t].Train, originals, seed * 10 + t), augmented, seed * 10 + t)).ToList();
-                BenchRunner.RunSeed(setting, section, seed, methods(), sources, data, taskIds.Select(t => splits[t]).ToList(), settingLrs, chosen, results, o.Device, log);
-                foreach (var d in data) d.Dispose();
-                foreach (var s in sources) s.Dispose();
+                RestoreChosen(BenchRunner.Finished(o.OutDir, "vit-pairs", seeds).Chosen, PairName(Pairs[0]), lrs);
+                if (!lrs.ContainsKey(FsLowRank))
+                    throw new FsMergeException($"bench vit: section '{section}' uses the learning rates chosen on the first pair; run 'bench vit --sections pairs' into {o.OutDir} first");
+            }
+
+            void Write() => BenchRunner.Write(o.OutDir, name, $"ViT merging benchmark: {SectionTitle(section)}", command,
+                "tiny ViTs (width 64, depth 4, 4 heads, patch 7)", results, chosen, clock.Elapsed,
+                SectionTitle, (_, setting) => setting, Protocol(scale, sourceNotes));
+
+            /// <summary>Runs one setting on tasks <paramref name="taskIds"/> for every seed, unless a resumed run finished it.</summary>
+            void Setting(string setting, int[] taskIds, int originals, int augmented, Func<List<BenchMethod>> methods)
+            {
+                if (done.Contains(setting)) { log($"{setting}: finished in an earlier run"); return; }
+                log($"{SectionTitle(section)}: {setting}");
+                for (int seed = 1; seed <= seeds; seed++)
+                {
+                    var sources = taskIds.Select(t => Source(t, seed, scale, o, splits[t], sourceNotes, log)).ToList();
+                    var data = taskIds.Select(t => MergeDataSet.Compose(MergeData.Sample(splits[t].Train, originals, seed * 10 + t), augmented, seed * 10 + t)).ToList();
+                    BenchRunner.RunSeed(setting, section, seed, methods(), sources, data, taskIds.Select(t => splits[t]).ToList(), lrs, chosen, results, o.Device, log);
+                    foreach (var d in data) d.Dispose();
+                    foreach (var s in sources) s.Dispose();
+                }
+                Write();
+            }
+
+            switch (section)
+            {
+                case "pairs":   // (a); the first pair's validation splits choose the learning rates
+                    int pairItems = 2 * (scale.PairOriginals + scale.PairAugmented);
+                    foreach (var pair in o.Quick ? Pairs.Take(1) : Pairs)
+                    {
+                        Setting(PairName(pair), [pair.A, pair.B], scale.PairOriginals, scale.PairAugmented,
+                            () => Compared(scale.Steps, pairItems, lrs, sequential: false));
+                        RestoreChosen(chosen, PairName(Pairs[0]), lrs);
+                    }
+                    break;
+                case "four":    // (b), with FS-Merge seq.
+                    int fourItems = 4 * (scale.FourOriginals + scale.FourAugmented);
+                    Setting(string.Join(" + ", Tasks), [0, 1, 2, 3], scale.FourOriginals, scale.FourAugmented,
+                        () => Compared(scale.Steps, fourItems, lrs, sequential: true));
+                    break;
+                case "data":    // (c) original images topped up with augmentations to a fixed total
+                    foreach (int n in scale.CurveOriginals)
+                        Setting($"{n} originals", [curvePair.A, curvePair.B], n, scale.CurveTotal - n, () =>
+                        [
+                            new("ensemble", "ensemble", new(), []),
+                            new(Distillation, "distill", Trained(scale.Steps, 2 * scale.CurveTotal), [lrs[Distillation]]),
+                            new($"{FsLowRank} (r {Rank})", "fs-merge", Trained(2 * scale.Steps, 2 * scale.CurveTotal, LowRank()), [lrs[FsLowRank]]),
+                        ]);
+                    WriteCurve(o.OutDir, results, command);
+                    break;
+                case "ablation": // (d) initialization, augmentation, parameterization (paper Table 23); the same steps each
+                    foreach (var (setting, augmented) in new[] { ("augmented", scale.PairAugmented), ("no augmentation", 0) })
+                    {
+                        int items = 2 * (scale.PairOriginals + augmented);
+                        Setting(setting, [curvePair.A, curvePair.B], scale.PairOriginals, augmented, () =>
+                        [
+                            new("diagonal, init random", "fs-merge", Trained(2 * scale.Steps, items, Diagonal("random")), [lrs[FsDiagonal]]),
+                            new("diagonal, init average", "fs-merge", Trained(2 * scale.Steps, items, Diagonal("average")), [lrs[FsDiagonal]]),
+                            new("diagonal, init first", "fs-merge", Trained(2 * scale.Steps, items, Diagonal()), [lrs[FsDiagonal]]),
+                            new($"low rank {Rank}, init first", "fs-merge", Trained(2 * scale.Steps, items, LowRank()), [lrs[FsLowRank]]),
+                            new("distillation, init first", "distill", Trained(scale.Steps, items), [lrs[Distillation]]),
+                        ]);
+                    }
+                    break;
             }
             Write();
         }
-
-        // (a) Pairs. Learning rates are chosen here, on the first pair's validation splits (seed 1).
-        string PairName((int A, int B) p) => $"{Tasks[p.A]} + {Tasks[p.B]}";
-        RestoreChosen(chosen, PairName(Pairs[0]), lrs);
-        int pairItems = 2 * (scale.PairOriginals + scale.PairAugmented);
-        foreach (var pair in o.Quick ? Pairs.Take(1) : Pairs)
-            Setting("pairs", PairName(pair), [pair.A, pair.B], scale.PairOriginals, scale.PairAugmented,
-                () => Compared(scale.Steps, pairItems, lrs, sequential: false), lrs);
-        RestoreChosen(chosen, PairName(Pairs[0]), lrs);
-
-        // (b) All four models, with FS-Merge seq.
-        int fourItems = 4 * (scale.FourOriginals + scale.FourAugmented);
-        Setting("four", string.Join(" + ", Tasks), [0, 1, 2, 3], scale.FourOriginals, scale.FourAugmented,
-            () => Compared(scale.Steps, fourItems, lrs, sequential: true), lrs);
-
-        // (c) Accuracy against the number of original images, topped up with augmentations to a fixed total.
-        var curvePair = Pairs[^1];
-        foreach (int n in scale.CurveOriginals)
-            Setting("data", $"{n} originals", [curvePair.A, curvePair.B], n, scale.CurveTotal - n, () =>
-            [
-                new("ensemble", "ensemble", new(), []),
-                new(Distillation, "distill", Trained(scale.Steps, 2 * scale.CurveTotal), [lrs[Distillation]]),
-                new($"{FsLowRank} (r {Rank})", "fs-merge", Trained(2 * scale.Steps, 2 * scale.CurveTotal, LowRank()), [lrs[FsLowRank]]),
-            ], lrs);
-        WriteCurve(o.OutDir, results.Where(r => r.Section == "data").ToList(), command);
-
-        // (d) Ablations: initialization, augmentation, parameterization (paper Table 23); the same number of steps each.
-        foreach (var (setting, augmented) in new[] { ("augmented", scale.PairAugmented), ("no augmentation", 0) })
-        {
-            int items = 2 * (scale.PairOriginals + augmented);
-            Setting("ablation", setting, [curvePair.A, curvePair.B], scale.PairOriginals, augmented, () =>
-            [
-                new("diagonal, init random", "fs-merge", Trained(2 * scale.Steps, items, Diagonal("random")), [lrs[FsDiagonal]]),
-                new("diagonal, init average", "fs-merge", Trained(2 * scale.Steps, items, Diagonal("average")), [lrs[FsDiagonal]]),
-                new("diagonal, init first", "fs-merge", Trained(2 * scale.Steps, items, Diagonal()), [lrs[FsDiagonal]]),
-                new($"low rank {Rank}, init first", "fs-merge", Trained(2 * scale.Steps, items, LowRank()), [lrs[FsLowRank]]),
-                new("distillation, init first", "distill", Trained(scale.Steps, items), [lrs[Distillation]]),
-            ], lrs);
-        }
-        Write();
         foreach (var s in splits) s.Dispose();
-        return results;
     }
 
     /// <summary>Learning rates chosen on the first pair in an earlier (resumed) run, by method label.</summary>
@@ -210,8 +237,8 @@ public static class VitBench
         foreach (var g in rows)
             csv.AppendLine(string.Join(",", g.Key.N, $"\"{g.Key.Label}\"", (100 * g.Average(r => r.PerTask)).ToString("F2", CultureInfo.InvariantCulture),
                 (100 * g.Average(r => r.Joint)).ToString("F2", CultureInfo.InvariantCulture), g.Count()));
-        AtomicFile.WriteAllText(Path.Combine(outDir, "vit-data.csv"), csv.ToString());
-        foreach (var (metric, pick, file) in new (string, Func<BenchResult, double>, string)[] { ("per-task", r => r.PerTask, "vit-data.png"), ("joint", r => r.Joint, "vit-data-joint.png") })
+        AtomicFile.WriteAllText(Path.Combine(outDir, "vit-data-curve.csv"), csv.ToString());
+        foreach (var (metric, pick, file) in new (string, Func<BenchResult, double>, string)[] { ("per-task", r => r.PerTask, "vit-data-curve.png"), ("joint", r => r.Joint, "vit-data-curve-joint.png") })
         {
             var series = rows.GroupBy(g => g.Key.Label).Select(byLabel => new ChartSeries(byLabel.Key,
                 byLabel.Select(g => (double)g.Key.N).ToList(), byLabel.Select(g => 100 * g.Average(pick)).ToList())).ToList();

@@ -1,4 +1,6 @@
+using System.Text.Json.Nodes;
 using FsMerge.Data;
+using FsMerge.Merging;
 using FsMerge.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -7,7 +9,18 @@ namespace FsMerge.Evaluation;
 
 public sealed record TaskAccuracy(string Task, double Accuracy, int Count);
 
-public sealed record EvaluationResult(IReadOnlyList<TaskAccuracy> Tasks, double PerTaskMean, double Joint);
+public sealed record EvaluationResult(IReadOnlyList<TaskAccuracy> Tasks, double PerTaskMean, double Joint)
+{
+    public JsonObject ToJson() => new()
+    {
+        ["tasks"] = new JsonArray(Tasks.Select(t => (JsonNode)new JsonObject
+        {
+            ["task"] = t.Task, ["accuracy"] = t.Accuracy, ["count"] = t.Count,
+        }).ToArray()),
+        ["per_task_mean"] = PerTaskMean,
+        ["joint"] = Joint,
+    };
+}
 
 /// <summary>
 /// Something that, given a batch of images, returns the logits of every task head in task order.
@@ -37,11 +50,12 @@ public static class Evaluator
     /// <summary>
     /// Per-task accuracy: task t's test set classified by head t alone. Joint accuracy: the logits of all
     /// heads are concatenated in task order and the global argmax must hit task t's label plus the class
-    /// offset of head t. <paramref name="names"/> labels the rows (defaults to task indices).
+    /// offset of head t. <paramref name="names"/> labels the rows (defaults to task indices); <paramref name="progress"/> hears of every batch ("evaluate", images done, images).
     /// </summary>
     public static EvaluationResult Evaluate(AllHeadLogits heads, IReadOnlyList<ImageSet> testSets, Device device,
-        IReadOnlyList<string>? names = null)
+        IReadOnlyList<string>? names = null, MergeProgress? progress = null)
     {
+        long totalImages = testSets.Sum(s => (long)s.Count), doneImages = 0;
         using var _ = torch.no_grad();
         var tasks = new List<TaskAccuracy>();
         long jointCorrectSum = 0;
@@ -62,6 +76,8 @@ public static class Evaluator
                 correct += logits[t].argmax(1).eq(labels).sum().item<long>();
                 long offset = logits.Take(t).Sum(l => l.shape[1]);
                 jointCorrect += torch.cat(logits, 1).argmax(1).eq(labels + offset).sum().item<long>();
+                doneImages += count;
+                progress?.Invoke("evaluate", doneImages, totalImages, null);
             }
             tasks.Add(new TaskAccuracy(names?[t] ?? $"task {t + 1}", (double)correct / set.Count, set.Count));
             jointMean += (double)jointCorrect / set.Count;

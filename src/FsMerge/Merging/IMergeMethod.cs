@@ -26,6 +26,8 @@ public sealed class MergeInputs
     public required Device Device { get; init; }
     public long Seed { get; init; } = 1;
     public MergeProgress? Progress { get; init; }
+    /// <summary>Where training phases save checkpoints and whether they resume from them; null = no checkpoints.</summary>
+    public TrainingCheckpoints? Checkpoints { get; init; }
 
     /// <summary>
     /// Own-model target features per task, [n_t, e_t] for <see cref="Data"/>[t], when they are not the
@@ -55,8 +57,14 @@ public sealed class MergeInputs
     public Tensor Images(int source) => Data[source].Images.to(Device);
 }
 
-/// <summary>A merge's result: a folded model (null for the ensemble, which is no single model), a predictor, details for merge.json.</summary>
-public sealed record MergeOutcome(Model? Merged, AllHeadLogits Predict, JsonObject Details);
+/// <summary>
+/// A merge's result: a folded model (null for the ensemble, which is no single model), a predictor, details for
+/// merge.json, and the loss curve of every training phase (none for methods that do not train).
+/// </summary>
+public sealed record MergeOutcome(Model? Merged, AllHeadLogits Predict, JsonObject Details)
+{
+    public IReadOnlyList<LossCurve> LossCurves { get; init; } = [];
+}
 
 /// <summary>A merge method, registered by name in <see cref="MergeMethods"/>.</summary>
 public interface IMergeMethod

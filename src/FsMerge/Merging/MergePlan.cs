@@ -58,8 +58,8 @@ public sealed class MergePlan
         return new MergePlan { Sources = sources, Tasks = tasks, Data = data, HeldOut = heldOut, Splits = splits, Target = target };
     }
 
-    public MergeInputs Inputs(Device device, long seed, MergeProgress? progress) =>
-        new() { Sources = Sources, Data = Data, HeldOut = HeldOut, Target = Target, Device = device, Seed = seed, Progress = progress };
+    public MergeInputs Inputs(Device device, long seed, MergeProgress? progress, TrainingCheckpoints? checkpoints = null) =>
+        new() { Sources = Sources, Data = Data, HeldOut = HeldOut, Target = Target, Device = device, Seed = seed, Progress = progress, Checkpoints = checkpoints };
 
     public List<ImageSet> TestSets() => Splits.Select(s => s.Test).ToList();
 }

@@ -11,15 +11,16 @@ public static class LineChart
 {
     /// <summary>Draws <paramref name="series"/> and writes the PNG atomically to <paramref name="path"/>.</summary>
     public static void Save(string path, string title, string xLabel, string yLabel, IReadOnlyList<ChartSeries> series,
-        bool logX = false, int width = 800, int height = 500)
+        bool logX = false, int width = 800, int height = 500, bool logY = false, Alignment legend = Alignment.LowerRight)
     {
         var plot = new Plot();
         foreach (var s in series)
         {
             var xs = s.X.Select(x => logX ? Math.Log2(x) : x).ToArray();
-            var line = plot.Add.Scatter(xs, s.Y.ToArray());
+            var ys = s.Y.Select(y => logY ? Math.Log10(y) : y).ToArray();
+            var line = plot.Add.Scatter(xs, ys);
             line.LegendText = s.Name;
-            line.MarkerSize = 6;
+            line.MarkerSize = s.X.Count > 30 ? 0 : 6;   // long curves (training losses) read better as plain lines
         }
         if (logX)
         {
@@ -27,10 +28,20 @@ public static class LineChart
             var ticks = series.SelectMany(s => s.X).Distinct().Order().ToArray();
             plot.Axes.Bottom.SetTicks(ticks.Select(Math.Log2).ToArray(), ticks.Select(t => t.ToString("0.##")).ToArray());
         }
+        if (logY)
+        {
+            // Decades as major ticks, labelled with the values (not their logarithms).
+            plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic
+            {
+                MinorTickGenerator = new ScottPlot.TickGenerators.LogMinorTickGenerator(),
+                IntegerTicksOnly = true,
+                LabelFormatter = y => Math.Pow(10, y).ToString("G3"),
+            };
+        }
         plot.Title(title);
         plot.XLabel(xLabel);
         plot.YLabel(yLabel);
-        plot.ShowLegend(Alignment.LowerRight);
+        plot.ShowLegend(legend);
         AtomicFile.Write(path, temporary => File.WriteAllBytes(temporary, plot.GetImageBytes(width, height, ImageFormat.Png)));
     }
 }

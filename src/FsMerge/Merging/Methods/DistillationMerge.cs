@@ -49,9 +49,9 @@ public sealed class DistillationMerge : IMergeMethod
         var backbone = target.Arch.BackboneWeights(target)
             .ToDictionary(s => s.Name, s => (Tensor)new Parameter(first.Weights[s.Name].detach().clone(), requires_grad: true));
         var parameters = backbone.Values.Cast<Parameter>().ToList();
-        double loss = MergeTrainer.Train(parameters, images.shape[0], optimizer, index =>
+        var curve = MergeTrainer.Train(parameters, images.shape[0], optimizer, index =>
             nn.functional.mse_loss(target.Arch.Features(target, backbone, images.index_select(0, index)), targets.index_select(0, index)),
-            inputs.Seed, inputs.Progress, "distill");
+            inputs.Seed, inputs.Progress, "distill", inputs.Checkpoints);
 
         // Head t reads the student through the U-like matrix [I/s_1 | … | I/s_N] that undoes the target scales,
         // folded into the heads by the common head fold (spec §9.5).
@@ -63,9 +63,9 @@ public sealed class DistillationMerge : IMergeMethod
         var model = new Model(target, weights);
         return FoldedMerge.Outcome(model, new JsonObject
         {
-            ["final_loss"] = double.IsNaN(loss) ? null : loss,
+            ["final_loss"] = double.IsNaN(curve.FinalLoss) ? null : curve.FinalLoss,
             ["optimized_parameters"] = parameters.Sum(p => p.numel()),
             ["target_scales"] = new JsonArray(scales.Select(s => (JsonNode)s).ToArray()),
-        });
+        }) with { LossCurves = [curve] };
     }
 }

@@ -28,7 +28,7 @@ public sealed class FsMergeMethod : IMergeMethod
         new("targets", "all", "all: every model's feature for every sample (MLP, spec §4.2); own: only the sample's own model (transformers, spec §7.2)"),
         new("normalize", "true", "rescale each model's targets to model 1's mean |feature| and undo it in U (spec §4.5)"),
         .. OptimizerSettings.Options(optimizer: "sgd", lr: "0.1", epochs: "1000", batch: "0"),
-        new("early-stop", "0", "global: check the loss on the held-out samples every N epochs and keep the best θ (0 = off; needs held-out data, spec §6)"),
+        new("early-stop", "0", "global: check the loss on the held-out samples every N epochs and keep the best θ (0 = off; needs held-out data, spec §6; such a run is not checkpointed)"),
         new("patience", "5", "global: checks without improvement before early stopping"),
     ];
 
@@ -65,11 +65,11 @@ public sealed class FsMergeMethod : IMergeMethod
         var mergedSpace = FoldedMerge.MergedSpace(inputs, zipit != null ? MuInit.Average : rule);
 
         var details = new JsonObject { ["scope"] = scope };
-        double finalLoss;
+        List<LossCurve> curves;
         Dictionary<string, double[]> scales;
         if (scope == "global")
         {
-            (finalLoss, scales, var stop) = TrainGlobal(inputs, matrices, mergedSpace, targetsMode, normalize, optimizer, checkEvery, patience);
+            (curves, scales, var stop) = TrainGlobal(inputs, matrices, mergedSpace, targetsMode, normalize, optimizer, checkEvery, patience);
             if (stop != null)
                 details["early_stopping"] = new JsonObject
                 {
@@ -78,7 +78,9 @@ public sealed class FsMergeMethod : IMergeMethod
                 };
         }
         else
-            (finalLoss, scales) = TrainLocal(inputs, matrices, normalize, optimizer);
+            (curves, scales) = TrainLocal(inputs, matrices, normalize, optimizer);
+        // Local: the mean of the problems' final losses.
+        double finalLoss = optimizer.Epochs == 0 ? double.NaN : curves.Average(c => double.IsNaN(c.FinalLoss) ? 0 : c.FinalLoss);
 
         using var _ = torch.no_grad();
         var dense = matrices.ToDictionary(kv => kv.Key, kv => UndoScale(kv.Value, scales));
@@ -87,7 +89,7 @@ public sealed class FsMergeMethod : IMergeMethod
         details["optimized_parameters"] = matrices.Values.Sum(m => m.ParameterCount) + mergedSpace.Values.Sum(p => p.numel());
         details["target_scales"] = new JsonObject(scales.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)new JsonArray(kv.Value.Select(v => (JsonNode)v).ToArray()))));
         details["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 2);
-        return (FoldedMerge.Outcome(model, details), dense);
+        return (FoldedMerge.Outcome(model, details) with { LossCurves = curves }, dense);
     }
 
     static MuType ParseType(string text) => text switch
@@ -207,13 +209,15 @@ public sealed class FsMergeMethod : IMergeMethod
         return (parameters, samples, LossOf, scale, heldOutLoss);
     }
 
-    static (double, Dictionary<string, double[]>, EarlyStopping?) TrainGlobal(MergeInputs inputs, Dictionary<string, SiteMatrix> matrices,
+    /// <summary>With early stopping the phase is not checkpointed (its best θ lives in memory only).</summary>
+    static (List<LossCurve>, Dictionary<string, double[]>, EarlyStopping?) TrainGlobal(MergeInputs inputs, Dictionary<string, SiteMatrix> matrices,
         Dictionary<string, Tensor> mergedSpace, string targetsMode, bool normalize, OptimizerSettings optimizer, int checkEvery, int patience)
     {
         var (parameters, samples, lossOf, scale, heldOutLoss) = GlobalObjective(inputs, matrices, mergedSpace, targetsMode, normalize, FoldEveryStep(inputs));
         var stop = checkEvery > 0 && heldOutLoss != null ? new EarlyStopping(checkEvery, patience, heldOutLoss) : null;
-        double loss = MergeTrainer.Train(parameters, samples, optimizer, lossOf, inputs.Seed, inputs.Progress, "fs-merge global", stop);
-        return (loss, new Dictionary<string, double[]> { [inputs.Sites.HeadInput] = scale }, stop);
+        var curve = MergeTrainer.Train(parameters, samples, optimizer, lossOf, inputs.Seed, inputs.Progress, "fs-merge global",
+            stop == null ? inputs.Checkpoints : null, stop);
+        return ([curve], new Dictionary<string, double[]> { [inputs.Sites.HeadInput] = scale }, stop);
     }
 
     /// <summary>1 on the columns of each sample's own block of the head-input site, 0 elsewhere.</summary>
@@ -221,13 +225,12 @@ public sealed class FsMergeMethod : IMergeMethod
         torch.cat(Enumerable.Range(0, headSite.Models).Select(i =>
             taskOf.eq(i).to(ScalarType.Float32).unsqueeze(1).expand(-1, headSite.ModelWidths[i])).ToArray(), 1);
 
-    static (double, Dictionary<string, double[]>) TrainLocal(MergeInputs inputs, Dictionary<string, SiteMatrix> matrices,
+    static (List<LossCurve>, Dictionary<string, double[]>) TrainLocal(MergeInputs inputs, Dictionary<string, SiteMatrix> matrices,
         bool normalize, OptimizerSettings optimizer)
     {
         var sites = inputs.Sites;
         var scales = new Dictionary<string, double[]>();
-        double lossSum = 0;
-        int problems = 0;
+        var curves = new List<LossCurve>();
         foreach (var space in sites.Spaces)
         {
             if (!sites.Activations.TryGetValue(space.Key, out var activation)) continue;
@@ -239,17 +242,15 @@ public sealed class FsMergeMethod : IMergeMethod
             var input = torch.cat(preActivation.ToArray(), 1);
             var targetCat = torch.cat(features.Select((h, i) => h * scale[i]).ToArray(), 1);
             var parameters = MakeTrainable([matrices[merge.Name].Factors, matrices[unmerge.Name].Factors]);
-            double loss = MergeTrainer.Train(parameters, input.shape[0], optimizer, index =>
+            curves.Add(MergeTrainer.Train(parameters, input.shape[0], optimizer, index =>
             {
                 var merged = activation(input.index_select(0, index).matmul(matrices[merge.Name].Materialize()));
                 var reconstruction = merged.matmul(matrices[unmerge.Name].Materialize());
                 return nn.functional.mse_loss(reconstruction, targetCat.index_select(0, index));
-            }, inputs.Seed + problems, inputs.Progress, $"fs-merge local {space.Key}");
+            }, inputs.Seed + curves.Count, inputs.Progress, $"fs-merge local {space.Key}", inputs.Checkpoints));
             scales[unmerge.Name] = scale;
-            lossSum += double.IsNaN(loss) ? 0 : loss;
-            problems++;
         }
-        if (problems == 0) throw new FsMergeException("fs-merge --scope local: this architecture has no activation spaces to solve locally");
-        return (optimizer.Epochs == 0 ? double.NaN : lossSum / problems, scales);
+        if (curves.Count == 0) throw new FsMergeException("fs-merge --scope local: this architecture has no activation spaces to solve locally");
+        return (curves, scales);
     }
 }

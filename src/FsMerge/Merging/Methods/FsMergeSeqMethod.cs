@@ -39,6 +39,7 @@ public sealed class FsMergeSeqMethod : IMergeMethod
         Tensor? carried = null;
         MergeOutcome? outcome = null;
         var stages = new JsonArray();
+        var curves = new List<LossCurve>();
         for (int k = 0; k < n - 1; k++)
         {
             int tasks = k + 2;
@@ -57,6 +58,7 @@ public sealed class FsMergeSeqMethod : IMergeMethod
                 Device = inputs.Device,
                 Seed = inputs.Seed + k,
                 Progress = inputs.Progress,
+                Checkpoints = inputs.Checkpoints,
             };
             var options = settings.All.Where(kv => kv.Key != "stage-epochs").ToDictionary(kv => kv.Key, kv => kv.Value);
             options["epochs"] = stageEpochs[k].ToString(CultureInfo.InvariantCulture);
@@ -66,9 +68,10 @@ public sealed class FsMergeSeqMethod : IMergeMethod
             previous = stageOutcome.Merged!;
             carried = dense[stageInputs.Sites.HeadInput];
             outcome = stageOutcome;
+            curves.AddRange(stageOutcome.LossCurves.Select(c => c with { Phase = $"stage {k + 1}: {c.Phase}" }));
             stages.Add((JsonNode)new JsonObject { ["stage"] = k, ["epochs"] = stageEpochs[k], ["details"] = stageOutcome.Details.DeepClone() });
         }
-        return outcome! with { Details = new JsonObject { ["stages"] = stages } };
+        return outcome! with { Details = new JsonObject { ["stages"] = stages }, LossCurves = curves };
     }
 
     static int[] StageEpochs(MethodSettings settings, int models)

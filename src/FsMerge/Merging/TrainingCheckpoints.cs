@@ -1,0 +1,170 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using FsMerge.Data;
+using FsMerge.Models;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace FsMerge.Merging;
+
+/// <summary>
+/// Checkpoints of the training phases of one merge run (FS-Merge, distillation): every <see cref="Every"/> steps,
+/// at the end of each phase and when <see cref="Interrupt"/> was called (Ctrl-C), <see cref="MergeTrainer"/> saves
+/// θ, the optimizer state (momentum / Adam moments, step counts, current hyper-parameters), the scheduler position,
+/// the data-order RNG state, the current epoch's order and the loss bookkeeping into one file per phase
+/// (`train-K.ckpt`, written atomically). With <see cref="Resume"/>, each phase continues from its file: at the same
+/// thread count the result is bit-identical to an uninterrupted run, because everything else a merge computes
+/// (data draw, initialization, targets) is deterministic given the seed.
+/// </summary>
+public sealed class TrainingCheckpoints
+{
+    const string Magic = "fsmerge-train-checkpoint-1";
+
+    /// <summary>Checkpoint folder (created on the first save).</summary>
+    public string Directory { get; }
+    /// <summary>Save every this many steps (and at every phase end and on interrupt).</summary>
+    public int Every { get; }
+    /// <summary>Continue from existing checkpoints instead of starting over.</summary>
+    public bool Resume { get; }
+    /// <summary>Identifies the run's inputs and options; a checkpoint written by a different run is refused.</summary>
+    public string RunKey { get; }
+    /// <summary>Hears where each phase resumed (for the run's log).</summary>
+    public Action<string>? Log { get; init; }
+
+    volatile bool interrupted;
+    int phases;
+
+    public TrainingCheckpoints(string directory, int every, bool resume, string runKey)
+    {
+        if (every < 1) throw new FsMergeException($"--checkpoint-every {every}: must be at least 1");
+        Directory = directory;
+        Every = every;
+        Resume = resume;
+        RunKey = runKey;
+    }
+
+    /// <summary>Asks the running phase to save a checkpoint after its current step and stop with an <see cref="FsMergeException"/>.</summary>
+    public void Interrupt() => interrupted = true;
+    public bool Interrupted => interrupted;
+
+    /// <summary>
+    /// A fingerprint of a merge's inputs: method, options, seed, every source's config and weights, every task's
+    /// merge images. A checkpoint only resumes the run with the same fingerprint.
+    /// </summary>
+    public static string Fingerprint(string method, IReadOnlyDictionary<string, string> options, long seed, IReadOnlyList<Model> sources, IReadOnlyList<ImageSet> data)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        void Text(string text) => hash.AppendData(Encoding.UTF8.GetBytes(text + "\n"));
+        void Bytes(Tensor t) => hash.AppendData(t.detach().cpu().contiguous().bytes);
+        Text(method);
+        foreach (var (key, value) in options.OrderBy(kv => kv.Key, StringComparer.Ordinal)) Text($"{key}={value}");
+        Text(seed.ToString(CultureInfo.InvariantCulture));
+        foreach (var source in sources)
+        {
+            Text(source.Config.ToJson().ToJsonString());
+            foreach (var (name, weight) in source.Weights.OrderBy(kv => kv.Key, StringComparer.Ordinal)) { Text(name); Bytes(weight); }
+        }
+        foreach (var set in data) { Text(string.Join(",", set.Images.shape)); Bytes(set.Images); }
+        return Convert.ToHexString(hash.GetHashAndReset());
+    }
+
+    /// <summary>Whether <paramref name="directory"/> holds checkpoints of an unfinished run.</summary>
+    public static bool ExistIn(string directory) =>
+        System.IO.Directory.Exists(directory) && System.IO.Directory.EnumerateFiles(directory, "train-*.ckpt").Any();
+
+    /// <summary>The file of the next training phase of this run (phases are numbered in the order they train).</summary>
+    internal string NextPhaseFile() => Path.Combine(Directory, $"train-{phases++}.ckpt");
+
+    /// <summary>The loop state of <see cref="MergeTrainer"/> that a checkpoint holds besides θ and the optimizer.</summary>
+    internal sealed class LoopState
+    {
+        public long Step;
+        public double EpochSum, EpochLoss = double.NaN, WindowSum;
+        public long WindowSamples;
+        public List<LossPoint> Points = [];
+        public long[]? Order;          // the current epoch's sample order (null at an epoch boundary)
+        public byte[] GeneratorState = [];
+    }
+
+    /// <summary>Writes θ, optimizer state and loop state atomically to <paramref name="path"/>.</summary>
+    internal void Save(string path, string phase, long total, IReadOnlyList<Parameter> parameters, OptimizerHelper optimizer, LoopState state)
+    {
+        AtomicFile.Write(path, temporary =>
+        {
+            using var stream = File.Create(temporary);
+            using var writer = new BinaryWriter(stream, Encoding.UTF8);
+            writer.Write(Magic);
+            writer.Write(RunKey);
+            writer.Write(phase);
+            writer.Write(total);
+            writer.Write(parameters.Count);
+            foreach (var p in parameters)
+            {
+                writer.Write(string.Join(",", p.shape));
+                var bytes = p.detach().cpu().contiguous().bytes;
+                writer.Write(bytes.Length);
+                writer.Write(bytes);
+            }
+            optimizer.save_state_dict(writer);
+            writer.Write(state.Step);
+            writer.Write(state.EpochSum);
+            writer.Write(state.EpochLoss);
+            writer.Write(state.WindowSum);
+            writer.Write(state.WindowSamples);
+            writer.Write(state.Points.Count);
+            foreach (var point in state.Points) { writer.Write(point.Step); writer.Write(point.Loss); }
+            writer.Write(state.Order?.Length ?? -1);
+            foreach (var i in state.Order ?? []) writer.Write(i);
+            writer.Write(state.GeneratorState.Length);
+            writer.Write(state.GeneratorState);
+            stream.Flush(flushToDisk: true);
+        });
+    }
+
+    /// <summary>Restores θ and the optimizer from <paramref name="path"/> and returns the loop state; null when there is no file.</summary>
+    internal LoopState? Load(string path, string phase, long total, IReadOnlyList<Parameter> parameters, OptimizerHelper optimizer)
+    {
+        if (!File.Exists(path)) return null;
+        try
+        {
+            using var reader = new BinaryReader(File.OpenRead(path), Encoding.UTF8);
+            if (reader.ReadString() != Magic) throw new FsMergeException($"{path}: not an fsmerge training checkpoint");
+            if (reader.ReadString() != RunKey)
+                throw new FsMergeException($"{path}: the checkpoint belongs to a run with other models, data or options; rerun with the same ones, or without --resume to start over");
+            var savedPhase = reader.ReadString();
+            long savedTotal = reader.ReadInt64();
+            int count = reader.ReadInt32();
+            if (savedPhase != phase || savedTotal != total || count != parameters.Count)
+                throw new FsMergeException($"{path}: the checkpoint is of phase '{savedPhase}' ({savedTotal} steps, {count} tensors), this run's is '{phase}' ({total} steps, {parameters.Count} tensors)");
+            using (torch.no_grad())
+                foreach (var p in parameters)
+                {
+                    var shape = reader.ReadString();
+                    var bytes = reader.ReadBytes(reader.ReadInt32());
+                    if (shape != string.Join(",", p.shape))
+                        throw new FsMergeException($"{path}: a parameter of shape [{shape}] where this run has [{string.Join(",", p.shape)}]");
+                    using var value = torch.empty(p.shape, p.dtype);
+                    value.bytes = bytes;
+                    p.copy_(value);
+                }
+            optimizer.load_state_dict(reader);
+            var state = new LoopState
+            {
+                Step = reader.ReadInt64(), EpochSum = reader.ReadDouble(), EpochLoss = reader.ReadDouble(),
+                WindowSum = reader.ReadDouble(), WindowSamples = reader.ReadInt64(),
+            };
+            int points = reader.ReadInt32();
+            for (int i = 0; i < points; i++) state.Points.Add(new LossPoint(reader.ReadInt64(), reader.ReadDouble()));
+            int orderLength = reader.ReadInt32();
+            if (orderLength >= 0) state.Order = Enumerable.Range(0, orderLength).Select(_ => reader.ReadInt64()).ToArray();
+            state.GeneratorState = reader.ReadBytes(reader.ReadInt32());
+            return state;
+        }
+        catch (Exception e) when (e is EndOfStreamException or IOException or InvalidDataException or ArgumentException)
+        {
+            throw new FsMergeException($"{path}: unreadable training checkpoint ({e.Message}); delete it to start over");
+        }
+    }
+}

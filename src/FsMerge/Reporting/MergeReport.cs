@@ -1,0 +1,286 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json.Nodes;
+using FsMerge.Evaluation;
+using FsMerge.Merging;
+using FsMerge.Models;
+
+namespace FsMerge.Reporting;
+
+/// <summary>One source model of a merge: where it came from, its task, its config, and how many merge images it got.</summary>
+public sealed record ReportSource(string Path, string Task, ModelConfig Config, int MergeSamples);
+
+/// <summary>One method's result on a run's inputs: its options, cost, loss curves and (if labelled data was given) accuracies.</summary>
+public sealed record MethodResult
+{
+    public required string Method { get; init; }
+    public IReadOnlyDictionary<string, string> Options { get; init; } = new Dictionary<string, string>();
+    public double Seconds { get; init; }
+    /// <summary>Peak resident memory of the process up to the end of this method, from its start or the caller's <see cref="FsMerge.Bench.PeakMemory.Reset"/> (0 when unknown).</summary>
+    public double PeakMegabytes { get; init; }
+    public long? OptimizedParameters { get; init; }
+    public double? FinalLoss { get; init; }
+    public IReadOnlyList<LossCurve> LossCurves { get; init; } = [];
+    /// <summary>Accuracies on labelled evaluation data; null when none was given.</summary>
+    public EvaluationResult? Test { get; init; }
+    /// <summary>The method's own details (merge.json's "details").</summary>
+    public JsonObject Details { get; init; } = new();
+
+    /// <summary>The result of <paramref name="outcome"/>, with the cost measured by the caller.</summary>
+    public static MethodResult From(string method, MethodSettings settings, MergeOutcome outcome, double seconds, double peakMegabytes,
+        EvaluationResult? test) => new()
+    {
+        Method = method,
+        Options = settings.All,
+        Seconds = seconds,
+        PeakMegabytes = peakMegabytes,
+        OptimizedParameters = outcome.Details["optimized_parameters"]?.GetValue<long>(),
+        // The method's own final loss (the mean over problems for local FS-Merge), else the last phase's.
+        FinalLoss = outcome.Details["final_loss"] is JsonValue v && v.TryGetValue<double>(out var loss) ? loss
+            : outcome.LossCurves.Count > 0 && !double.IsNaN(outcome.LossCurves[^1].FinalLoss) ? outcome.LossCurves[^1].FinalLoss : null,
+        LossCurves = outcome.LossCurves,
+        Test = test,
+        Details = outcome.Details,
+    };
+}
+
+/// <summary>Accuracy of one method at one amount of merge data, for the accuracy-against-data plot.</summary>
+public sealed record DataPoint(string Method, int SamplesPerTask, EvaluationResult Test);
+
+/// <summary>Everything a merge report shows: the inputs, one or several methods run on them, and optionally a data series.</summary>
+public sealed record MergeRunSummary
+{
+    public required IReadOnlyList<ReportSource> Sources { get; init; }
+    /// <summary>One entry per method run on the same inputs (`fsmerge merge`: one; `fsmerge compare`: several).</summary>
+    public required IReadOnlyList<MethodResult> Methods { get; init; }
+    /// <summary>The method whose merged model is saved in the report's folder (it gets the model card), or null.</summary>
+    public string? SavedModel { get; init; }
+    /// <summary>The merged model's config (heads, widths) when <see cref="SavedModel"/> is set.</summary>
+    public ModelConfig? SavedConfig { get; init; }
+    public long Seed { get; init; }
+    public int Threads { get; init; }
+    public string Device { get; init; } = "cpu";
+    public int AugmentedPerTask { get; init; }
+    /// <summary>The command line that produced the run, for reproduction (optional).</summary>
+    public string? CommandLine { get; init; }
+    public DateTimeOffset Finished { get; init; } = DateTimeOffset.UtcNow;
+    /// <summary>Accuracy at several amounts of merge data (empty: no accuracy-against-data plot).</summary>
+    public IReadOnlyList<DataPoint> DataSeries { get; init; } = [];
+}
+
+/// <summary>
+/// Writes a merge's report into a folder: report.md, metrics.json, metrics.csv, PNG plots (loss.png: training
+/// loss; accuracy.png: per-task accuracy per method; accuracy-vs-data.png: accuracy against merge data) and,
+/// when the folder holds the merged model, its model card README.md. Every file is written atomically.
+/// </summary>
+public static class MergeReport
+{
+    public const string ReportFile = "report.md", MetricsJson = "metrics.json", MetricsCsv = "metrics.csv",
+        LossPlot = "loss.png", AccuracyPlot = "accuracy.png", DataPlot = "accuracy-vs-data.png", ModelCardFile = "README.md";
+
+    /// <summary>Writes the report files into <paramref name="dir"/> and returns their names.</summary>
+    public static IReadOnlyList<string> Write(string dir, MergeRunSummary run)
+    {
+        if (run.Methods.Count == 0) throw new ArgumentException("a report needs at least one method result", nameof(run));
+        Directory.CreateDirectory(dir);
+        var files = new List<string>();
+        void Text(string name, string text) { AtomicFile.WriteAllText(Path.Combine(dir, name), text); files.Add(name); }
+
+        var plots = WritePlots(dir, run);
+        files.AddRange(plots);
+        Text(MetricsJson, Json(run).ToJsonString(JsonFormat.Indented));
+        Text(MetricsCsv, Csv(run));
+        Text(ReportFile, Markdown(run, plots));
+        if (run.SavedModel != null && run.SavedConfig != null)
+            Text(ModelCardFile, ModelCard.Markdown(run, run.Methods.First(m => m.Method == run.SavedModel), run.SavedConfig));
+        return files;
+    }
+
+    static List<string> WritePlots(string dir, MergeRunSummary run)
+    {
+        var plots = new List<string>();
+        var curves = run.Methods.SelectMany(m => m.LossCurves.Where(c => c.Points.Count > 0)
+            .Select(c => new ChartSeries(CurveName(run, m, c), c.Points.Select(p => (double)p.Step).ToList(), c.Points.Select(p => p.Loss).ToList()))).ToList();
+        if (curves.Count > 0)
+        {
+            // A logarithmic loss axis when the losses are positive and span at least a decade.
+            var losses = curves.SelectMany(c => c.Y).ToList();
+            bool logY = losses.Min() > 0 && losses.Max() / losses.Min() >= 10;
+            LineChart.Save(Path.Combine(dir, LossPlot), "training loss", "step", "loss", curves, logY: logY, legend: ScottPlot.Alignment.UpperRight);
+            plots.Add(LossPlot);
+        }
+        var tested = run.Methods.Where(m => m.Test != null).ToList();
+        if (tested.Count > 0)
+        {
+            var categories = tested[0].Test!.Tasks.Select(t => t.Task).Append("per-task mean").Append("joint").ToList();
+            var series = tested.Select(m => new BarSeries(m.Method,
+                m.Test!.Tasks.Select(t => 100 * t.Accuracy).Append(100 * m.Test.PerTaskMean).Append(100 * m.Test.Joint).ToList())).ToList();
+            BarChart.Save(Path.Combine(dir, AccuracyPlot), "accuracy per task", "accuracy (%)", categories, series);
+            plots.Add(AccuracyPlot);
+        }
+        if (run.DataSeries.Count > 0)
+        {
+            var lines = run.DataSeries.GroupBy(p => p.Method).Select(g =>
+            {
+                var points = g.OrderBy(p => p.SamplesPerTask).ToList();
+                return new ChartSeries(g.Key, points.Select(p => (double)p.SamplesPerTask).ToList(), points.Select(p => 100 * p.Test.PerTaskMean).ToList());
+            }).ToList();
+            LineChart.Save(Path.Combine(dir, DataPlot), "per-task mean accuracy against merge data", "unlabeled images per task", "accuracy (%)", lines,
+                logX: run.DataSeries.All(p => p.SamplesPerTask > 0));
+            plots.Add(DataPlot);
+        }
+        return plots;
+    }
+
+    static string CurveName(MergeRunSummary run, MethodResult m, LossCurve c) => run.Methods.Count == 1 ? c.Phase : $"{m.Method}: {c.Phase}";
+
+    public static JsonObject Json(MergeRunSummary run) => new()
+    {
+        ["finished"] = run.Finished.ToString("O", CultureInfo.InvariantCulture),
+        ["command"] = run.CommandLine,
+        ["seed"] = run.Seed,
+        ["threads"] = run.Threads,
+        ["device"] = run.Device,
+        ["augmented_per_task"] = run.AugmentedPerTask,
+        ["sources"] = new JsonArray(run.Sources.Select(s => (JsonNode)new JsonObject
+        {
+            ["path"] = s.Path, ["task"] = s.Task, ["merge_samples"] = s.MergeSamples, ["architecture"] = Describe(s.Config),
+        }).ToArray()),
+        ["saved_model"] = run.SavedModel,
+        ["methods"] = new JsonArray(run.Methods.Select(m => (JsonNode)new JsonObject
+        {
+            ["method"] = m.Method,
+            ["options"] = new JsonObject(m.Options.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
+            ["seconds"] = Math.Round(m.Seconds, 3),
+            ["peak_mb"] = m.PeakMegabytes > 0 ? Math.Round(m.PeakMegabytes, 1) : null,
+            ["optimized_parameters"] = m.OptimizedParameters,
+            ["final_loss"] = m.FinalLoss,
+            ["test"] = m.Test?.ToJson(),
+            ["loss_curves"] = new JsonArray(m.LossCurves.Select(c => (JsonNode)new JsonObject
+            {
+                ["phase"] = c.Phase,
+                ["final_loss"] = double.IsNaN(c.FinalLoss) ? null : c.FinalLoss,
+                ["steps"] = new JsonArray(c.Points.Select(p => (JsonNode)p.Step).ToArray()),
+                ["loss"] = new JsonArray(c.Points.Select(p => (JsonNode)p.Loss).ToArray()),
+            }).ToArray()),
+            ["details"] = m.Details.DeepClone(),
+        }).ToArray()),
+        ["data_series"] = new JsonArray(run.DataSeries.Select(p => (JsonNode)new JsonObject
+        {
+            ["method"] = p.Method, ["samples_per_task"] = p.SamplesPerTask, ["test"] = p.Test.ToJson(),
+        }).ToArray()),
+    };
+
+    /// <summary>Long format, one value a row: method, samples_per_task (empty: the run's), metric, task (empty: not per task), value.</summary>
+    public static string Csv(MergeRunSummary run)
+    {
+        var csv = new StringBuilder("method,samples_per_task,metric,task,value\n");
+        void Row(string method, int? samples, string metric, string task, double value) =>
+            csv.Append(CultureInfo.InvariantCulture, $"{Field(method)},{samples},{metric},{Field(task)},{value.ToString("R", CultureInfo.InvariantCulture)}\n");
+        void Accuracies(string method, int? samples, EvaluationResult test)
+        {
+            foreach (var t in test.Tasks) Row(method, samples, "accuracy", t.Task, t.Accuracy);
+            Row(method, samples, "per_task_mean", "", test.PerTaskMean);
+            Row(method, samples, "joint", "", test.Joint);
+        }
+        foreach (var m in run.Methods)
+        {
+            if (m.Test != null) Accuracies(m.Method, null, m.Test);
+            Row(m.Method, null, "seconds", "", m.Seconds);
+            if (m.PeakMegabytes > 0) Row(m.Method, null, "peak_mb", "", m.PeakMegabytes);
+            if (m.OptimizedParameters is { } p) Row(m.Method, null, "optimized_parameters", "", p);
+            if (m.FinalLoss is { } l) Row(m.Method, null, "final_loss", "", l);
+        }
+        foreach (var p in run.DataSeries) Accuracies(p.Method, p.SamplesPerTask, p.Test);
+        return csv.ToString();
+    }
+
+    static string Field(string text) => text.IndexOfAny([',', '"', '\n']) < 0 ? text : $"\"{text.Replace("\"", "\"\"")}\"";
+
+    /// <summary>A one-line description of a model's shape, e.g. "mlp 784-128-128" or "vit 28x28/7, d=64, depth 4, 4 heads, mlp 256".</summary>
+    public static string Describe(ModelConfig c) => c.Architecture == "mlp"
+        ? $"mlp {c.InputSize}-{string.Join("-", c.HiddenSizes)}"
+        : $"vit {c.ImageSize}x{c.ImageSize}x{c.NumChannels}/{c.PatchSize}, d={c.HiddenSize}, depth {c.NumHiddenLayers}, {c.NumAttentionHeads} heads, mlp {c.IntermediateSize}";
+
+    static string Percent(double a) => (100 * a).ToString("F2", CultureInfo.InvariantCulture);
+
+    static string Megabytes(double mb) => mb > 0 ? mb.ToString("F0", CultureInfo.InvariantCulture) + " MB" : "n/a";
+
+    public static string Markdown(MergeRunSummary run, IReadOnlyList<string> plots)
+    {
+        var md = new StringBuilder();
+        var methods = string.Join(", ", run.Methods.Select(m => m.Method));
+        md.AppendLine($"# Merge report: {run.Sources.Count} models, {methods}\n");
+        md.AppendLine($"Finished {run.Finished:yyyy-MM-dd HH:mm:ss} UTC" + (run.CommandLine != null ? $" by `{run.CommandLine}`." : "."));
+        md.AppendLine();
+        md.AppendLine("## What was merged\n");
+        md.AppendLine("| # | source model | architecture | task | classes | source test accuracy | unlabeled merge images |");
+        md.AppendLine("|---|---|---|---|---|---|---|");
+        foreach (var (s, i) in run.Sources.Select((s, i) => (s, i)))
+        {
+            var accuracy = s.Config.Training["test_accuracy"] is JsonValue v && v.TryGetValue<double>(out var a) ? Percent(a) + " %" : "not recorded";
+            md.AppendLine($"| {i + 1} | `{s.Path}` | {Describe(s.Config)} | {s.Task} | {s.Config.Heads.Sum(h => h.Labels.Length)} | {accuracy} | {s.MergeSamples} |");
+        }
+        md.AppendLine();
+        md.AppendLine($"Seed {run.Seed}, {(run.Threads == 0 ? "LibTorch's default thread count" : $"{run.Threads} thread(s)")}, device {run.Device}" +
+                      (run.AugmentedPerTask > 0 ? $", {run.AugmentedPerTask} augmented images per task added to the merge data." : "."));
+        md.AppendLine("The merge reads the images only, never their labels.\n");
+
+        md.AppendLine("## How\n");
+        foreach (var m in run.Methods)
+        {
+            md.AppendLine($"**{m.Method}** options:\n");
+            md.AppendLine("| option | value |");
+            md.AppendLine("|---|---|");
+            foreach (var (k, value) in m.Options) md.AppendLine($"| `--{k}` | {(value.Length == 0 ? "(empty)" : value)} |");
+            md.AppendLine();
+        }
+
+        var tested = run.Methods.Where(m => m.Test != null).ToList();
+        md.AppendLine("## Accuracy\n");
+        if (tested.Count == 0)
+            md.AppendLine("No labelled evaluation data was given, so no accuracy was measured.\n");
+        else
+        {
+            var tasks = tested[0].Test!.Tasks;
+            md.AppendLine("Per-task accuracy: task t's test images classified by head t alone. Joint accuracy: the argmax over all heads' " +
+                          "classes together must be task t's label in head t (the model is not told the task).\n");
+            md.AppendLine($"| method | {string.Join(" | ", tasks.Select(t => $"{t.Task} (n={t.Count})"))} | per-task mean | joint |");
+            md.AppendLine($"|---|{string.Concat(tasks.Select(_ => "---|"))}---|---|");
+            foreach (var m in tested)
+                md.AppendLine($"| {m.Method} | {string.Join(" | ", m.Test!.Tasks.Select(t => Percent(t.Accuracy)))} | {Percent(m.Test.PerTaskMean)} | {Percent(m.Test.Joint)} |");
+            md.AppendLine();
+        }
+
+        md.AppendLine("## Cost\n");
+        md.AppendLine("Wall time of the merge itself (data loading and evaluation excluded); peak memory is the process's peak resident set " +
+                      "(LibTorch included) at the end of the method.\n");
+        md.AppendLine("| method | wall time | peak memory | optimized parameters | final training loss |");
+        md.AppendLine("|---|---|---|---|---|");
+        foreach (var m in run.Methods)
+            md.AppendLine($"| {m.Method} | {m.Seconds:F1} s | {Megabytes(m.PeakMegabytes)} | {m.OptimizedParameters?.ToString("N0", CultureInfo.InvariantCulture) ?? (m.LossCurves.Count > 0 ? "not recorded" : "none (no training)")} | " +
+                          $"{m.FinalLoss?.ToString("G4", CultureInfo.InvariantCulture) ?? "n/a"} |");
+        md.AppendLine();
+
+        if (plots.Count > 0)
+        {
+            md.AppendLine("## Plots\n");
+            foreach (var p in plots)
+            {
+                var caption = p switch
+                {
+                    LossPlot => "Training loss (mean over the batches since the previous point)",
+                    AccuracyPlot => "Accuracy per task",
+                    _ => "Per-task mean accuracy against the number of unlabeled merge images per task",
+                };
+                md.AppendLine($"{caption}:\n\n![{caption}]({p})\n");
+            }
+        }
+
+        md.AppendLine("## Files\n");
+        if (run.SavedModel != null)
+            md.AppendLine($"- `config.json`, `model.safetensors`: the merged model ({run.SavedModel}); `README.md`: its model card");
+        md.AppendLine("- `metrics.json`, `metrics.csv`: the numbers above, machine-readable (the CSV has one value a row)");
+        return md.ToString();
+    }
+}

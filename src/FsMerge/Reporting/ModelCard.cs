@@ -1,0 +1,74 @@
+using System.Globalization;
+using System.Text;
+using FsMerge.Models;
+
+namespace FsMerge.Reporting;
+
+/// <summary>The model card (README.md) of a merged model: what it is, its heads, how it was made, how to load it, its limits.</summary>
+public static class ModelCard
+{
+    public static string Markdown(MergeRunSummary run, MethodResult method, ModelConfig config)
+    {
+        var md = new StringBuilder();
+        var tasks = config.Heads.Select(h => h.Task).ToList();
+        md.AppendLine("---");
+        md.AppendLine("library_name: fsmerge");
+        md.AppendLine("tags: [model-merging, multi-task, " + method.Method + "]");
+        md.AppendLine("---\n");
+        md.AppendLine($"# Merged multi-task model: {string.Join(" + ", tasks)}\n");
+        md.AppendLine($"One {MergeReport.Describe(config)} backbone with {config.Heads.Count} classification heads, one per task. " +
+                      $"It was made by merging {run.Sources.Count} models, each trained on one task, with **{method.Method}** " +
+                      "(FsMerge), using unlabeled images only: no labels and no fine-tuning on labelled data.\n");
+
+        md.AppendLine("## Heads\n");
+        md.AppendLine("Head t reads the backbone's feature and classifies task t's images; pick the head of the task you want.\n");
+        md.AppendLine("| head | task | tensors | classes | labels |");
+        md.AppendLine("|---|---|---|---|---|");
+        for (int t = 0; t < config.Heads.Count; t++)
+        {
+            var h = config.Heads[t];
+            var labels = h.Labels.Length <= 12 ? string.Join(", ", h.Labels) : string.Join(", ", h.Labels.Take(12)) + ", …";
+            md.AppendLine($"| {t} | {h.Task} | `{Heads.Prefix(t, config.Heads.Count)}.weight`, `.bias` | {h.Labels.Length} | {labels} |");
+        }
+        md.AppendLine();
+
+        md.AppendLine("## How it was made\n");
+        md.AppendLine("| source | task | unlabeled merge images |");
+        md.AppendLine("|---|---|---|");
+        foreach (var s in run.Sources) md.AppendLine($"| `{s.Path}` | {s.Task} | {s.MergeSamples} |");
+        md.AppendLine();
+        md.AppendLine($"Method {method.Method} with options {string.Join(", ", method.Options.Select(kv => $"`--{kv.Key} {kv.Value}`"))}; seed {run.Seed}; " +
+                      $"{method.Seconds:F1} s" + (method.OptimizedParameters is { } p ? $", {p.ToString("N0", CultureInfo.InvariantCulture)} optimized parameters" : "") + ".");
+        if (run.CommandLine != null) md.AppendLine($"\nCommand: `{run.CommandLine}`");
+        md.AppendLine();
+        if (method.Test is { } test)
+        {
+            md.AppendLine("## Accuracy\n");
+            md.AppendLine("| task | test images | accuracy % |");
+            md.AppendLine("|---|---|---|");
+            foreach (var t in test.Tasks) md.AppendLine($"| {t.Task} | {t.Count} | {100 * t.Accuracy:F2} |");
+            md.AppendLine($"| per-task mean | | {100 * test.PerTaskMean:F2} |");
+            md.AppendLine($"| joint (task not given) | | {100 * test.Joint:F2} |");
+            md.AppendLine();
+        }
+
+        md.AppendLine("## How to load it\n");
+        md.AppendLine("The folder holds `config.json` (shape, heads and labels under `fsmerge.heads`) and `model.safetensors` (float32).\n");
+        md.AppendLine("```sh\nfsmerge eval --model THIS_FOLDER            # accuracy per task and joint\n```\n");
+        md.AppendLine("```csharp\nusing var model = FsMerge.Models.Model.Load(\"THIS_FOLDER\", TorchSharp.torch.CPU);\n" +
+                      "var features = model.Features(images);      // images as the sources were fed: " + InputText(config) + "\n" +
+                      "var logits = model.Logits(features, head);  // head = the task's index in the table above\n```\n");
+        md.AppendLine("```python\nfrom safetensors.torch import load_file\nweights = load_file(\"THIS_FOLDER/model.safetensors\")  # tensor names as in the table above\n```\n");
+
+        md.AppendLine("## Limitations\n");
+        md.AppendLine("- A merged model is usually less accurate than each source model on its own task; the accuracies above are measured, others are not.");
+        md.AppendLine("- Joint accuracy (the model is not told the task) is lower than per-task accuracy: heads were trained separately, so their logits are not calibrated against each other.");
+        md.AppendLine("- Inputs must be prepared exactly as for the source models (size, channels, normalization).");
+        md.AppendLine("- The merge saw only the unlabeled images listed above; behaviour on other data distributions is untested.");
+        return md.ToString();
+    }
+
+    static string InputText(ModelConfig c) => c.Architecture == "mlp"
+        ? $"[B, {c.InputSize}] or [B, C, H, W] flattening to {c.InputSize}"
+        : $"[B, {c.NumChannels}, {c.ImageSize}, {c.ImageSize}]";
+}
