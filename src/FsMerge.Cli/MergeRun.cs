@@ -83,12 +83,7 @@ sealed class MergeRun : IDisposable
     /// <summary>Writes the report into <paramref name="dir"/> (the output being assembled) and marks the run complete.</summary>
     public void WriteReport(string dir, MergeRunSummary summary)
     {
-        var files = MergeReport.Write(dir, summary with
-        {
-            CommandLine = $"fsmerge {string.Join(" ", Environment.GetCommandLineArgs().Skip(1))}",
-            Threads = args.Int("threads", min: 0),
-            Device = args.Require("device"),
-        });
+        var files = MergeReport.Write(dir, summary with { CommandLine = $"fsmerge {string.Join(" ", Environment.GetCommandLineArgs().Skip(1))}" });
         Note($"report: {string.Join(", ", files)}");
         complete = true;
     }

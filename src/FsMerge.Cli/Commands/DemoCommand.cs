@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using FsMerge.Bench;
 using FsMerge.Data;
 using FsMerge.Evaluation;
 using FsMerge.Merging;
@@ -87,7 +86,7 @@ sealed class DemoCommand : ICommand
             var watch = Stopwatch.StartNew();
             var outcome = m.Merge(plan.Inputs(device, 1, null), settings);
             var seconds = watch.Elapsed.TotalSeconds;
-            rows.Add((label, Evaluator.Evaluate(outcome.Predict, plan.TestSets(), device, names), seconds));
+            rows.Add((label, Evaluator.Evaluate(outcome.Predict, plan.Tests, device, names), seconds));
             results.Add(MethodResult.From(label, settings, outcome, seconds, PeakMemory.Megabytes(), rows[^1].Result));
             if (outcome.Merged is { } merged)
             {

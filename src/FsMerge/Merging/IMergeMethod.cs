@@ -75,6 +75,12 @@ public interface IMergeMethod
     MergeOutcome Merge(MergeInputs inputs, MethodSettings settings);
 }
 
+/// <summary>A method that trains parameters: a dry run asks it how many, without training.</summary>
+public interface ITrainedMergeMethod : IMergeMethod
+{
+    long OptimizedParameterCount(MergeInputs inputs, MethodSettings settings);
+}
+
 /// <summary>A method's option values (defaults filled in), with typed reads that fail with clear messages.</summary>
 public sealed class MethodSettings
 {

@@ -1,3 +1,5 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using FsMerge.IO;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -57,30 +59,131 @@ public sealed class Model : IDisposable
         return fresh;
     }
 
+    /// <summary>
+    /// Head <paramref name="task"/> alone on this backbone, as a single-task model (head named "classifier",
+    /// so Hugging Face's *ForImageClassification loads it). It shares this model's tensors: do not dispose it.
+    /// </summary>
+    public Model SingleTask(int task)
+    {
+        var config = Config with { Heads = [Config.Heads[task]] };
+        var weights = config.Arch.BackboneWeights(config).ToDictionary(w => w.Name, w => Weights[w.Name]);
+        var prefix = Heads.Prefix(task, HeadCount);
+        weights["classifier.weight"] = Weights[$"{prefix}.weight"];
+        weights["classifier.bias"] = Weights[$"{prefix}.bias"];
+        return new Model(config, weights);
+    }
+
+    /// <summary>
+    /// Reads a Hugging Face-style directory: config.json and model.safetensors, or shards listed in
+    /// model.safetensors.index.json. Tensor names may carry the usual prefixes ("model.", and "vit."/"bert."
+    /// present or absent, as ViTModel and ViTForImageClassification differ); ViTModel's pooler, which the
+    /// classification head does not read, is skipped. Every weight is checked for shape, type and finite values.
+    /// </summary>
     public static Model Load(string dir, Device device)
     {
         if (!Directory.Exists(dir)) throw new FsMergeException($"{dir}: model directory not found");
         var config = ModelConfig.Read(Path.Combine(dir, ConfigFile));
-        var path = Path.Combine(dir, WeightsFile);
-        using var content = Safetensors.Read(path);
-        var weights = new Dictionary<string, Tensor>();
-        foreach (var spec in ExpectedWeights(config))
+        var expected = ExpectedWeights(config).ToDictionary(w => w.Name);
+        var stored = new Dictionary<string, (Tensor Tensor, string File)>();
+        var contents = new List<SafetensorsContent>();
+        try
         {
-            if (!content.Tensors.TryGetValue(spec.Name, out var stored))
-                throw new FsMergeException($"{path}: tensor '{spec.Name}' missing (config.json implies shape [{string.Join(", ", spec.Shape)}])");
-            if (!stored.shape.SequenceEqual(spec.Shape))
-                throw new FsMergeException($"{path}: tensor '{spec.Name}' has shape [{string.Join(", ", stored.shape)}], expected [{string.Join(", ", spec.Shape)}]");
-            if (!stored.is_floating_point())
-                throw new FsMergeException($"{path}: tensor '{spec.Name}' has dtype {stored.dtype}, expected a floating-point type");
-            var weight = stored.to(ScalarType.Float32).to(device).detach();
-            if (!weight.isfinite().all().item<bool>())
-                throw new FsMergeException($"{path}: tensor '{spec.Name}' contains NaN or Inf values");
-            weights[spec.Name] = weight;
+            foreach (var file in WeightFiles(dir))
+            {
+                var content = Safetensors.Read(file.Path);
+                contents.Add(content);
+                foreach (var (name, tensor) in content.Tensors)
+                {
+                    if (file.Names != null && !file.Names.Contains(name)) continue;
+                    var canonical = CanonicalName(name, expected.Keys, config, file.Path);
+                    if (canonical == null) continue;
+                    if (!stored.TryAdd(canonical, (tensor, file.Path)))
+                        throw new FsMergeException($"{file.Path}: tensor '{name}' is stored twice (as '{canonical}' also in {stored[canonical].File})");
+                }
+            }
+            var weights = new Dictionary<string, Tensor>();
+            try
+            {
+                foreach (var spec in expected.Values)
+                    weights[spec.Name] = CheckedWeight(spec, stored, dir, device);
+            }
+            catch
+            {
+                foreach (var w in weights.Values) w.Dispose();
+                throw;
+            }
+            return new Model(config, weights);
         }
-        var unexpected = content.Tensors.Keys.Except(weights.Keys).ToList();
-        if (unexpected.Count > 0)
-            throw new FsMergeException($"{path}: unexpected tensor '{unexpected[0]}' (not part of the {config.Architecture} described by config.json)");
-        return new Model(config, weights);
+        finally
+        {
+            foreach (var c in contents) c.Dispose();
+        }
+    }
+
+    public const string IndexFile = "model.safetensors.index.json";
+
+    /// <summary>The safetensors files of a model directory; for shards, the tensor names each must hold.</summary>
+    static List<(string Path, HashSet<string>? Names)> WeightFiles(string dir)
+    {
+        var single = Path.Combine(dir, WeightsFile);
+        var index = Path.Combine(dir, IndexFile);
+        if (File.Exists(single) || !File.Exists(index)) return [(single, null)];
+        JsonObject map;
+        try
+        {
+            map = (JsonNode.Parse(File.ReadAllText(index)) as JsonObject)?["weight_map"] as JsonObject
+                  ?? throw new FsMergeException($"{index}: expected a JSON object with a \"weight_map\" of tensor name -> shard file");
+        }
+        catch (JsonException e)
+        {
+            throw new FsMergeException($"{index}: invalid JSON ({e.Message.Split('\n')[0]})");
+        }
+        var files = new Dictionary<string, HashSet<string>>();
+        foreach (var (name, value) in map)
+        {
+            var shard = value is JsonValue v && v.TryGetValue<string>(out var f) && f.Length > 0 && Path.GetFileName(f) == f ? f
+                : throw new FsMergeException($"{index}: weight_map['{name}'] must be a shard file name in the same folder");
+            if (!files.TryGetValue(shard, out var names)) files[shard] = names = [];
+            names.Add(name);
+        }
+        foreach (var (shard, names) in files)
+            if (!File.Exists(Path.Combine(dir, shard)))
+                throw new FsMergeException($"{index}: shard {shard} (holding '{names.First()}' and {names.Count - 1} other tensor(s)) is missing from {dir}");
+        return files.Select(kv => (Path.Combine(dir, kv.Key), (HashSet<string>?)kv.Value)).ToList();
+    }
+
+    /// <summary>
+    /// The name FsMerge uses for a stored tensor, tolerating the usual prefixes; null for a tensor the model
+    /// does not read (ViTModel's pooler). Any other unknown tensor is an error.
+    /// </summary>
+    static string? CanonicalName(string name, IEnumerable<string> expected, ModelConfig config, string file)
+    {
+        var known = expected as ICollection<string> ?? expected.ToList();
+        var bare = name.StartsWith("model.") ? name["model.".Length..] : name;
+        foreach (var candidate in new[] { name, bare, "vit." + bare, "bert." + bare })
+            if (known.Contains(candidate)) return candidate;
+        if (config.Architecture == "vit" && (bare.StartsWith("pooler.") || bare.StartsWith("vit.pooler."))) return null;
+        throw new FsMergeException($"{file}: unexpected tensor '{name}' (not part of the {config.Architecture} described by config.json)");
+    }
+
+    static Tensor CheckedWeight(WeightSpec spec, Dictionary<string, (Tensor Tensor, string File)> stored, string dir, Device device)
+    {
+        if (!stored.TryGetValue(spec.Name, out var entry) && spec.Name.StartsWith("classifier"))
+            throw new FsMergeException($"{dir}: no classification head ('{spec.Name}' missing); a source must be a single-task classifier such as ViTForImageClassification");
+        if (entry.Tensor is null)
+            throw new FsMergeException($"{dir}: tensor '{spec.Name}' missing (config.json implies shape [{string.Join(", ", spec.Shape)}])");
+        var (tensor, file) = entry;
+        if (!tensor.shape.SequenceEqual(spec.Shape))
+            throw new FsMergeException($"{file}: tensor '{spec.Name}' has shape [{string.Join(", ", tensor.shape)}], expected [{string.Join(", ", spec.Shape)}] (from config.json)");
+        if (!tensor.is_floating_point())
+            throw new FsMergeException($"{file}: tensor '{spec.Name}' has dtype {tensor.dtype}, expected a floating-point type");
+        var weight = tensor.to(ScalarType.Float32).to(device).detach();
+        if (!weight.isfinite().all().item<bool>())
+        {
+            weight.Dispose();
+            throw new FsMergeException($"{file}: tensor '{spec.Name}' contains NaN or Inf values");
+        }
+        return weight;
     }
 
     /// <summary>Writes config.json and model.safetensors, each atomically.</summary>

@@ -4,7 +4,11 @@ using System.Text.Json.Nodes;
 namespace FsMerge.Models;
 
 /// <summary>One classification head: the task it serves and its class names (index = class id).</summary>
-public sealed record HeadInfo(string Task, string[] Labels);
+public sealed record HeadInfo(string Task, string[] Labels)
+{
+    /// <summary>The task name of a head whose config.json does not record one (a Hugging Face checkpoint).</summary>
+    public const string Unrecorded = "task";
+}
 
 /// <summary>
 /// A model's config.json. Field names follow Hugging Face's configs (ViTConfig for "vit", BertConfig for "bert"); the MLP,
@@ -100,7 +104,7 @@ public sealed record ModelConfig
             {
                 var labels = (h?["labels"] as JsonArray)?.Select(l => l?.GetValue<string>() ?? "").ToArray()
                              ?? throw new FsMergeException($"{source}: fsmerge.heads[].labels missing");
-                heads.Add(new HeadInfo(h!["task"]?.GetValue<string>() ?? "task", labels));
+                heads.Add(new HeadInfo(h!["task"]?.GetValue<string>() ?? HeadInfo.Unrecorded, labels));
             }
         }
         else if (root["id2label"] is JsonObject id2label)
@@ -112,7 +116,18 @@ public sealed record ModelConfig
                     throw new FsMergeException($"{source}: id2label key '{k}' is not an index 0..{labels.Length - 1}");
                 labels[i] = v?.GetValue<string>() ?? k;
             }
-            heads.Add(new HeadInfo(fs?["task"]?.GetValue<string>() ?? "task", labels));
+            heads.Add(new HeadInfo(fs?["task"]?.GetValue<string>() ?? HeadInfo.Unrecorded, labels));
+        }
+        else if (root["label2id"] is JsonObject label2id)
+        {
+            var labels = new string[label2id.Count];
+            foreach (var (name, v) in label2id)
+            {
+                if (v is not JsonValue value || !value.TryGetValue<int>(out int i) || i < 0 || i >= labels.Length || labels[i] != null)
+                    throw new FsMergeException($"{source}: label2id['{name}'] is not a distinct index 0..{labels.Length - 1}");
+                labels[i] = name;
+            }
+            heads.Add(new HeadInfo(fs?["task"]?.GetValue<string>() ?? HeadInfo.Unrecorded, labels));
         }
         // An explicitly empty fsmerge.heads is a backbone-only checkpoint (a pre-trained BertModel).
         if (heads.Count == 0 && fs?["heads"] is not JsonArray) throw new FsMergeException($"{source}: no head described (expected id2label or fsmerge.heads)");
@@ -141,6 +156,13 @@ public sealed record ModelConfig
             try { Bert.Validate(bert); }
             catch (FsMergeException e) { throw new FsMergeException($"{source}: {e.Message}"); }
             return bert;
+        }
+        if (arch == "vit")
+        {
+            if (root["hidden_act"] is JsonNode act && (act as JsonValue)?.TryGetValue<string>(out var a) == true && a != "gelu")
+                throw new FsMergeException($"{source}: hidden_act '{a}' is not supported (expected 'gelu', ViT's default)");
+            if (root["qkv_bias"] is JsonValue bias && bias.TryGetValue<bool>(out var b) && !b)
+                throw new FsMergeException($"{source}: qkv_bias false is not supported (expected true, ViT's default)");
         }
         return arch == "mlp"
             ? new ModelConfig

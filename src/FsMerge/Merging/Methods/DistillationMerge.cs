@@ -11,7 +11,7 @@ namespace FsMerge.Merging.Methods;
 /// parameter so that, on task t's merge images, its feature matches model t's feature scaled to mean
 /// |·| = 0.5. Heads are not trained; head t is divided by task t's scale so it reads the student directly.
 /// </summary>
-public sealed class DistillationMerge : IMergeMethod
+public sealed class DistillationMerge : ITrainedMergeMethod
 {
     public string Name => "distill";
     public string Summary => "distillation into a copy of model 1 on the same unlabeled data";
@@ -19,6 +19,10 @@ public sealed class DistillationMerge : IMergeMethod
     public const double TargetMeanAbs = 0.5;
 
     public IReadOnlyList<MethodOption> Options => OptimizerSettings.Options(optimizer: "sgd", lr: "0.03", epochs: "1000", batch: "0");
+
+    /// <summary>Every backbone parameter of the student (a copy of model 1) is trained.</summary>
+    public long OptimizedParameterCount(MergeInputs inputs, MethodSettings settings) =>
+        inputs.Target.Arch.BackboneWeights(inputs.Target).Sum(w => w.Shape.Aggregate(1L, (a, b) => a * b));
 
     public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings)
     {

@@ -14,7 +14,7 @@ namespace FsMerge.Merging.Methods;
 /// Local (spec §4.1): one problem per activation space, σ(z_cat·M)·U ≈ [σ(z_1) | … | σ(z_N)], on the
 /// original models' pre-activations. The result is folded by the common fold.
 /// </summary>
-public sealed class FsMergeMethod : IMergeMethod
+public sealed class FsMergeMethod : ITrainedMergeMethod
 {
     public string Name => "fs-merge";
     public string Summary => "FS-Merge: learn M/U by feature reconstruction, fold into one model";
@@ -55,8 +55,7 @@ public sealed class FsMergeMethod : IMergeMethod
         var zipit = init == "zipit" ? ZipItMerge.Matrices(inputs) : null;
         var generator = new Generator((ulong)inputs.Seed);
         long baseWidth = inputs.Sites[inputs.Sites.HeadInput].MergedWidth;
-        if (type is MuType.LowRank or MuType.DiagonalLowRank && rank > baseWidth)
-            throw new FsMergeException($"fs-merge: --rank {rank} exceeds the merged feature width {baseWidth} (spec §2.5: 1 <= r <= d)");
+        CheckRank(type, rank, baseWidth);
         var matrices = inputs.Sites.Sites.ToDictionary(s => s.Name, s => zipit != null
             ? SiteMatrix.Dense(s, zipit[s.Name].clone())
             : s.Name == inputs.Sites.HeadInput && inputs.HeadInputInit is { } carried
@@ -90,6 +89,26 @@ public sealed class FsMergeMethod : IMergeMethod
         details["target_scales"] = new JsonObject(scales.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)new JsonArray(kv.Value.Select(v => (JsonNode)v).ToArray()))));
         details["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 2);
         return (FoldedMerge.Outcome(model, details) with { LossCurves = curves }, dense);
+    }
+
+    /// <summary>Size of θ for these settings: every site's M/U factors plus the merged-space parameters.</summary>
+    public long OptimizedParameterCount(MergeInputs inputs, MethodSettings settings)
+    {
+        var type = settings.String("init", "first", "average", "random", "zipit") == "zipit"
+            ? MuType.Full : ParseType(settings.String("type", "full", "diagonal", "low-rank", "diagonal-low-rank"));
+        int rank = settings.Int("rank", min: 1);
+        long baseWidth = inputs.Sites[inputs.Sites.HeadInput].MergedWidth;
+        CheckRank(type, rank, baseWidth);
+        using var scope = torch.NewDisposeScope();
+        var generator = new Generator((ulong)inputs.Seed);
+        long sites = inputs.Sites.Sites.Sum(s => SiteMatrix.Initialize(s, type, MuInit.Random, RankFor(s, rank, baseWidth), generator, CPU).ParameterCount);
+        return sites + FoldedMerge.MergedSpace(inputs, MuInit.Random).Values.Sum(p => p.numel());
+    }
+
+    static void CheckRank(MuType type, int rank, long baseWidth)
+    {
+        if (type is MuType.LowRank or MuType.DiagonalLowRank && rank > baseWidth)
+            throw new FsMergeException($"fs-merge: --rank {rank} exceeds the merged feature width {baseWidth} (spec §2.5: 1 <= r <= d)");
     }
 
     static MuType ParseType(string text) => text switch

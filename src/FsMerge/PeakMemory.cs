@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace FsMerge.Bench;
+namespace FsMerge;
 
 /// <summary>The process's peak resident set (Linux VmHWM), LibTorch's allocations included.</summary>
 public static class PeakMemory

@@ -1,0 +1,87 @@
+using System.Globalization;
+using FsMerge.Merging;
+using FsMerge.Models;
+using FsMerge.Reporting;
+using FsMerge.Runs;
+
+namespace FsMerge.Cli.Commands;
+
+/// <summary>`fsmerge compare`: several methods on the same sources and merge data, evaluated and reported side by side.</summary>
+sealed class CompareCommand : ICommand
+{
+    public string Name => "compare";
+    public string Summary => "run several merge methods on the same inputs and report them side by side";
+    public string Usage => "compare [CONFIG.yaml] --methods NAME,NAME,.. [--model DIR --model DIR ...] [--out DIR] [options] [method options]";
+
+    public IReadOnlyList<OptionSpec> Options =>
+    [
+        new("methods", "A,B,..", $"methods to compare, in order (of: {string.Join(", ", MergeMethods.All.Select(m => m.Name))})"),
+        .. MergeCommand.RunOptions.Where(o => o.Name is not ("method" or "eval") && !MergeRun.Options.Contains(o)),   // no checkpoints or resume
+        .. MergeCommand.MethodOptions,
+    ];
+
+    public int Run(ParsedArgs args)
+    {
+        ProgressBar.Quiet = args.Has("quiet");
+        var methods = args.Require("methods").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+            .Select(MergeMethods.Get).ToList();
+        if (methods.Count == 0 || methods.Select(m => m.Name).Distinct().Count() != methods.Count)
+            throw new FsMergeException($"fsmerge compare: --methods '{args.Get("methods")}' must name distinct methods");
+        // Options given (file or flags) go to every method that has them; accuracies need the test data.
+        var request = MergeCommand.Request(args) with { Eval = true };
+        var settings = methods.Select(m => new MethodSettings(m, request.Options.Where(o => m.Options.Any(x => x.Name == o.Key))
+            .ToDictionary(o => o.Key, o => o.Value))).ToList();
+        var unused = request.Options.Keys.Where(k => !methods.Any(m => m.Options.Any(o => o.Name == k))).ToList();
+        if (unused.Count > 0)
+            throw new FsMergeException($"fsmerge compare: option --{unused[0]} belongs to none of {string.Join(", ", methods.Select(m => m.Name))}");
+
+        bool dryRun = args.Has("dry-run");
+        using var prepared = PreparedMerge.Prepare(request with { Method = methods[0].Name, Options = settings[0].All.ToDictionary() }, writes: !dryRun);
+        if (dryRun)
+        {
+            Console.Write(prepared.DescribePlan());
+            Console.WriteLine($"dry run (plan of the first method, {methods[0].Name}; then {string.Join(", ", methods.Skip(1).Select(m => m.Name))}): nothing written");
+            return 0;
+        }
+        var results = new List<MethodResult>();
+        var models = new List<(string Method, Model Model)>();
+        try
+        {
+            for (int i = 0; i < methods.Count; i++)
+            {
+                Console.WriteLine($"== {methods[i].Name} ({i + 1}/{methods.Count})");
+                var (outcome, result) = prepared.Execute(methods[i], settings[i], MergeCommand.Progress());
+                results.Add(result);
+                if (outcome.Merged != null) models.Add((methods[i].Name, outcome.Merged));
+            }
+            Console.WriteLine(Table(prepared.Plan.Tasks, results));
+            var summary = prepared.Summary(results, null, null) with { CommandLine = $"fsmerge {string.Join(" ", Environment.GetCommandLineArgs().Skip(1))}" };
+            OutputWriter.Write(request.Output!, request.Overwrite, staging =>
+            {
+                foreach (var (method, model) in models)
+                    OutputWriter.SaveWithTasks(model, Path.Combine(staging, "models", method));
+                MergeReport.Write(staging, summary);
+            });
+            Console.WriteLine($"wrote {request.Output}: report.md, metrics.json, metrics.csv, plots, and each method's model under models/");
+            return 0;
+        }
+        finally
+        {
+            foreach (var (_, model) in models) model.Dispose();
+        }
+    }
+
+    /// <summary>Test accuracy (%) of every method: one column per task, then the per-task mean and the joint accuracy.</summary>
+    static string Table(IReadOnlyList<string> tasks, IReadOnlyList<MethodResult> results)
+    {
+        int first = Math.Max(8, results.Max(r => r.Method.Length)) + 2;
+        int col = Math.Max(10, tasks.Max(t => t.Length) + 2);
+        var lines = new List<string> { "method".PadRight(first) + string.Concat(tasks.Select(t => t.PadLeft(col))) + "per-task".PadLeft(10) + "joint".PadLeft(8) + "seconds".PadLeft(9) };
+        foreach (var r in results)
+            lines.Add(r.Method.PadRight(first) + string.Concat(r.Test!.Tasks.Select(t => Common.Percent(t.Accuracy).PadLeft(col)))
+                + Common.Percent(r.Test.PerTaskMean).PadLeft(10) + Common.Percent(r.Test.Joint).PadLeft(8)
+                + r.Seconds.ToString("F1", CultureInfo.InvariantCulture).PadLeft(9));
+        lines.Add("(test accuracy %; per-task: each task's head alone; joint: argmax over all heads)");
+        return string.Join(Environment.NewLine, lines);
+    }
+}

@@ -1,0 +1,95 @@
+using FsMerge.Data;
+using FsMerge.Merging;
+
+namespace FsMerge.Runs;
+
+/// <summary>A reader of one kind of data source: unlabeled merge images, and labelled test images where the kind has labels.</summary>
+public sealed record DataSourceReader(string Kind, string Help, Func<string, string, ImageSet> Unlabeled, Func<string, string, ImageSet>? Labelled);
+
+/// <summary>
+/// The kinds of data a merge source can draw from, by name. A new kind (text files for BERT) is one more
+/// entry here: the YAML file, the dry run and the merge find it by its kind.
+/// Readers take (value, data folder) and return images [n, C, H, W] in [0, 1] on the CPU.
+/// </summary>
+public static class DataSources
+{
+    static readonly string[] ImageExtensions = [".png", ".jpg", ".jpeg"];
+
+    public static readonly IReadOnlyList<DataSourceReader> All =
+    [
+        new("task", "a dataset task in the data folder, e.g. mnist:0-4 (merge data: its train split; test: its test split)",
+            (value, dataDir) => LoadTask(value, dataDir, s => s.Train), (value, dataDir) => LoadTask(value, dataDir, s => s.Test)),
+        new("images", "a folder of PNG/JPEG images, flat or in class subfolders (test data: class subfolders, sorted names = labels 0..K-1)",
+            (value, _) => ReadImages(value), (value, _) => ImageFolder.Load(value).set),
+        new("idx", "an IDX image file ([n, H, W] unsigned bytes, plain or gzip), e.g. train-images-idx3-ubyte",
+            (value, _) => ReadIdxImages(value), null),
+    ];
+
+    public static string Kinds => string.Join(", ", All.Select(r => r.Kind));
+
+    public static DataSourceReader Get(string kind) =>
+        All.FirstOrDefault(r => r.Kind == kind)
+        ?? throw new FsMergeException($"unknown data source '{kind}' (expected one of: {Kinds})");
+
+    /// <summary>The first <paramref name="count"/> images of a seeded shuffle of the source (spec §11.2).</summary>
+    public static ImageSet Sample(DataSource source, string dataDir, int count, long seed)
+    {
+        using var all = Get(source.Kind).Unlabeled(source.Value, dataDir);
+        if (all.Count == 0) throw new FsMergeException($"{source}: no images");
+        return MergeData.Sample(all, count, seed);
+    }
+
+    public static ImageSet Labelled(DataSource source, string dataDir) =>
+        (Get(source.Kind).Labelled ?? throw new FsMergeException($"{source}: a '{source.Kind}' source has no labels; test data must be one of: "
+            + string.Join(", ", All.Where(r => r.Labelled != null).Select(r => r.Kind))))(source.Value, dataDir);
+
+    static ImageSet LoadTask(string value, string dataDir, Func<TaskSplits, ImageSet> pick)
+    {
+        var splits = TaskData.Load(TaskSpec.Parse(value), dataDir);
+        var kept = pick(splits);
+        foreach (var split in new[] { splits.Train, splits.Validation, splits.Test }.Where(s => !ReferenceEquals(s, kept))) split.Dispose();
+        return kept;
+    }
+
+    /// <summary>Every image of a folder (class subfolders, if any, are read as one unlabeled pool).</summary>
+    static ImageSet ReadImages(string dir)
+    {
+        if (File.Exists(dir)) throw new FsMergeException($"{dir}: is a file; expected a folder of PNG/JPEG images");
+        if (!Directory.Exists(dir)) throw new FsMergeException($"{dir}: image folder not found");
+        string[] files;
+        try
+        {
+            if (Directory.GetDirectories(dir).Any(d => !Path.GetFileName(d).StartsWith('.')))
+                return ImageFolder.Load(dir).set;
+            files = Directory.GetFiles(dir).Where(f => ImageExtensions.Contains(Path.GetExtension(f).ToLowerInvariant()))
+                .OrderBy(f => f, StringComparer.Ordinal).ToArray();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new FsMergeException($"{dir}: cannot read the image folder ({e.Message})");
+        }
+        if (files.Length == 0) throw new FsMergeException($"{dir}: no PNG/JPEG images (.png, .jpg, .jpeg) in the folder");
+        var first = ImageFolder.Decode(files[0]);
+        int size = first.c * first.h * first.w;
+        var pixels = new byte[(long)files.Length * size];
+        for (int i = 0; i < files.Length; i++)
+        {
+            var (data, c, h, w) = i == 0 ? first : ImageFolder.Decode(files[i]);
+            if ((c, h, w) != (first.c, first.h, first.w))
+                throw new FsMergeException($"{files[i]}: image is {w}x{h} with {c} channel(s) but {files[0]} is {first.w}x{first.h} with {first.c}; all images must have the same size and channel count");
+            Array.Copy(data, 0, pixels, (long)i * size, size);
+        }
+        var raw = new RawImages { Pixels = pixels, Labels = new long[files.Length], Channels = first.c, Height = first.h, Width = first.w };
+        return raw.All(["unlabeled"]);
+    }
+
+    static ImageSet ReadIdxImages(string path)
+    {
+        if (!File.Exists(path)) throw new FsMergeException($"{path}: IDX image file not found");
+        var (data, dims) = Idx.Read(path);
+        if (dims.Length != 3)
+            throw new FsMergeException($"{path}: IDX file has {dims.Length} dimension(s); expected images [n, height, width]");
+        var raw = new RawImages { Pixels = data, Labels = new long[dims[0]], Channels = 1, Height = dims[1], Width = dims[2] };
+        return raw.All(["unlabeled"]);
+    }
+}

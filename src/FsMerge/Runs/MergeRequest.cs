@@ -1,0 +1,58 @@
+namespace FsMerge.Runs;
+
+/// <summary>
+/// Where a source's images come from: <see cref="Kind"/> names a reader in <see cref="DataSources"/>
+/// ("task": a dataset task such as mnist:0-4 read from the data folder; "images": a folder of images;
+/// "idx": an IDX image file) and <see cref="Value"/> is what that reader takes.
+/// </summary>
+public sealed record DataSource(string Kind, string Value)
+{
+    public override string ToString() => $"{Kind}: {Value}";
+}
+
+/// <summary>One source model of a merge run, in merge order.</summary>
+public sealed record SourceRequest
+{
+    /// <summary>A Hugging Face-style model directory (config.json + model.safetensors or a sharded index).</summary>
+    public required string Model { get; init; }
+    /// <summary>The task's name; null = the task recorded in the model's config.json.</summary>
+    public string? Task { get; init; }
+    /// <summary>Unlabeled merge images; null = the train split of <see cref="Task"/>.</summary>
+    public DataSource? Data { get; init; }
+    /// <summary>How many merge images to draw from <see cref="Data"/>.</summary>
+    public int Samples { get; init; } = MergeRequest.DefaultSamples;
+    /// <summary>Labelled evaluation images; null = the test split of <see cref="Task"/>.</summary>
+    public DataSource? Test { get; init; }
+}
+
+/// <summary>
+/// Everything that describes one merge run, built from command-line flags or a YAML file
+/// (<see cref="MergeRequestFile"/>), flags overriding the file. Nothing here is loaded yet:
+/// <see cref="PreparedMerge.Prepare"/> checks and loads it.
+/// </summary>
+public sealed record MergeRequest
+{
+    public const int DefaultSamples = 64;
+
+    public IReadOnlyList<SourceRequest> Sources { get; init; } = [];
+    public string Method { get; init; } = "fs-merge";
+    /// <summary>Method options by name (as on the command line without "--"); the method checks their values.</summary>
+    public IReadOnlyDictionary<string, string> Options { get; init; } = new Dictionary<string, string>();
+    public long Seed { get; init; } = 1;
+    /// <summary>CPU threads for LibTorch; 0 = LibTorch's default.</summary>
+    public int Threads { get; init; }
+    public string Device { get; init; } = "cpu";
+    /// <summary>Output directory; required unless the run is a dry run.</summary>
+    public string? Output { get; init; }
+    public bool Overwrite { get; init; }
+    /// <summary>Augmented images per task made from the originals (spec §11.3).</summary>
+    public int Augment { get; init; }
+    /// <summary>Unlabeled held-out samples per task (from a task's validation split) for a method's early stopping (spec §6); 0 = none.</summary>
+    public int HeldOut { get; init; }
+    /// <summary>Merged MLP hidden widths; null = model 1's.</summary>
+    public int[]? Width { get; init; }
+    /// <summary>Evaluate the result on each source's labelled test data after merging.</summary>
+    public bool Eval { get; init; }
+    /// <summary>The data folder for "task" sources; null = $FSMERGE_DATA, else data/ in the repository.</summary>
+    public string? DataDir { get; init; }
+}

@@ -1,0 +1,227 @@
+using System.Globalization;
+using FsMerge.Merging;
+using YamlDotNet.Core;
+using YamlDotNet.RepresentationModel;
+
+namespace FsMerge.Runs;
+
+/// <summary>
+/// Reads a merge run from YAML. Every key is checked: an unknown key, a wrong type or a missing required
+/// key is an error naming the file, the line, the key and what is allowed. Relative paths are taken
+/// from the folder of the YAML file. The layout (see README, "Merge your own models"):
+/// <code>
+/// sources:                   # in merge order; at least two
+///   - model: runs/a          # Hugging Face-style directory
+///     task: mnist:0-4        # optional: the task's name (default: the one in the model's config.json)
+///     data: {task: mnist:0-4} # optional: unlabeled merge data (task | images | idx); default: the task's train split
+///     samples: 64            # optional: merge images drawn from data
+///     test: {images: DIR}    # optional: labelled test data (task | images); default: the task's test split
+/// method: fs-merge
+/// options: {init: zipit, epochs: 300}
+/// seed: 1
+/// threads: 0
+/// device: cpu
+/// output: merged
+/// </code>
+/// </summary>
+public static class MergeRequestFile
+{
+    static readonly string[] TopKeys = ["sources", "method", "options", "seed", "threads", "device", "output", "overwrite", "augment", "held_out", "width", "eval", "data_dir"];
+    static readonly string[] SourceKeys = ["model", "task", "data", "samples", "test"];
+
+    public static MergeRequest Read(string path)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new FsMergeException(e is FileNotFoundException or DirectoryNotFoundException
+                ? $"{path}: config file not found" : $"{path}: cannot read the config file ({e.Message})");
+        }
+        var stream = new YamlStream();
+        try
+        {
+            stream.Load(new StringReader(text));
+        }
+        catch (YamlException e)
+        {
+            throw new FsMergeException($"{path}:{e.Start.Line}: invalid YAML ({(e.InnerException ?? e).Message.Split('\n')[0]})");
+        }
+        catch (InvalidOperationException)
+        {
+            // YamlDotNet's scanner throws this (not a YamlException) when the file ends inside a flow collection.
+            throw new FsMergeException($"{path}: invalid YAML (the file ends inside an unclosed '[', '{{' or quote)");
+        }
+        if (stream.Documents.Count == 0) throw new FsMergeException($"{path}: the config file is empty; expected a mapping with at least 'sources'");
+        var reader = new Reader(path, Path.GetDirectoryName(Path.GetFullPath(path))!);
+        return reader.Request(stream.Documents[0].RootNode);
+    }
+
+    sealed class Reader(string path, string folder)
+    {
+        FsMergeException Error(YamlNode node, string message) => new($"{path}:{node.Start.Line}: {message}");
+
+        YamlMappingNode Mapping(YamlNode node, string key) =>
+            node as YamlMappingNode ?? throw Error(node, $"'{key}' must be a mapping of keys to values");
+
+        Dictionary<string, (YamlScalarNode Key, YamlNode Value)> Keys(YamlMappingNode map, string where, string[] allowed)
+        {
+            var result = new Dictionary<string, (YamlScalarNode, YamlNode)>();
+            foreach (var (keyNode, value) in map.Children)
+            {
+                var key = (keyNode as YamlScalarNode)?.Value ?? throw Error(keyNode, $"{where}: keys must be plain words");
+                if (!allowed.Contains(key))
+                    throw Error(keyNode, $"unknown key '{key}' in {where} (allowed: {string.Join(", ", allowed)})");
+                result[key] = ((YamlScalarNode)keyNode, value);
+            }
+            return result;
+        }
+
+        string Scalar(YamlNode node, string key) =>
+            node is YamlScalarNode { Value: { Length: > 0 } s } ? s : throw Error(node, $"'{key}' must be a single value, not {Describe(node)}");
+
+        string PathValue(YamlNode node, string key) => Path.GetFullPath(Scalar(node, key), folder);
+
+        long Long(YamlNode node, string key, long min)
+        {
+            var s = Scalar(node, key);
+            return long.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out long v) && v >= min ? v
+                : throw Error(node, $"'{key}' is '{s}'; expected a whole number >= {min}");
+        }
+
+        int Int(YamlNode node, string key, int min) =>
+            Long(node, key, min) is var v && v <= int.MaxValue ? (int)v : throw Error(node, $"'{key}' is too large");
+
+        bool Bool(YamlNode node, string key) => Scalar(node, key) switch
+        {
+            "true" => true,
+            "false" => false,
+            var s => throw Error(node, $"'{key}' is '{s}'; expected true or false"),
+        };
+
+        static string Describe(YamlNode node) => node switch
+        {
+            YamlSequenceNode => "a list",
+            YamlMappingNode => "a mapping",
+            _ => "an empty value",
+        };
+
+        public MergeRequest Request(YamlNode root)
+        {
+            var top = Keys(Mapping(root, "the file"), "the file", TopKeys);
+            if (!top.TryGetValue("sources", out var sourcesEntry))
+                throw Error(root, "missing required key 'sources' (a list of source models, each with 'model' and optionally task, data, samples, test)");
+            var request = new MergeRequest { Sources = Sources(sourcesEntry.Value) };
+            if (top.TryGetValue("method", out var m))
+            {
+                var name = Scalar(m.Value, "method");
+                if (!MergeMethods.All.Any(x => x.Name == name))
+                    throw Error(m.Value, $"unknown method '{name}' (expected one of: {string.Join(", ", MergeMethods.All.Select(x => x.Name))})");
+                request = request with { Method = name };
+            }
+            if (top.TryGetValue("options", out var o)) request = request with { Options = Options(o.Value, MergeMethods.Get(request.Method)) };
+            foreach (var (key, (_, value)) in top)
+                request = key switch
+                {
+                    "seed" => request with { Seed = Long(value, key, 0) },
+                    "threads" => request with { Threads = Int(value, key, 0) },
+                    "device" => request with { Device = Device(value) },
+                    "output" => request with { Output = PathValue(value, key) },
+                    "overwrite" => request with { Overwrite = Bool(value, key) },
+                    "augment" => request with { Augment = Int(value, key, 0) },
+                    "held_out" => request with { HeldOut = Int(value, key, 0) },
+                    "width" => request with { Width = Widths(value) },
+                    "eval" => request with { Eval = Bool(value, key) },
+                    "data_dir" => request with { DataDir = PathValue(value, key) },
+                    _ => request,
+                };
+            return request;
+        }
+
+        string Device(YamlNode node)
+        {
+            var s = Scalar(node, "device");
+            try
+            {
+                TorchRuntime.ParseDevice(s);
+                return s;
+            }
+            catch (FsMergeException e)
+            {
+                throw Error(node, $"'device': {e.Message}");
+            }
+        }
+
+        int[] Widths(YamlNode node)
+        {
+            var items = node is YamlSequenceNode seq ? seq.Children.ToList() : [node];
+            if (items.Count == 0) throw Error(node, "'width' is an empty list; expected hidden widths like [128, 64]");
+            return items.Select(i => Int(i, "width", 1)).ToArray();
+        }
+
+        IReadOnlyDictionary<string, string> Options(YamlNode node, IMergeMethod method)
+        {
+            var map = Mapping(node, "options");
+            var allowed = method.Options.Select(x => x.Name).ToArray();
+            var result = new Dictionary<string, string>();
+            foreach (var (key, (_, value)) in Keys(map, $"options of method '{method.Name}'", allowed))
+            {
+                var option = method.Options.First(x => x.Name == key);
+                var s = Scalar(value, key);
+                if (!FitsDefaultType(s, option.Default))
+                    throw Error(value, $"option '{key}' of {method.Name} is '{s}'; expected {TypeOf(option.Default)} like its default {option.Default} ({option.Help})");
+                result[key] = s;
+            }
+            return result;
+        }
+
+        static bool IsInt(string s) => long.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out _);
+        static bool IsNumber(string s) => double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) && double.IsFinite(d);
+        static bool IsBool(string s) => s is "true" or "false";
+
+        /// <summary>Method options carry no types; their defaults do (an integer default takes integers, and so on).</summary>
+        static bool FitsDefaultType(string value, string defaultValue) =>
+            IsInt(defaultValue) ? IsInt(value) : IsNumber(defaultValue) ? IsNumber(value) : !IsBool(defaultValue) || IsBool(value);
+
+        static string TypeOf(string defaultValue) =>
+            IsInt(defaultValue) ? "a whole number" : IsNumber(defaultValue) ? "a number" : IsBool(defaultValue) ? "true or false" : "a word";
+
+        List<SourceRequest> Sources(YamlNode node)
+        {
+            if (node is not YamlSequenceNode list)
+                throw Error(node, $"'sources' must be a list of source models (lines starting with '- model: DIR'), not {Describe(node)}");
+            if (list.Children.Count < 2) throw Error(node, $"'sources' lists {list.Children.Count} model(s); a merge needs at least two");
+            return list.Children.Select((item, i) => Source(item, $"sources[{i + 1}]")).ToList();
+        }
+
+        SourceRequest Source(YamlNode node, string where)
+        {
+            if (node is not YamlMappingNode map)
+                throw Error(node, $"{where} must be a mapping with 'model' (and optionally {string.Join(", ", SourceKeys.Skip(1))})");
+            var keys = Keys(map, where, SourceKeys);
+            if (!keys.TryGetValue("model", out var model))
+                throw Error(node, $"{where}: missing required key 'model' (a model directory with config.json and model.safetensors)");
+            var source = new SourceRequest { Model = PathValue(model.Value, "model") };
+            if (keys.TryGetValue("task", out var task)) source = source with { Task = Scalar(task.Value, "task") };
+            if (keys.TryGetValue("samples", out var samples)) source = source with { Samples = Int(samples.Value, "samples", 1) };
+            if (keys.TryGetValue("data", out var data)) source = source with { Data = Data(data.Value, $"{where}.data", labelled: false) };
+            if (keys.TryGetValue("test", out var test)) source = source with { Test = Data(test.Value, $"{where}.test", labelled: true) };
+            return source;
+        }
+
+        /// <summary>A one-key mapping {kind: value}; a plain word is a dataset task.</summary>
+        DataSource Data(YamlNode node, string where, bool labelled)
+        {
+            var readers = DataSources.All.Where(r => !labelled || r.Labelled != null).ToList();
+            var kinds = readers.Select(r => r.Kind).ToArray();
+            if (node is YamlScalarNode) return new DataSource("task", Scalar(node, where));
+            if (node is not YamlMappingNode map || map.Children.Count != 1)
+                throw Error(node, $"{where} must name one source: {string.Join("; ", readers.Select(r => $"{{{r.Kind}: ...}} for {r.Help}"))}");
+            var (kind, (_, value)) = Keys(map, where, kinds).Single();
+            return new DataSource(kind, kind == "task" ? Scalar(value, kind) : PathValue(value, kind));
+        }
+    }
+}

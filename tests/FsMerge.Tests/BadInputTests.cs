@@ -1,0 +1,455 @@
+using System.Text;
+using FsMerge.Data;
+using FsMerge.Models;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace FsMerge.Tests;
+
+/// <summary>
+/// The catalogue of bad inputs to `fsmerge merge` (issue 6): each case gets one line "error: ..." naming the
+/// file or key and what was expected, exit code 2, no stack trace, and no output directory. The models are
+/// freshly initialized (every case fails before any training), the data is the provisioned MNIST.
+/// The safetensors reader's own defects are covered in depth by SafetensorsTests; here they are seen
+/// from the command line.
+/// </summary>
+[Collection("torch")]
+public class BadInputTests : IClassFixture<BadInputTests.Models>
+{
+    public sealed class Models : IDisposable
+    {
+        public string Root { get; } = Path.Combine(Path.GetTempPath(), $"fsmerge-bad-{Guid.NewGuid():N}");
+        public string A => Path.Combine(Root, "a");
+        public string B => Path.Combine(Root, "b");
+
+        public static readonly string[] Digits = ["0", "1", "2", "3", "4"];
+
+        public static ModelConfig Mlp(params int[] hidden) => new()
+        {
+            Architecture = "mlp", InputSize = 784, HiddenSizes = hidden, Heads = [new HeadInfo("mnist:0-4", Digits)],
+        };
+
+        public static ModelConfig Vit(int heads = 2) => new()
+        {
+            Architecture = "vit", ImageSize = 28, NumChannels = 1, PatchSize = 7, HiddenSize = 16, NumHiddenLayers = 1,
+            NumAttentionHeads = heads, IntermediateSize = 32, Heads = [new HeadInfo("mnist:0-4", Digits)],
+        };
+
+        public Models()
+        {
+            DataProvisioner.Provision(DataDirectory.Resolve(null), _ => { });
+            Save(Mlp(16), A, 1);
+            Save(Mlp(16) with { Heads = [new HeadInfo("mnist:5-9", ["5", "6", "7", "8", "9"])] }, B, 2);
+        }
+
+        public static void Save(ModelConfig config, string dir, long seed)
+        {
+            using var model = Model.Create(config, seed, CPU);
+            model.Save(dir);
+        }
+
+        public void Dispose() => Directory.Delete(Root, recursive: true);
+    }
+
+    readonly Models models;
+    public BadInputTests(Models models) => this.models = models;
+
+    string Out => Path.Combine(models.Root, "out-never");
+
+    string Path_(string name) => Path.Combine(models.Root, name);
+
+    /// <summary>Runs fsmerge; A, B and OUT stand for the two good models and the output that must not appear.</summary>
+    void Fails(string expected, params string[] args)
+    {
+        var resolved = args.Select(a => a switch { "A" => models.A, "B" => models.B, "OUT" => Out, _ => a }).ToArray();
+        var (code, _, err) = CliTests.Run(resolved);
+        Assert.Equal(2, code);
+        var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines.Length == 1, err);
+        Assert.StartsWith("error: ", lines[0]);
+        Assert.Contains(expected, lines[0]);
+        Assert.DoesNotContain("   at ", err);
+        Assert.False(Directory.Exists(Out), "output directory was written");
+        Assert.Empty(Directory.GetDirectories(models.Root, "out-never.partial-*"));
+    }
+
+    void MergeFails(string expected, string source, params string[] extra) =>
+        Fails(expected, ["merge", "--method", "average", "--model", "A", "--model", source, "--out", "OUT", .. extra]);
+
+    /// <summary>A copy of model A whose safetensors file is replaced by <paramref name="weights"/>.</summary>
+    string WithWeights(string name, byte[] weights)
+    {
+        var dir = Path_(name);
+        Directory.CreateDirectory(dir);
+        File.Copy(Path.Combine(models.A, Model.ConfigFile), Path.Combine(dir, Model.ConfigFile), overwrite: true);
+        File.WriteAllBytes(Path.Combine(dir, Model.WeightsFile), weights);
+        return dir;
+    }
+
+    /// <summary>A copy of model A with its weights changed by <paramref name="change"/> before saving.</summary>
+    string WithChangedModel(string name, Action<Model> change)
+    {
+        var dir = Path_(name);
+        using var model = Model.Load(models.A, CPU);
+        change(model);
+        model.Save(dir);
+        return dir;
+    }
+
+    static byte[] Safetensors(string header, int dataBytes, ulong? headerLength = null)
+    {
+        var json = Encoding.UTF8.GetBytes(header);
+        var bytes = new byte[8 + json.Length + dataBytes];
+        BitConverter.TryWriteBytes(bytes.AsSpan(0, 8), headerLength ?? (ulong)json.Length);
+        json.CopyTo(bytes, 8);
+        return bytes;
+    }
+
+    string Yaml(string name, string text)
+    {
+        var path = Path_(name + ".yaml");
+        File.WriteAllText(path, text.Replace("MODEL_A", models.A).Replace("MODEL_B", models.B).Replace("OUTPUT", Out));
+        return path;
+    }
+
+    static void Png(string path, int size, bool colour) => ImageFolderTests.WritePng(path, size, size, colour, (c, y, x) => (byte)(x * 9 + y * 5 + c));
+
+    // ---------------------------------------------------------------- safetensors files
+
+    [Fact]
+    public void Truncated_weights_file()
+    {
+        var bytes = File.ReadAllBytes(Path.Combine(models.A, Model.WeightsFile));
+        var dir = WithWeights("truncated", bytes[..(bytes.Length / 2)]);
+        MergeFails(Path.Combine(dir, Model.WeightsFile), dir);
+    }
+
+    [Fact]
+    public void Corrupt_header_that_is_not_json() =>
+        MergeFails(Model.WeightsFile, WithWeights("corrupt", Safetensors("{\"layers.0.weight\": {\"dtype\": ", 0)));
+
+    [Fact]
+    public void Overlapping_tensor_data() =>
+        MergeFails("overlap", WithWeights("overlap", Safetensors(
+            "{\"x\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},\"y\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[8,24]}}", 24)));
+
+    [Fact]
+    public void Over_large_header_length() =>
+        MergeFails("header", WithWeights("huge-header", Safetensors("{}", 0, headerLength: 1UL << 40)));
+
+    [Fact]
+    public void Header_length_beyond_the_end_of_the_file() =>
+        MergeFails(Model.WeightsFile, WithWeights("short-header", Safetensors("{}", 0, headerLength: 4096)));
+
+    [Fact]
+    public void Missing_weights_file()
+    {
+        var dir = Path_("no-weights");
+        Directory.CreateDirectory(dir);
+        File.Copy(Path.Combine(models.A, Model.ConfigFile), Path.Combine(dir, Model.ConfigFile), overwrite: true);
+        MergeFails(Model.WeightsFile, dir);
+    }
+
+    [Fact]
+    public void Shard_missing_from_an_index()
+    {
+        var dir = Path_("sharded");
+        Directory.CreateDirectory(dir);
+        File.Copy(Path.Combine(models.A, Model.ConfigFile), Path.Combine(dir, Model.ConfigFile), overwrite: true);
+        File.Copy(Path.Combine(models.A, Model.WeightsFile), Path.Combine(dir, "model-00001-of-00002.safetensors"), overwrite: true);
+        File.WriteAllText(Path.Combine(dir, Model.IndexFile),
+            "{\"metadata\":{},\"weight_map\":{\"layers.0.weight\":\"model-00001-of-00002.safetensors\",\"classifier.weight\":\"model-00002-of-00002.safetensors\"}}");
+        MergeFails("shard model-00002-of-00002.safetensors", dir);
+    }
+
+    [Fact]
+    public void Tensor_shape_disagrees_with_config() =>
+        MergeFails("'layers.0.weight' has shape [16, 783]", WithChangedModel("bad-shape", m => m.Weights["layers.0.weight"] = m.Weights["layers.0.weight"].narrow(1, 0, 783)));
+
+    [Fact]
+    public void NaN_weight() =>
+        MergeFails("'layers.0.bias' contains NaN or Inf", WithChangedModel("nan", m => m.Weights["layers.0.bias"][3] = float.NaN));
+
+    [Fact]
+    public void Inf_weight() =>
+        MergeFails("'classifier.weight' contains NaN or Inf", WithChangedModel("inf", m => m.Weights["classifier.weight"][0, 0] = float.PositiveInfinity));
+
+    [Fact]
+    public void Tensor_the_config_does_not_describe() =>
+        MergeFails("unexpected tensor 'extra.weight'", WithChangedModel("extra", m => m.Weights["extra.weight"] = zeros(2)));
+
+    [Fact]
+    public void Backbone_without_a_classification_head() =>
+        MergeFails("no classification head", WithChangedModel("headless", m => m.Weights.Remove("classifier.weight")));
+
+    // ---------------------------------------------------------------- sources that do not fit together
+
+    [Fact]
+    public void Sources_of_different_architectures()
+    {
+        var vit = Path_("vit");
+        Models.Save(Models.Vit(), vit, 3);
+        MergeFails("architecture vit differs from model 1's mlp", vit);
+    }
+
+    [Fact]
+    public void Sources_of_different_depths()
+    {
+        var deep = Path_("deep");
+        Models.Save(Models.Mlp(16, 16), deep, 3);
+        MergeFails("must share depth", deep);
+    }
+
+    [Fact]
+    public void Vits_with_different_attention_head_counts()
+    {
+        var (two, four) = (Path_("vit2"), Path_("vit4"));
+        Models.Save(Models.Vit(2), two, 3);
+        Models.Save(Models.Vit(4), four, 4);
+        Fails("heads 4", "merge", "--method", "average", "--model", two, "--model", four, "--out", "OUT");
+    }
+
+    [Fact]
+    public void Sources_with_incompatible_input_shapes()
+    {
+        var wide = Path_("wide-input");
+        Models.Save(Models.Mlp(16) with { InputSize = 3072 }, wide, 3);
+        MergeFails("input_size 3072", wide);
+    }
+
+    [Fact]
+    public void A_multi_task_model_as_a_source()
+    {
+        var twoHeads = Path_("two-heads");
+        Models.Save(Models.Mlp(16) with { Heads = [new HeadInfo("mnist:0-4", Models.Digits), new HeadInfo("mnist:5-9", Models.Digits)] }, twoHeads, 3);
+        MergeFails("has 2 heads", twoHeads);
+    }
+
+    [Fact]
+    public void Config_of_an_unsupported_model_type()
+    {
+        var dir = Path_("gpt2");
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, Model.ConfigFile), "{\"model_type\": \"gpt2\"}");
+        MergeFails("model_type 'gpt2' is not supported", dir);
+    }
+
+    [Fact]
+    public void Hugging_face_source_without_a_task_or_data()
+    {
+        var dir = Path_("hf-no-task");
+        Models.Save(Models.Mlp(16), dir, 3);
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, Model.ConfigFile)))!.AsObject();
+        config.Remove("fsmerge");
+        File.WriteAllText(Path.Combine(dir, Model.ConfigFile), config.ToJsonString());
+        MergeFails("config.json records no task", dir);
+    }
+
+    [Fact]
+    public void Source_directory_not_found() => MergeFails("model directory not found", Path_("nowhere"));
+
+    // ---------------------------------------------------------------- data
+
+    [Fact]
+    public void Empty_data_folder()
+    {
+        var empty = Path_("empty-images");
+        Directory.CreateDirectory(empty);
+        var config = Yaml("empty-data", $"sources:\n  - model: MODEL_A\n    data: {{images: {empty}}}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n");
+        Fails($"{empty}: no PNG/JPEG images", "merge", config);
+    }
+
+    [Fact]
+    public void Data_folder_that_is_a_file()
+    {
+        var file = Path_("not-a-folder.txt");
+        File.WriteAllText(file, "x");
+        var config = Yaml("file-data", $"sources:\n  - model: MODEL_A\n    data: {{images: {file}}}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n");
+        Fails($"{file}: is a file", "merge", config);
+    }
+
+    [Fact]
+    public void Image_of_the_wrong_size()
+    {
+        var dir = Path_("images-32");
+        for (int i = 0; i < 3; i++) Png(Path.Combine(dir, $"{i}.png"), 32, colour: false);
+        var config = Yaml("wrong-size", $"sources:\n  - model: MODEL_A\n    data: {{images: {dir}}}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n");
+        Fails("images of 1x32x32 = 1024 values, but the model expects input_size 784", "merge", config);
+    }
+
+    [Fact]
+    public void Images_of_the_wrong_channel_count_for_a_vit()
+    {
+        var (v1, v2, dir) = (Path_("vit-c1"), Path_("vit-c2"), Path_("images-rgb"));
+        Models.Save(Models.Vit(), v1, 3);
+        Models.Save(Models.Vit() with { Heads = [new HeadInfo("mnist:5-9", Models.Digits)] }, v2, 4);
+        for (int i = 0; i < 3; i++) Png(Path.Combine(dir, $"{i}.png"), 28, colour: true);
+        var config = Yaml("wrong-channels", $"sources:\n  - model: {v1}\n    data: {{images: {dir}}}\n  - model: {v2}\nmethod: average\noutput: OUTPUT\n");
+        Fails("images of 3 channel(s) 28x28, but the model expects 1 channel(s) 28x28", "merge", config);
+    }
+
+    [Fact]
+    public void Images_of_mixed_sizes_in_one_folder()
+    {
+        var dir = Path_("images-mixed");
+        Png(Path.Combine(dir, "a.png"), 28, colour: false);
+        Png(Path.Combine(dir, "b.png"), 30, colour: false);
+        var config = Yaml("mixed", $"sources:\n  - model: MODEL_A\n    data: {{images: {dir}}}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n");
+        Fails($"{Path.Combine(dir, "b.png")}: image is 30x30", "merge", config);
+    }
+
+    [Fact]
+    public void Corrupt_image_file()
+    {
+        var dir = Path_("images-corrupt");
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "0.png"), "not a png");
+        var config = Yaml("corrupt-image", $"sources:\n  - model: MODEL_A\n    data: {{images: {dir}}}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n");
+        Fails($"{Path.Combine(dir, "0.png")}: cannot decode image", "merge", config);
+    }
+
+    [Fact]
+    public void Test_labels_outside_the_heads_range()
+    {
+        var dir = Path_("test-7-classes");
+        for (int k = 0; k < 7; k++) Png(Path.Combine(dir, $"class{k}", "0.png"), 28, colour: false);
+        var config = Yaml("labels", $"sources:\n  - model: MODEL_A\n    test: {{images: {dir}}}\n  - model: MODEL_B\nmethod: average\neval: true\noutput: OUTPUT\n");
+        Fails("its head has 5 classes but the test data of mnist:0-4 has 7", "merge", config);
+    }
+
+    [Fact]
+    public void Task_with_more_classes_than_the_head() =>
+        Fails("its head has 5 classes but task mnist:0-6 has 7", "merge", "--method", "average", "--model", "A", "--model", "B", "--task", "mnist:0-6", "--task", "mnist:5-9", "--out", "OUT");
+
+    [Fact]
+    public void Idx_file_that_is_not_images()
+    {
+        var idx = Path_("labels-idx1-ubyte");
+        Idx.Write(idx, [1, 2, 3], [3]);
+        var config = Yaml("idx", $"sources:\n  - model: MODEL_A\n    data: {{idx: {idx}}}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n");
+        Fails($"{idx}: IDX file has 1 dimension(s); expected images [n, height, width]", "merge", config);
+    }
+
+    // ---------------------------------------------------------------- method and options
+
+    [Fact]
+    public void Unknown_method() =>
+        Fails("unknown merge method 'nope'", "merge", "--method", "nope", "--model", "A", "--model", "B", "--out", "OUT");
+
+    [Fact]
+    public void Option_of_another_method() => MergeFails("method 'average' has no option --rank", "B", "--rank", "3");
+
+    [Fact]
+    public void Option_value_the_method_does_not_know() =>
+        Fails("fs-merge: --init 'best' is not one of: first, average, random, zipit", "merge", "--method", "fs-merge", "--init", "best", "--model", "A", "--model", "B", "--out", "OUT");
+
+    [Fact]
+    public void A_dry_run_checks_option_values_too() =>
+        Fails("rebasin: --matching 'bogus' is not one of: weights, activations", "merge", "--dry-run", "--method", "rebasin", "--matching", "bogus", "--model", "A", "--model", "B", "--out", "OUT");
+
+    [Fact]
+    public void Rank_larger_than_the_width() =>
+        Fails("--rank 999 exceeds the merged feature width 16", "merge", "--method", "fs-merge", "--type", "low-rank", "--rank", "999", "--epochs", "1", "--model", "A", "--model", "B", "--out", "OUT");
+
+    // ---------------------------------------------------------------- output
+
+    [Fact]
+    public void Unwritable_output_folder()
+    {
+        var file = Path_("a-file");
+        File.WriteAllText(file, "x");
+        var output = Path.Combine(file, "merged");
+        Fails($"{output}: cannot write the output", "merge", "--method", "average", "--model", "A", "--model", "B", "--out", output);
+        Assert.Equal("x", File.ReadAllText(file));
+    }
+
+    [Fact]
+    public void Existing_output_without_overwrite_is_kept()
+    {
+        var existing = Path_("existing");
+        Directory.CreateDirectory(existing);
+        File.WriteAllText(Path.Combine(existing, "keep.txt"), "mine");
+        Fails("output directory exists (use --overwrite to replace it)", "merge", "--method", "average", "--model", "A", "--model", "B", "--out", existing);
+        Assert.Equal("mine", File.ReadAllText(Path.Combine(existing, "keep.txt")));
+    }
+
+    [Fact]
+    public void Output_that_would_replace_a_source_model()
+    {
+        var source = Path_("source-as-output");
+        BadInputTests.Models.Save(Models.Mlp(16) with { Heads = [new HeadInfo("mnist:5-9", Models.Digits)] }, source, 9);
+        var before = File.ReadAllBytes(Path.Combine(source, Model.WeightsFile));
+        Fails("the output would replace the source model", "merge", "--method", "average", "--model", "A", "--model", source, "--out", source, "--overwrite");
+        Fails("the output would replace the source model", "merge", "--method", "average", "--model", "A", "--model", source, "--out", models.Root, "--overwrite");
+        Assert.Equal(before, File.ReadAllBytes(Path.Combine(source, Model.WeightsFile)));
+    }
+
+    // ---------------------------------------------------------------- YAML files
+
+    [Fact]
+    public void Yaml_unknown_key_names_its_line_and_the_allowed_keys()
+    {
+        var config = Yaml("unknown-key", "sources:\n  - model: MODEL_A\n    sampels: 10\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n");
+        Fails($"{config}:3: unknown key 'sampels' in sources[1] (allowed: model, task, data, samples, test)", "merge", config);
+    }
+
+    [Fact]
+    public void Yaml_wrong_type_names_its_line()
+    {
+        var config = Yaml("wrong-type", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: average\nseed: one\noutput: OUTPUT\n");
+        Fails($"{config}:5: 'seed' is 'one'; expected a whole number >= 0", "merge", config);
+    }
+
+    [Fact]
+    public void Yaml_method_option_of_the_wrong_type()
+    {
+        var config = Yaml("option-type", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: fs-merge\noptions:\n  epochs: many\noutput: OUTPUT\n");
+        Fails($"{config}:6: option 'epochs' of fs-merge is 'many'; expected a whole number", "merge", config);
+    }
+
+    [Fact]
+    public void Yaml_unknown_method_option()
+    {
+        var config = Yaml("option-unknown", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: average\noptions:\n  lr: 0.1\noutput: OUTPUT\n");
+        Fails($"{config}:6: unknown key 'lr' in options of method 'average'", "merge", config);
+    }
+
+    [Fact]
+    public void Yaml_missing_required_key()
+    {
+        var config = Yaml("missing-model", "sources:\n  - model: MODEL_A\n  - task: mnist:5-9\nmethod: average\noutput: OUTPUT\n");
+        Fails($"{config}:3: sources[2]: missing required key 'model'", "merge", config);
+    }
+
+    [Fact]
+    public void Yaml_without_sources()
+    {
+        var config = Yaml("no-sources", "method: average\noutput: OUTPUT\n");
+        Fails($"{config}:1: missing required key 'sources'", "merge", config);
+    }
+
+    [Fact]
+    public void Yaml_with_a_single_source()
+    {
+        var config = Yaml("one-source", "sources:\n  - model: MODEL_A\nmethod: average\noutput: OUTPUT\n");
+        Fails("'sources' lists 1 model(s); a merge needs at least two", "merge", config);
+    }
+
+    [Fact]
+    public void Yaml_syntax_error_names_its_line()
+    {
+        var config = Yaml("syntax", "sources:\n  - model: MODEL_A\n  - model: [MODEL_B\nmethod: average\n");
+        Fails($"{config}:", "merge", config);
+        Fails("invalid YAML", "merge", config);
+    }
+
+    [Fact]
+    public void Yaml_unknown_data_source_kind()
+    {
+        var config = Yaml("data-kind", "sources:\n  - model: MODEL_A\n    data: {text: corpus.txt}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n");
+        Fails($"{config}:3: unknown key 'text' in sources[1].data (allowed: task, images, idx)", "merge", config);
+    }
+
+    [Fact]
+    public void Config_file_not_found() => Fails("config file not found", "merge", Path_("missing.yaml"));
+}
