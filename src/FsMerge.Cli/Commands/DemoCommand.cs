@@ -46,7 +46,7 @@ sealed class DemoCommand : ICommand
         int epochs = args.Int("epochs", min: 1);
 
         Console.WriteLine($"== 1. data ({dataDir})");
-        DataProvisioner.Provision(dataDir, line => Console.WriteLine($"  {line}"));
+        DataProvisioner.Provision(dataDir, line => Console.WriteLine($"  {line}"), includeText: false);
 
         Console.WriteLine("== 2. source models: MLP 784-128-128, one per task, different seeds");
         var dirs = new List<string>();

@@ -1,3 +1,4 @@
+using FsMerge.Data;
 using FsMerge.Merging;
 using FsMerge.Runs;
 
@@ -18,6 +19,7 @@ sealed class MergeCommand : ICommand
         new("task", "TASK", "task of each model, in order (default: the task recorded in the model)", Repeatable: true),
         new("data-per-task", "N", "unlabeled merge images per task, drawn from its data (default: its train split)", MergeRequest.DefaultSamples.ToString()),
         new("augment", "N", "augmented images per task made from the originals (crop, flip, one of grayscale/solarize/blur, MixUp/CutMix; spec §11.3)", "0"),
+        new("held-out", "N", "unlabeled held-out samples per task from its validation split, for a method's --early-stop (spec §6)", "0"),
         new("width", "W,W,..", "merged MLP hidden widths (default: model 1's)"),
         new("seed", "S", "seed for the merge data draw and the method", "1"),
         new("out", "DIR", "output directory: config.json, model.safetensors, tasks/ (one single-task model per head), merge.json, report.md, metrics.json/.csv, plots, README.md (model card), merge.log"),
@@ -65,7 +67,11 @@ sealed class MergeCommand : ICommand
             var (outcome, result) = prepared.Execute(prepared.Method, prepared.Settings, Progress(), checkpoints);
             if (result.Test is { } test) Console.WriteLine(EvalCommand.ToTable(test));
             var summary = prepared.Summary([result], outcome.Merged?.Config, outcome.Merged != null ? result.Method : null);
-            OutputWriter.WriteMerge(request.Output!, request.Overwrite, outcome.Merged, prepared.Record(result), staging => run.WriteReport(staging, summary));
+            OutputWriter.WriteMerge(request.Output!, request.Overwrite, outcome.Merged, prepared.Record(result), staging =>
+            {
+                run.WriteReport(staging, summary);
+                if (outcome.Merged != null) TextFolder.CopyVocabulary(request.Sources[0].Model, staging);   // BERT: vocab.txt beside config.json
+            });
             Console.WriteLine($"merged in {result.Seconds:F1} s{(result.FinalLoss is { } loss ? $", final loss {loss:G6}" : "")}; wrote {request.Output}");
             outcome.Merged?.Dispose();
             return 0;
@@ -106,6 +112,7 @@ sealed class MergeCommand : ICommand
             request = request with { Sources = request.Sources.Select(s => s with { Samples = samples }).ToList() };
         }
         if (args.Has("augment")) request = request with { Augment = args.Int("augment", min: 0) };
+        if (args.Has("held-out")) request = request with { HeldOut = args.Int("held-out", min: 0) };
         if (args.Has("width")) request = request with { Width = args.IntList("width") };
         if (args.Has("seed")) request = request with { Seed = args.Int("seed") };
         if (args.Has("out")) request = request with { Output = args.Get("out") };

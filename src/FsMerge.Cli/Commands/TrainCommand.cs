@@ -9,26 +9,26 @@ namespace FsMerge.Cli.Commands;
 sealed class TrainCommand : ICommand
 {
     public string Name => "train";
-    public string Summary => "train a single-task source model (MLP or ViT) and save it Hugging Face-style (config.json + model.safetensors)";
-    public string Usage => "train --arch mlp|vit --task TASK --seed S --out DIR [options]";
+    public string Summary => "train a single-task source model (MLP, ViT or BERT) and save it Hugging Face-style (config.json + model.safetensors)";
+    public string Usage => "train --arch mlp|vit|bert --task TASK --seed S --out DIR [options]";
 
     public IReadOnlyList<OptionSpec> Options =>
     [
-        new("arch", "mlp|vit", "architecture", "mlp"),
-        new("task", "TASK", "task to learn: mnist, fashion, mnist:0-4, fashion:5-9, mnist:0,3,7, or a folder name under the data folder"),
+        new("arch", "mlp|vit|bert", "architecture (bert reads a text dataset: lang, fortunes, or your own text folder)", "mlp"),
+        new("task", "TASK", "task to learn: mnist, fashion, mnist:0-4, fashion:5-9, mnist:0,3,7, lang:0-2, fortunes:0-1, or a folder name under the data folder"),
         new("seed", "S", "seed of the initialization and the data order", "1"),
         new("out", "DIR", "output model directory"),
         new("epochs", "N", "training epochs", "2"),
         new("lr", "LR", "peak learning rate of AdamW (warm-up 5% of steps, then cosine)", "0.001"),
-        new("batch", "B", "batch size (default: 10 for mlp, 128 for vit)"),
+        new("batch", "B", "batch size (default: 10 for mlp, 128 for vit and bert)"),
         new("weight-decay", "WD", "AdamW decoupled weight decay", "0.01"),
         new("init", "DIR", "fine-tune from this checkpoint's backbone (a fresh head is made for the task)"),
         new("hidden", "W,W,..", "MLP hidden widths", "128,128"),
         new("patch", "P", "ViT patch size", "7"),
-        new("width", "D", "ViT width (hidden_size)", "64"),
-        new("depth", "L", "ViT encoder blocks", "4"),
-        new("heads", "H", "ViT attention heads", "4"),
-        new("mlp-width", "DM", "ViT MLP width (intermediate_size)", "256"),
+        new("width", "D", "ViT/BERT width (hidden_size)", "64"),
+        new("depth", "L", "ViT/BERT encoder blocks", "4"),
+        new("heads", "H", "ViT/BERT attention heads", "4"),
+        new("mlp-width", "DM", "ViT/BERT MLP width (intermediate_size)", "256"),
         Common.Data, Common.Device, Common.Threads, Common.Quiet,
     ];
 
@@ -41,7 +41,7 @@ sealed class TrainCommand : ICommand
         {
             Epochs = args.Int("epochs", min: 1),
             LearningRate = args.Double("lr"),
-            BatchSize = args.Has("batch") ? args.Int("batch", min: 1) : args.Get("arch") == "vit" ? 128 : 10,
+            BatchSize = args.Has("batch") ? args.Int("batch", min: 1) : args.Get("arch") is "vit" or "bert" ? 128 : 10,
             WeightDecay = args.Double("weight-decay"),
             Seed = args.Int("seed"),
         };
@@ -50,10 +50,12 @@ sealed class TrainCommand : ICommand
         if (!Architectures.Names.Contains(arch))
             throw new FsMergeException($"fsmerge train: --arch '{arch}' is not one of: {string.Join(", ", Architectures.Names)}");
 
+        if (args.Get("init") is { } init) TextFolder.CheckVocabulary(init, Common.DataDir(args), task.Dataset);
         using var initial = args.Get("init") is { } initDir
             ? FromCheckpoint(initDir, data, options.Seed, device)
             : Model.Create(NewConfig(args, arch, data), options.Seed, device);
         TrainAndSave(initial, data, options, args.Get("init"), outDir, device);
+        TextFolder.CopyVocabulary(Path.Combine(Common.DataDir(args), task.Dataset), outDir);
         return 0;
     }
 
@@ -85,8 +87,13 @@ sealed class TrainCommand : ICommand
 
     public static ModelConfig NewConfig(ParsedArgs args, string arch, TaskSplits data)
     {
-        var shape = data.Train.Images.shape;  // [n, C, H, W]
+        var shape = data.Train.Images.shape;  // [n, C, H, W], or [n, L] token ids
         var heads = new List<HeadInfo> { new(data.Task.ToString(), data.Train.LabelNames) };
+        if ((arch == "bert") != (shape.Length == 2))
+            throw new FsMergeException($"task {data.Task}: {(shape.Length == 2 ? "a text dataset needs --arch bert" : $"--arch {arch} reads text; {data.Task.Dataset} is an image dataset")}");
+        if (arch == "bert")
+            return TextFolder.BertConfig(Common.DataDir(args), data.Task.Dataset, args.Int("width", min: 1), args.Int("depth", min: 1),
+                args.Int("heads", min: 1), args.Int("mlp-width", min: 1), heads);
         if (arch == "mlp")
             return new ModelConfig { Architecture = "mlp", InputSize = (int)(shape[1] * shape[2] * shape[3]), HiddenSizes = args.IntList("hidden"), Heads = heads };
         if (shape[2] != shape[3]) throw new FsMergeException($"task {data.Task}: ViT needs square images, got {shape[2]}x{shape[3]}");

@@ -43,13 +43,13 @@ public static class BenchRunner
     /// <summary>The original models' row, then every method on these sources; appends to <paramref name="results"/>.</summary>
     public static void RunSeed(string setting, string section, int seed, IReadOnlyList<BenchMethod> methods, IReadOnlyList<Model> sources,
         IReadOnlyList<ImageSet> data, IReadOnlyList<TaskSplits> splits, Dictionary<string, double> lrs, JsonObject chosen,
-        List<BenchResult> results, Device device, Action<string> log)
+        List<BenchResult> results, Device device, Action<string> log, IReadOnlyList<ImageSet>? heldOut = null)
     {
         var tests = splits.Select(s => s.Test).ToList();
         var original = Evaluator.Evaluate(Evaluator.SeparateModels(sources), tests, device);
         results.Add(new(setting, section, "original models", seed, original.PerTaskMean, original.Joint, 0, ""));
         var target = sources[0].Config with { Heads = sources.SelectMany(s => s.Config.Heads).ToList(), Training = new() };
-        var inputs = new MergeInputs { Sources = sources, Data = data, Target = target, Device = device, Seed = seed };
+        var inputs = new MergeInputs { Sources = sources, Data = data, HeldOut = heldOut, Target = target, Device = device, Seed = seed };
         foreach (var m in methods)
         {
             var options = new Dictionary<string, string>(m.Options);

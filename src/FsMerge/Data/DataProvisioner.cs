@@ -7,7 +7,7 @@ namespace FsMerge.Data;
 
 /// <summary>
 /// Puts MNIST and Fashion-MNIST into the data directory as the four standard gzip IDX files each
-/// (dataDir/mnist/, dataDir/fashion/). Idempotent: complete, valid files are left alone and nothing is
+/// (dataDir/mnist/, dataDir/fashion/), and the text datasets of <see cref="TextDatasets"/>. Idempotent: complete, valid files are left alone and nothing is
 /// written. Every action is reported through the log callback.
 ///
 /// Fashion-MNIST (60,000 train, 10,000 test) comes from the Debian package dataset-fashion-mnist,
@@ -29,13 +29,15 @@ public static class DataProvisioner
     private const int Pixels = Side * Side;
     private static readonly TimeSpan CommandTimeout = TimeSpan.FromMinutes(10);
 
-    public static void Provision(string dataDir, Action<string> log)
+    /// <param name="includeText">Also the text datasets (the demo, which only needs images, leaves them out).</param>
+    public static void Provision(string dataDir, Action<string> log, bool includeText = true)
     {
         ArgumentNullException.ThrowIfNull(dataDir);
         ArgumentNullException.ThrowIfNull(log);
         var root = Path.GetFullPath(dataDir);
         ProvisionMnist(Path.Combine(root, KnownDatasets.Mnist.Name), log);
         ProvisionFashion(Path.Combine(root, KnownDatasets.Fashion.Name), log);
+        if (includeText) TextDatasets.Provision(root, log);
     }
 
     // ---------------------------------------------------------------- checks
@@ -53,8 +55,9 @@ public static class DataProvisioner
             if (missing.Length == KnownDatasets.IdxFileNames.Length) return $"no IDX files in {folder}";
             var dataset = DatasetReader.ReadIdx(folder, files, known.LabelNames);
             counts = (dataset.Train.Count, dataset.Test.Count);
-            if (dataset.Train.Height != Side || dataset.Train.Width != Side)
-                return $"{folder}: images are {dataset.Train.Height}x{dataset.Train.Width}, expected {Side}x{Side}";
+            var images = (RawImages)dataset.Train;
+            if (images.Height != Side || images.Width != Side)
+                return $"{folder}: images are {images.Height}x{images.Width}, expected {Side}x{Side}";
             if (!known.AcceptedCounts.Contains(counts))
                 return $"{folder}: {counts.train} train and {counts.test} test images, expected "
                        + string.Join(" or ", known.AcceptedCounts.Select(c => $"{c.train} and {c.test}"));
@@ -91,7 +94,7 @@ public static class DataProvisioner
         {
             if (!Environment.IsPrivilegedProcess)
                 throw new FsMergeException($"fashion: Fashion-MNIST is not in {folder} nor in {FashionSystemDir}; install it with `sudo apt-get install -y {FashionPackage}` and run `fsmerge data` again");
-            InstallFashionPackage(log);
+            InstallPackages("fashion", [FashionPackage], log);
             systemReason = Check(FashionSystemDir, known, out _);
             if (systemReason is not null)
                 throw new FsMergeException($"fashion: after installing {FashionPackage} the files are still not usable ({systemReason}); try `apt-get install -y --reinstall {FashionPackage}`");
@@ -111,22 +114,23 @@ public static class DataProvisioner
         log($"fashion: copied from {FashionSystemDir} ({counts.train} train, {counts.test} test)");
     }
 
-    private static void InstallFashionPackage(Action<string> log)
+    /// <summary>`apt-get install -y PACKAGES`, once more after `apt-get update` if it fails; <paramref name="what"/> names the dataset in messages.</summary>
+    internal static void InstallPackages(string what, string[] packages, Action<string> log)
     {
-        string[] install = ["install", "-y", FashionPackage];
-        log($"fashion: running apt-get {string.Join(' ', install)}");
-        var (code, output) = RunApt(install);
+        string[] install = ["install", "-y", .. packages];
+        log($"{what}: running apt-get {string.Join(' ', install)}");
+        var (code, output) = RunApt(what, packages, install);
         if (code == 0) return;
-        log($"fashion: apt-get install failed (exit {code}); running apt-get update and trying again");
-        var (updateCode, updateOutput) = RunApt(["update"]);
+        log($"{what}: apt-get install failed (exit {code}); running apt-get update and trying again");
+        var (updateCode, updateOutput) = RunApt(what, packages, ["update"]);
         if (updateCode != 0)
-            throw new FsMergeException($"fashion: `apt-get update` failed (exit {updateCode}): {LastLine(updateOutput)}");
-        (code, output) = RunApt(install);
+            throw new FsMergeException($"{what}: `apt-get update` failed (exit {updateCode}): {LastLine(updateOutput)}");
+        (code, output) = RunApt(what, packages, install);
         if (code != 0)
-            throw new FsMergeException($"fashion: `apt-get install -y {FashionPackage}` failed (exit {code}): {LastLine(output)}");
+            throw new FsMergeException($"{what}: `apt-get install -y {string.Join(' ', packages)}` failed (exit {code}): {LastLine(output)}");
     }
 
-    private static (int code, string output) RunApt(string[] arguments)
+    private static (int code, string output) RunApt(string what, string[] packages, string[] arguments)
     {
         try
         {
@@ -134,7 +138,7 @@ public static class DataProvisioner
         }
         catch (System.ComponentModel.Win32Exception e)
         {
-            throw new FsMergeException($"fashion: cannot run apt-get ({e.Message}); install the Debian package {FashionPackage} or copy its four .gz IDX files into the data directory's fashion/ folder", e);
+            throw new FsMergeException($"{what}: cannot run apt-get ({e.Message}); install the Debian package(s) {string.Join(' ', packages)} and run `fsmerge data` again", e);
         }
     }
 

@@ -1,7 +1,16 @@
 namespace FsMerge.Data;
 
-/// <summary>A whole dataset as bytes: train and test images with class ids 0..K-1 and the K class names.</summary>
-internal sealed record RawDataset(string Folder, RawImages Train, RawImages Test, string[] ClassNames);
+/// <summary>A split's samples before filtering: images as bytes, or token ids, with class ids 0..K-1.</summary>
+internal interface IRawSamples
+{
+    int Count { get; }
+    long[] Labels { get; }
+    /// <summary>Selects samples (in the given order), mapping labels through <paramref name="relabel"/> (null = keep).</summary>
+    ImageSet Select(IReadOnlyList<int> indices, long[]? relabel, string[] labelNames);
+}
+
+/// <summary>A whole dataset: train and test samples with class ids 0..K-1 and the K class names.</summary>
+internal sealed record RawDataset(string Folder, IRawSamples Train, IRawSamples Test, string[] ClassNames);
 
 /// <summary>
 /// Reads <c>dataDir/NAME/</c>: either the four standard IDX files (plain or .gz) or image folders
@@ -21,8 +30,8 @@ internal static class DatasetReader
         bool known = KnownDatasets.TryGet(name, out var knownDataset);
         if (!Directory.Exists(folder))
         {
-            if (known)
-                throw new FsMergeException($"dataset '{name}' not found: {folder} does not exist; run `fsmerge data` to provision MNIST and Fashion-MNIST (or point --data / {DataDirectory.EnvironmentVariable} at a data directory that has them)");
+            if (known || name is "fortunes" or "lang")
+                throw new FsMergeException($"dataset '{name}' not found: {folder} does not exist; run `fsmerge data` to provision MNIST, Fashion-MNIST and the text datasets fortunes and lang (or point --data / {DataDirectory.EnvironmentVariable} at a data directory that has them)");
             throw new FsMergeException($"unknown dataset '{name}': {folder} does not exist; built-in datasets are mnist and fashion (run `fsmerge data` to provision them), a user dataset is a folder {Path.Combine(root, "NAME")} with IDX files ({string.Join(", ", KnownDatasets.IdxFileNames)}, plain or .gz) or image folders train/<class>/ and test/<class>/");
         }
 
@@ -49,6 +58,7 @@ internal static class DatasetReader
             return dataset;
         }
 
+        if (TextFolder.IsText(folder)) return TextFolder.Read(folder);
         var trainDir = Path.Combine(folder, "train");
         var testDir = Path.Combine(folder, "test");
         if (Directory.Exists(trainDir) || Directory.Exists(testDir))
@@ -62,7 +72,7 @@ internal static class DatasetReader
             return new RawDataset(folder, train, test, names);
         }
 
-        throw new FsMergeException($"{folder}: dataset folder has neither IDX files ({string.Join(", ", KnownDatasets.IdxFileNames)}, plain or .gz) nor image folders train/<class>/ and test/<class>/"
+        throw new FsMergeException($"{folder}: dataset folder has neither IDX files ({string.Join(", ", KnownDatasets.IdxFileNames)}, plain or .gz) nor image folders train/<class>/ and test/<class>/ nor a text dataset (vocab.txt, train/CLASS.txt, test/CLASS.txt)"
             + (known ? "; run `fsmerge data` to provision it" : ""));
     }
 

@@ -3,7 +3,8 @@ using TorchSharp;
 namespace FsMerge.Data;
 
 /// <summary>
-/// Images [n, C, H, W] float32 in [0, 1] on the CPU; Labels re-indexed 0..K-1; LabelNames[k] is the
+/// Images [n, C, H, W] float32 in [0, 1] on the CPU (for a text dataset: int64 token ids [n, L], padded
+/// with the vocabulary's [PAD] id); Labels re-indexed 0..K-1; LabelNames[k] is the
 /// original name of class k. The tensor follows TorchSharp's dispose-scope rules; Dispose frees it.
 /// </summary>
 public sealed record ImageSet(torch.Tensor Images, long[] Labels, string[] LabelNames) : IDisposable

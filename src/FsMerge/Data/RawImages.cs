@@ -3,7 +3,7 @@ using TorchSharp;
 namespace FsMerge.Data;
 
 /// <summary>Decoded images as bytes [n, C, H, W] with class ids 0..K-1, before any split or filtering.</summary>
-internal sealed class RawImages
+internal sealed class RawImages : IRawSamples
 {
     public required byte[] Pixels { get; init; }
     public required long[] Labels { get; init; }

@@ -36,6 +36,12 @@ public sealed class MergeInputs
     /// </summary>
     public IReadOnlyList<Tensor>? Targets { get; init; }
 
+    /// <summary>
+    /// Unlabeled held-out samples per task (not merge data) for early stopping (spec §6), used by methods
+    /// whose --early-stop option is set; null = none.
+    /// </summary>
+    public IReadOnlyList<ImageSet>? HeldOut { get; init; }
+
     /// <summary>Initial dense U at the head-input site (FS-Merge seq. carries earlier stages' blocks); null = the init rule.</summary>
     public Tensor? HeadInputInit { get; init; }
 

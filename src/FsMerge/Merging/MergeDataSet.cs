@@ -17,6 +17,8 @@ public static class MergeDataSet
     public static ImageSet Compose(ImageSet originals, int augmented, long seed)
     {
         ArgumentNullException.ThrowIfNull(originals);
+        if (augmented == 0) // also the path of token ids, which are never augmented (spec §11.6)
+            return new ImageSet(originals.Images.cpu().clone(), [.. originals.Labels], originals.LabelNames);
         Tensor images;
         long[] labels;
         using (var scope = torch.NewDisposeScope())

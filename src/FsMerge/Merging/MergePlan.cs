@@ -15,11 +15,13 @@ public sealed class MergePlan
     public required IReadOnlyList<ImageSet> Data { get; init; }
     /// <summary>Labelled test images per task (labels index that task's head); empty when not loaded.</summary>
     public required IReadOnlyList<ImageSet> Tests { get; init; }
+    /// <summary>Unlabeled held-out samples per task for early stopping, from the validation split (null when none asked).</summary>
+    public IReadOnlyList<ImageSet>? HeldOut { get; init; }
     public required ModelConfig Target { get; init; }
 
     /// <summary>Sources given by directory with their tasks' train splits as merge data (the benches and the demo).</summary>
     public static MergePlan Prepare(IReadOnlyList<Model> sources, IReadOnlyList<string> names, IReadOnlyList<string> taskOverrides,
-        string dataDir, int perTask, long seed, int[]? width, Device device, int augmentPerTask = 0)
+        string dataDir, int perTask, long seed, int[]? width, Device device, int augmentPerTask = 0, int heldOutPerTask = 0)
     {
         if (taskOverrides.Count > 0 && taskOverrides.Count != sources.Count)
             throw new FsMergeException($"fsmerge merge: {taskOverrides.Count} --task given for {sources.Count} models; give one per model or none");
@@ -27,23 +29,27 @@ public sealed class MergePlan
             .Select(i => taskOverrides.Count > 0 ? TaskSpec.Parse(taskOverrides[i]).ToString() : sources[i].Config.Heads[0].Task).ToList();
         var data = new List<ImageSet>();
         var tests = new List<ImageSet>();
+        var heldOut = new List<ImageSet>();
         for (int i = 0; i < sources.Count; i++)
         {
             var split = TaskData.Load(TaskSpec.Parse(tasks[i]), dataDir);
             CheckClasses(sources[i], names[i], split.Train, $"task {tasks[i]}");
             data.Add(MergeData.Sample(split.Train, perTask, seed + i));
             tests.Add(split.Test);
+            if (heldOutPerTask > 0) heldOut.Add(MergeData.Sample(split.Validation, heldOutPerTask, seed + 100 + i));
         }
-        return FromData(sources, names, tasks, data, tests, width, augmentPerTask, seed);
+        return FromData(sources, names, tasks, data, tests, width, augmentPerTask, seed, heldOutPerTask > 0 ? heldOut : null);
     }
 
     /// <summary>
     /// Checks that the sources can be merged into one model (same architecture and depth, one head each)
     /// and that each source's images fit it. <paramref name="data"/>[i] holds source i's unlabeled merge
     /// images; n originals are followed by <paramref name="augmentPerTask"/> augmented ones (spec §11.2-11.3).
+    /// <paramref name="heldOut"/>: unlabeled held-out samples per task for early stopping, or null.
     /// </summary>
     public static MergePlan FromData(IReadOnlyList<Model> sources, IReadOnlyList<string> names, IReadOnlyList<string> tasks,
-        IReadOnlyList<ImageSet> data, IReadOnlyList<ImageSet> tests, int[]? width, int augmentPerTask, long seed)
+        IReadOnlyList<ImageSet> data, IReadOnlyList<ImageSet> tests, int[]? width, int augmentPerTask, long seed,
+        IReadOnlyList<ImageSet>? heldOut = null)
     {
         var first = sources[0].Config;
         for (int i = 0; i < sources.Count; i++)
@@ -80,7 +86,7 @@ public sealed class MergePlan
             }
         }
         var composed = data.Select((d, i) => MergeDataSet.Compose(d, augmentPerTask, seed + i)).ToList();
-        return new MergePlan { Sources = sources, Tasks = tasks, Data = composed, Tests = tests, Target = target };
+        return new MergePlan { Sources = sources, Tasks = tasks, Data = composed, Tests = tests, HeldOut = heldOut, Target = target };
     }
 
     /// <summary>Labelled images must name classes the source's head has.</summary>
@@ -92,6 +98,6 @@ public sealed class MergePlan
     }
 
     public MergeInputs Inputs(Device device, long seed, MergeProgress? progress, TrainingCheckpoints? checkpoints = null) =>
-        new() { Sources = Sources, Data = Data, Target = Target, Device = device, Seed = seed, Progress = progress, Checkpoints = checkpoints };
+        new() { Sources = Sources, Data = Data, HeldOut = HeldOut, Target = Target, Device = device, Seed = seed, Progress = progress, Checkpoints = checkpoints };
 
 }

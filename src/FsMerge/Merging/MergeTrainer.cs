@@ -27,6 +27,21 @@ public sealed record OptimizerSettings(string Optimizer, double LearningRate, in
         s.String("schedule", "cosine", "onecycle"));
 }
 
+/// <summary>
+/// Early stopping (spec §6): every <paramref name="CheckEvery"/> epochs the loss on held-out samples is measured;
+/// after <paramref name="Patience"/> checks without a new best, training stops, and the parameters of the best
+/// check are restored. <see cref="BestEpoch"/> and <see cref="StoppedEpoch"/> report what happened.
+/// </summary>
+public sealed class EarlyStopping(int CheckEvery, int Patience, Func<double> HeldOutLoss)
+{
+    public int CheckEvery { get; } = CheckEvery;
+    public int Patience { get; } = Patience;
+    public Func<double> HeldOutLoss { get; } = HeldOutLoss;
+    public int BestEpoch { get; internal set; }
+    public int StoppedEpoch { get; internal set; }
+    public double BestLoss { get; internal set; } = double.PositiveInfinity;
+}
+
 /// <summary>A point of a training-loss curve: the mean loss of the batches since the previous point, after <see cref="Step"/> steps.</summary>
 public sealed record LossPoint(long Step, double Loss);
 
@@ -42,10 +57,12 @@ public static class MergeTrainer
     /// <summary>
     /// Minimizes <paramref name="lossOf"/>(batch indices) over <paramref name="samples"/> items and returns the
     /// loss curve, whose <see cref="LossCurve.FinalLoss"/> is the mean loss of the last epoch. With
-    /// <paramref name="checkpoints"/>, saves and resumes this phase (see <see cref="TrainingCheckpoints"/>).
+    /// <paramref name="checkpoints"/>, saves and resumes this phase (see <see cref="TrainingCheckpoints"/>). With
+    /// <paramref name="stop"/> (not together with checkpoints), stops early and restores the best parameters.
     /// </summary>
     public static LossCurve Train(IReadOnlyList<Parameter> parameters, long samples, OptimizerSettings s,
-        Func<Tensor, Tensor> lossOf, long seed, MergeProgress? progress, string phase, TrainingCheckpoints? checkpoints = null)
+        Func<Tensor, Tensor> lossOf, long seed, MergeProgress? progress, string phase, TrainingCheckpoints? checkpoints = null,
+        EarlyStopping? stop = null)
     {
         if (samples == 0) throw new FsMergeException("no merge samples: every task needs at least one image");
         if (s.Epochs == 0 || parameters.Count == 0) return new LossCurve(phase, [], double.NaN);
@@ -66,6 +83,10 @@ public static class MergeTrainer
         var generator = new Generator((ulong)seed);
         var file = checkpoints?.NextPhaseFile();
         var state = new TrainingCheckpoints.LoopState();
+        if (stop != null && checkpoints != null)
+            throw new ArgumentException("early stopping keeps its best parameters in memory: a phase with it is not checkpointed", nameof(stop));
+        Tensor[]? best = null;
+        int misses = 0;
         if (checkpoints is { Resume: true } && checkpoints.Load(file!, phase, total, parameters, optimizer) is { } saved)
         {
             // The schedules are functions of the step count: replaying it puts the scheduler where it was; the
@@ -123,8 +144,36 @@ public static class MergeTrainer
                 if (checkpoints.Interrupted && state.Step < total)
                     throw new FsMergeException($"interrupted: {phase} saved at step {state.Step} of {total} in {checkpoints.Directory}; run the same command with --resume to continue");
             }
+            if (stop != null && epochEnd && state.Step / stepsPerEpoch % stop.CheckEvery == 0
+                && Check(stop, (int)(state.Step / stepsPerEpoch), parameters, ref best, ref misses)) break;
+        }
+        if (best != null)
+        {
+            using (torch.no_grad())
+                for (int i = 0; i < parameters.Count; i++) parameters[i].copy_(best[i]);
+            foreach (var t in best) t.Dispose();
         }
         order?.Dispose();
         return new LossCurve(phase, state.Points, state.EpochLoss);
+    }
+
+    /// <summary>One early-stopping check; true when training should stop.</summary>
+    static bool Check(EarlyStopping stop, int epoch, IReadOnlyList<Parameter> parameters, ref Tensor[]? best, ref int misses)
+    {
+        double loss;
+        using (torch.no_grad())
+        using (torch.NewDisposeScope())
+            loss = stop.HeldOutLoss();
+        stop.StoppedEpoch = epoch;
+        if (loss < stop.BestLoss)
+        {
+            stop.BestLoss = loss;
+            stop.BestEpoch = epoch;
+            if (best != null) foreach (var t in best) t.Dispose();
+            best = parameters.Select(p => p.detach().clone().DetachFromDisposeScope()).ToArray();
+            misses = 0;
+            return false;
+        }
+        return ++misses >= stop.Patience;
     }
 }

@@ -3,7 +3,7 @@ namespace FsMerge.Models;
 /// <summary>The registry of architectures, by the name used in config.json and on the command line.</summary>
 public static class Architectures
 {
-    static readonly Dictionary<string, IArchitecture> ByName = new IArchitecture[] { new Mlp(), new Vit() }
+    static readonly Dictionary<string, IArchitecture> ByName = new IArchitecture[] { new Mlp(), new Vit(), new Bert() }
         .ToDictionary(a => a.Name);
 
     public static IEnumerable<string> Names => ByName.Keys;

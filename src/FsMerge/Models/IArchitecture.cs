@@ -8,7 +8,7 @@ namespace FsMerge.Models;
 /// Receives intermediate values of a forward pass, named by the site they meet: at an M site the
 /// output of the layer(s) about to be merged, at a U site the vector the following layers read, and
 /// "input" for the input of layers that read the shared input (flattened pixels or patches).
-/// Token dimensions are flattened into rows: values are [rows, width].
+/// Token dimensions are flattened into rows: values are [rows, width] (BERT reports only non-padding tokens).
 /// </summary>
 public delegate void Probe(string point, Tensor value);
 
@@ -23,7 +23,7 @@ public sealed record WeightSpec(string Name, long[] Shape);
 /// </summary>
 public interface IArchitecture
 {
-    /// <summary>Short name used on the command line and in config.json ("mlp", "vit").</summary>
+    /// <summary>Short name used on the command line and in config.json ("mlp", "vit", "bert").</summary>
     string Name { get; }
 
     /// <summary>Backbone weights in a stable order, with Hugging Face names where such exist.</summary>
@@ -35,7 +35,11 @@ public interface IArchitecture
     /// <summary>Random backbone weights drawn from <paramref name="generator"/> (CPU), moved to <paramref name="device"/>.</summary>
     Dictionary<string, Tensor> InitBackbone(ModelConfig config, Generator generator, Device device);
 
-    /// <summary>Backbone forward: images [B, C, H, W] in [0, 1] → features [B, FeatureWidth].</summary>
+    /// <summary>
+    /// Backbone forward: the model input → features [B, FeatureWidth]. The input is images [B, C, H, W] in
+    /// [0, 1] for image architectures, int64 token ids [B, L] for text ones (BERT derives its attention
+    /// mask from the ids, see <see cref="Bert"/>).
+    /// </summary>
     Tensor Features(ModelConfig config, IReadOnlyDictionary<string, Tensor> weights, Tensor images, Probe? probe = null);
 
     /// <summary>

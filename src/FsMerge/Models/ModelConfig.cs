@@ -11,7 +11,7 @@ public sealed record HeadInfo(string Task, string[] Labels)
 }
 
 /// <summary>
-/// A model's config.json. Field names follow Hugging Face's configs (ViTConfig for "vit"); the MLP,
+/// A model's config.json. Field names follow Hugging Face's configs (ViTConfig for "vit", BertConfig for "bert"); the MLP,
 /// which has no Hugging Face class, uses "fsmerge-mlp". Everything FsMerge-specific (tasks of every
 /// head, training provenance) lives under the "fsmerge" key, which Hugging Face ignores.
 /// Models read pixel values in [0, 1]; no mean/std normalization is applied.
@@ -34,7 +34,13 @@ public sealed record ModelConfig
     public int IntermediateSize { get; init; } = 256;
     public double LayerNormEps { get; init; } = 1e-12;
 
-    /// <summary>One head per task, in order. A source model has one; a merged model has one per source.</summary>
+    // BERT (Hugging Face BertConfig names in config.json; shares the ViT fields above)
+    public int VocabSize { get; init; } = 30522;
+    public int MaxPositionEmbeddings { get; init; } = 512;
+    public int TypeVocabSize { get; init; } = 2;
+    public int PadTokenId { get; init; }
+
+    /// <summary>One head per task, in order. A source model has one; a merged model has one per source; a pre-trained backbone none.</summary>
     public List<HeadInfo> Heads { get; init; } = [];
 
     /// <summary>Provenance written under "fsmerge.training" (seed, hyper-parameters, data counts, accuracy).</summary>
@@ -42,9 +48,19 @@ public sealed record ModelConfig
 
     public IArchitecture Arch => Architectures.Get(Architecture);
 
-    /// <summary>Checks that images [n, C, H, W] fit this model's input; <paramref name="what"/> names their source.</summary>
+    /// <summary>Checks that images [n, C, H, W] (token ids [n, L] for BERT) fit this model's input; <paramref name="what"/> names their source.</summary>
     public void CheckImages(long[] shape, string what)
     {
+        if (Architecture == "bert" || shape.Length == 2)
+        {
+            if (Architecture != "bert" || shape.Length != 2)
+                throw new FsMergeException(Architecture == "bert"
+                    ? $"{what}: images [{string.Join(", ", shape)}], but a BERT model reads token ids (a text dataset)"
+                    : $"{what}: token ids (a text dataset), but a {Architecture} model reads images");
+            if (shape[1] > MaxPositionEmbeddings)
+                throw new FsMergeException($"{what}: sequences of {shape[1]} tokens, but the model has max_position_embeddings {MaxPositionEmbeddings}");
+            return;
+        }
         bool fits = Architecture == "mlp"
             ? shape[1] * shape[2] * shape[3] == InputSize
             : shape[1] == NumChannels && shape[2] == ImageSize && shape[3] == ImageSize;
@@ -77,7 +93,8 @@ public sealed record ModelConfig
         {
             "vit" => "vit",
             "fsmerge-mlp" => "mlp",
-            _ => throw new FsMergeException($"{source}: model_type '{modelType}' is not supported (expected 'vit' or 'fsmerge-mlp')"),
+            "bert" => "bert",
+            _ => throw new FsMergeException($"{source}: model_type '{modelType}' is not supported (expected 'vit', 'bert' or 'fsmerge-mlp')"),
         };
         var fs = root["fsmerge"] as JsonObject;
         var heads = new List<HeadInfo>();
@@ -112,8 +129,34 @@ public sealed record ModelConfig
             }
             heads.Add(new HeadInfo(fs?["task"]?.GetValue<string>() ?? HeadInfo.Unrecorded, labels));
         }
-        if (heads.Count == 0) throw new FsMergeException($"{source}: no head described (expected id2label or fsmerge.heads)");
+        // An explicitly empty fsmerge.heads is a backbone-only checkpoint (a pre-trained BertModel).
+        if (heads.Count == 0 && fs?["heads"] is not JsonArray) throw new FsMergeException($"{source}: no head described (expected id2label or fsmerge.heads)");
 
+        if (arch == "bert")
+        {
+            var bert = new ModelConfig
+            {
+                Architecture = arch,
+                VocabSize = Int(root, "vocab_size", source),
+                HiddenSize = Int(root, "hidden_size", source),
+                NumHiddenLayers = Int(root, "num_hidden_layers", source),
+                NumAttentionHeads = Int(root, "num_attention_heads", source),
+                IntermediateSize = Int(root, "intermediate_size", source),
+                MaxPositionEmbeddings = Int(root, "max_position_embeddings", source),
+                TypeVocabSize = Int(root, "type_vocab_size", source),
+                PadTokenId = root["pad_token_id"] is JsonValue pad && pad.TryGetValue<int>(out int p) ? p
+                    : throw new FsMergeException($"{source}: field 'pad_token_id' missing or not an integer"),
+                LayerNormEps = root["layer_norm_eps"]?.GetValue<double>() ?? 1e-12,
+                Heads = heads,
+                Training = (fs?["training"] as JsonObject)?.DeepClone().AsObject() ?? new JsonObject(),
+            };
+            foreach (var (key, expected) in new[] { ("hidden_act", "gelu"), ("position_embedding_type", "absolute") })
+                if (root[key] is JsonNode value && value.GetValueKind() == JsonValueKind.String && value.GetValue<string>() != expected)
+                    throw new FsMergeException($"{source}: {key} '{value.GetValue<string>()}' is not supported (expected '{expected}')");
+            try { Bert.Validate(bert); }
+            catch (FsMergeException e) { throw new FsMergeException($"{source}: {e.Message}"); }
+            return bert;
+        }
         if (arch == "vit")
         {
             if (root["hidden_act"] is JsonNode act && (act as JsonValue)?.TryGetValue<string>(out var a) == true && a != "gelu")
@@ -155,6 +198,25 @@ public sealed record ModelConfig
             root["model_type"] = "fsmerge-mlp";
             root["input_size"] = InputSize;
             root["hidden_sizes"] = new JsonArray(HiddenSizes.Select(h => (JsonNode)h).ToArray());
+        }
+        else if (Architecture == "bert")
+        {
+            root["model_type"] = "bert";
+            root["architectures"] = new JsonArray(Heads.Count == 1 ? "BertForSequenceClassification" : "BertModel");
+            root["vocab_size"] = VocabSize;
+            root["hidden_size"] = HiddenSize;
+            root["num_hidden_layers"] = NumHiddenLayers;
+            root["num_attention_heads"] = NumAttentionHeads;
+            root["intermediate_size"] = IntermediateSize;
+            root["hidden_act"] = "gelu";
+            root["hidden_dropout_prob"] = 0.0;
+            root["attention_probs_dropout_prob"] = 0.0;
+            root["max_position_embeddings"] = MaxPositionEmbeddings;
+            root["type_vocab_size"] = TypeVocabSize;
+            root["initializer_range"] = 0.02;
+            root["layer_norm_eps"] = LayerNormEps;
+            root["pad_token_id"] = PadTokenId;
+            root["position_embedding_type"] = "absolute";
         }
         else
         {

@@ -47,6 +47,8 @@ public sealed record MergeRequest
     public bool Overwrite { get; init; }
     /// <summary>Augmented images per task made from the originals (spec §11.3).</summary>
     public int Augment { get; init; }
+    /// <summary>Unlabeled held-out samples per task (from a task's validation split) for a method's early stopping (spec §6); 0 = none.</summary>
+    public int HeldOut { get; init; }
     /// <summary>Merged MLP hidden widths; null = model 1's.</summary>
     public int[]? Width { get; init; }
     /// <summary>Evaluate the result on each source's labelled test data after merging.</summary>

@@ -26,7 +26,7 @@ namespace FsMerge.Runs;
 /// </summary>
 public static class MergeRequestFile
 {
-    static readonly string[] TopKeys = ["sources", "method", "options", "seed", "threads", "device", "output", "overwrite", "augment", "width", "eval", "data_dir"];
+    static readonly string[] TopKeys = ["sources", "method", "options", "seed", "threads", "device", "output", "overwrite", "augment", "held_out", "width", "eval", "data_dir"];
     static readonly string[] SourceKeys = ["model", "task", "data", "samples", "test"];
 
     public static MergeRequest Read(string path)
@@ -132,6 +132,7 @@ public static class MergeRequestFile
                     "output" => request with { Output = PathValue(value, key) },
                     "overwrite" => request with { Overwrite = Bool(value, key) },
                     "augment" => request with { Augment = Int(value, key, 0) },
+                    "held_out" => request with { HeldOut = Int(value, key, 0) },
                     "width" => request with { Width = Widths(value) },
                     "eval" => request with { Eval = Bool(value, key) },
                     "data_dir" => request with { DataDir = PathValue(value, key) },

@@ -50,6 +50,7 @@ public sealed class PreparedMerge : IDisposable
         var sources = new List<Model>();
         var data = new List<ImageSet>();
         var tests = new List<ImageSet>();
+        var heldOut = new List<ImageSet>();
         try
         {
             var names = request.Sources.Select(s => s.Model).ToList();
@@ -68,16 +69,27 @@ public sealed class PreparedMerge : IDisposable
                 used.Add(from);
                 var images = DataSources.Sample(from, dataDir, source.Samples, request.Seed + i);
                 data.Add(images);
-                if (from.Kind == "task") MergePlan.CheckClasses(model, source.Model, images, $"task {from.Value}");
+                if (from.Kind == "task")
+                {
+                    MergePlan.CheckClasses(model, source.Model, images, $"task {from.Value}");
+                    TextFolder.CheckVocabulary(source.Model, dataDir, TaskSpec.Parse(from.Value).Dataset);
+                }
+                if (request.HeldOut > 0)
+                {
+                    if (from.Kind != "task") throw new FsMergeException($"{source.Model}: held-out samples come from a task's validation split; data from {from} has none");
+                    using var splits = TaskData.Load(TaskSpec.Parse(from.Value), dataDir);
+                    heldOut.Add(MergeData.Sample(splits.Validation, request.HeldOut, request.Seed + 100 + i));
+                }
                 if (request.Eval) tests.Add(DataSources.Labelled(source.Test ?? new DataSource("task", task), dataDir));
             }
-            var plan = MergePlan.FromData(sources, names, tasks, data, tests, request.Width, request.Augment, request.Seed);
+            var plan = MergePlan.FromData(sources, names, tasks, data, tests, request.Width, request.Augment, request.Seed,
+                request.HeldOut > 0 ? heldOut : null);
             foreach (var d in data) d.Dispose();
             return new PreparedMerge(request, method, settings, plan, device, used);
         }
         catch
         {
-            foreach (var d in data.Concat(tests)) d.Dispose();
+            foreach (var d in data.Concat(tests).Concat(heldOut)) d.Dispose();
             foreach (var s in sources) s.Dispose();
             throw;
         }

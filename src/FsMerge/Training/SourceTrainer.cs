@@ -129,7 +129,8 @@ public static class SourceTrainer
         return (test, best.Epoch);
     }
 
-    static double WarmupCosine(int step, int warmup, int total)
+    /// <summary>The learning-rate factor of linear warm-up then cosine decay to zero (also used by <see cref="MlmPretrainer"/>).</summary>
+    internal static double WarmupCosine(int step, int warmup, int total)
     {
         if (step < warmup) return (step + 1.0) / warmup;
         double progress = Math.Min(1.0, (step - warmup) / (double)Math.Max(1, total - warmup));

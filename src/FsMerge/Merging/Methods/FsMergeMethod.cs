@@ -28,6 +28,8 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         new("targets", "all", "all: every model's feature for every sample (MLP, spec §4.2); own: only the sample's own model (transformers, spec §7.2)"),
         new("normalize", "true", "rescale each model's targets to model 1's mean |feature| and undo it in U (spec §4.5)"),
         .. OptimizerSettings.Options(optimizer: "sgd", lr: "0.1", epochs: "1000", batch: "0"),
+        new("early-stop", "0", "global: check the loss on the held-out samples every N epochs and keep the best θ (0 = off; needs held-out data, spec §6; such a run is not checkpointed)"),
+        new("patience", "5", "global: checks without improvement before early stopping"),
     ];
 
     public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings) => Train(inputs, settings).Outcome;
@@ -43,6 +45,9 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         var targetsMode = settings.String("targets", "all", "own");
         bool normalize = settings.String("normalize", "true", "false") == "true";
         var optimizer = OptimizerSettings.From(settings);
+        int checkEvery = settings.Int("early-stop", min: 0), patience = settings.Int("patience", min: 1);
+        if (checkEvery > 0 && (inputs.HeldOut is null || scope != "global"))
+            throw new FsMergeException("fs-merge: --early-stop needs --scope global and held-out samples (fsmerge merge --held-out N)");
         if (init == "zipit" && type != MuType.Full)
             throw new FsMergeException("fs-merge: --init zipit needs --type full (ZipIt gives dense matrices)");
 
@@ -62,7 +67,15 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         List<LossCurve> curves;
         Dictionary<string, double[]> scales;
         if (scope == "global")
-            (curves, scales) = TrainGlobal(inputs, matrices, mergedSpace, targetsMode, normalize, optimizer);
+        {
+            (curves, scales, var stop) = TrainGlobal(inputs, matrices, mergedSpace, targetsMode, normalize, optimizer, checkEvery, patience);
+            if (stop != null)
+                details["early_stopping"] = new JsonObject
+                {
+                    ["check_every"] = checkEvery, ["patience"] = patience, ["best_epoch"] = stop.BestEpoch,
+                    ["stopped_epoch"] = stop.StoppedEpoch, ["held_out_loss"] = stop.BestLoss,
+                };
+        }
         else
             (curves, scales) = TrainLocal(inputs, matrices, normalize, optimizer);
         // Local: the mean of the problems' final losses.
@@ -161,15 +174,18 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
     }
 
     /// <summary>The global objective: trainable θ, the sample count, and the loss of a batch of sample indices.</summary>
-    public static (Parameter[] Parameters, long Samples, Func<Tensor, Tensor> LossOf, double[] Scale) GlobalObjective(
+    /// <remarks>With <see cref="MergeInputs.HeldOut"/>, its samples are appended after the merge samples (never
+    /// trained on: Samples counts the merge samples only) and HeldOutLoss measures the same loss on them.</remarks>
+    public static (Parameter[] Parameters, long Samples, Func<Tensor, Tensor> LossOf, double[] Scale, Func<double>? HeldOutLoss) GlobalObjective(
         MergeInputs inputs, Dictionary<string, SiteMatrix> matrices, Dictionary<string, Tensor> mergedSpace,
         string targetsMode, bool normalize, SuperNetForward forward)
     {
         var sites = inputs.Sites;
         var headSite = sites[sites.HeadInput];
-        var images = torch.cat(Enumerable.Range(0, inputs.Data.Count).Select(inputs.Images).ToArray(), 0);
-        var taskOf = torch.cat(Enumerable.Range(0, inputs.Data.Count)
-            .Select(t => torch.full(inputs.Data[t].Count, t, ScalarType.Int64)).ToArray()).to(inputs.Device);
+        var sets = inputs.Data.Concat(inputs.Targets is null ? inputs.HeldOut ?? [] : []).ToList();
+        long samples = inputs.Data.Sum(d => (long)d.Count);
+        var images = torch.cat(sets.Select(d => d.Images.to(inputs.Device)).ToArray(), 0);
+        var taskOf = torch.cat(sets.Select((d, t) => torch.full(d.Count, t % inputs.Data.Count, ScalarType.Int64)).ToArray()).to(inputs.Device);
         Tensor targetCat, mask;
         double[] scale;
         if (inputs.Targets is { } given)
@@ -191,7 +207,7 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
             List<Tensor> targets;
             using (torch.no_grad())
                 targets = inputs.Sources.Select(m => Probing.Collect(m, images, [sites.HeadInput])[sites.HeadInput]).ToList();
-            scale = ScaleFactors(targets, normalize);
+            scale = ScaleFactors(targets.Select(t => t.narrow(0, 0, samples)).ToList(), normalize);
             targetCat = torch.cat(targets.Select((t, i) => t * scale[i]).ToArray(), 1);
             // Which target coordinates count for each sample: all of them, or only its own model's block (spec §7.2).
             mask = targetsMode == "all" ? torch.ones_like(targetCat) : OwnBlocks(taskOf, headSite);
@@ -206,15 +222,21 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
             var error = (reconstruction - targetCat.index_select(0, index)).pow(2) * m;
             return error.sum() / m.sum();
         }
-        return (parameters, images.shape[0], LossOf, scale);
+        Func<double>? heldOutLoss = images.shape[0] > samples
+            ? () => LossOf(torch.arange(samples, images.shape[0], device: inputs.Device)).item<float>()
+            : null;
+        return (parameters, samples, LossOf, scale, heldOutLoss);
     }
 
-    static (List<LossCurve>, Dictionary<string, double[]>) TrainGlobal(MergeInputs inputs, Dictionary<string, SiteMatrix> matrices,
-        Dictionary<string, Tensor> mergedSpace, string targetsMode, bool normalize, OptimizerSettings optimizer)
+    /// <summary>With early stopping the phase is not checkpointed (its best θ lives in memory only).</summary>
+    static (List<LossCurve>, Dictionary<string, double[]>, EarlyStopping?) TrainGlobal(MergeInputs inputs, Dictionary<string, SiteMatrix> matrices,
+        Dictionary<string, Tensor> mergedSpace, string targetsMode, bool normalize, OptimizerSettings optimizer, int checkEvery, int patience)
     {
-        var (parameters, samples, lossOf, scale) = GlobalObjective(inputs, matrices, mergedSpace, targetsMode, normalize, FoldEveryStep(inputs));
-        var curve = MergeTrainer.Train(parameters, samples, optimizer, lossOf, inputs.Seed, inputs.Progress, "fs-merge global", inputs.Checkpoints);
-        return ([curve], new Dictionary<string, double[]> { [inputs.Sites.HeadInput] = scale });
+        var (parameters, samples, lossOf, scale, heldOutLoss) = GlobalObjective(inputs, matrices, mergedSpace, targetsMode, normalize, FoldEveryStep(inputs));
+        var stop = checkEvery > 0 && heldOutLoss != null ? new EarlyStopping(checkEvery, patience, heldOutLoss) : null;
+        var curve = MergeTrainer.Train(parameters, samples, optimizer, lossOf, inputs.Seed, inputs.Progress, "fs-merge global",
+            stop == null ? inputs.Checkpoints : null, stop);
+        return ([curve], new Dictionary<string, double[]> { [inputs.Sites.HeadInput] = scale }, stop);
     }
 
     /// <summary>1 on the columns of each sample's own block of the head-input site, 0 elsewhere.</summary>
