@@ -1,3 +1,4 @@
+using FsMerge.Data;
 using FsMerge.Merging;
 using FsMerge.Merging.Methods;
 using FsMerge.Models;
@@ -18,8 +19,13 @@ public class OptTests
         Heads = [new HeadInfo(task, ["a", "b", "c"])],
     };
 
+    /// <summary>A tiny source of the architecture and inputs for it: images in [0, 1] or token ids with padding.</summary>
+    static (Model Model, Func<long, Tensor> Inputs) Source(string arch) => arch == "vit"
+        ? (Model.Create(Config("t0"), 31, CPU), seed => torch.rand(32, 1, 28, 28, generator: new Generator((ulong)seed)))
+        : (Model.Create(BertOracleTests.Config("t0"), 31, CPU), seed => torch.cat(Enumerable.Range(0, 8).Select(i => BertOracleTests.Ids(seed * 10 + i)).ToArray(), 0));
+
     /// <summary>
-    /// The same ViT with its neurons permuted in every space (within each head for attention, queries and
+    /// The same model with its neurons permuted in every space (within each head for attention, queries and
     /// keys alike), made by folding the model alone through permutation M/U: it computes the same function.
     /// </summary>
     static Model Permuted(Model a, int seed)
@@ -48,20 +54,25 @@ public class OptTests
     }
 
     [Theory]
-    [InlineData("0", 1e-4)]
-    [InlineData("0.02", 1e-3)]
-    public void Opt_undoes_a_permutation_within_heads(string epsilon, double tolerance)
+    [InlineData("vit", "0", 1e-4)]
+    [InlineData("vit", "0.02", 1e-3)]
+    [InlineData("bert", "0", 1e-4)]
+    public void Opt_undoes_a_permutation_within_heads(string arch, string epsilon, double tolerance)
     {
         using var scope = torch.NewDisposeScope();
-        var a = Model.Create(Config("t0"), 31, CPU);
+        var (a, inputs) = Source(arch);
         var b = Permuted(a, 7);
-        var x = torch.rand(6, 1, 28, 28, generator: new Generator(5));
+        var x = inputs(5);
         var expected = a.Logits(a.Features(x), 0);
         Assert.True(torch.allclose(b.Logits(b.Features(x), 0), expected, atol: 1e-5), "the permuted model computes the same function");
-        Assert.False(torch.allclose(b.Weights["vit.encoder.layer.0.attention.attention.query.weight"], a.Weights["vit.encoder.layer.0.attention.attention.query.weight"]));
+        var query = a.Weights.Keys.First(k => k.EndsWith("layer.0.attention.attention.query.weight") || k.EndsWith("layer.0.attention.self.query.weight"));
+        Assert.False(torch.allclose(b.Weights[query], a.Weights[query]));
 
+        var data = Enumerable.Range(0, 2).Select(i => new ImageSet(inputs(40 + i), new long[inputs(40 + i).shape[0]], ["a", "b", "c"])).ToList();
+        var target = a.Config with { Heads = [.. a.Config.Heads, .. b.Config.Heads] };
         var method = new OptMerge();
-        var merged = method.Merge(MergeTests.Inputs([a, b], perTask: 32), new MethodSettings(method, new Dictionary<string, string> { ["epsilon"] = epsilon })).Merged!;
+        var merged = method.Merge(new MergeInputs { Sources = [a, b], Data = data, Target = target, Device = CPU },
+            new MethodSettings(method, new Dictionary<string, string> { ["epsilon"] = epsilon })).Merged!;
         var features = merged.Features(x);
         Assert.True(torch.allclose(merged.Logits(features, 0), expected, atol: tolerance));
         Assert.True(torch.allclose(merged.Logits(features, 1), expected, atol: tolerance));

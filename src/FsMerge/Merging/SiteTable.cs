@@ -40,7 +40,12 @@ public sealed record TensorFold(string Name, TensorRole Role, string? Out, strin
 /// <see cref="Heads"/> equal blocks: attention queries and keys (their dot products per head must
 /// survive), or the values of one attention layer.
 /// </summary>
-public sealed record HeadAlignedSpaces(IReadOnlyList<string> Spaces, int Heads);
+public sealed record HeadAlignedSpaces(IReadOnlyList<string> Spaces, int Heads)
+{
+    /// <summary>One attention layer's: its queries with its keys, and its values.</summary>
+    public static HeadAlignedSpaces[] Attention(string query, string key, string value, int heads) =>
+        [new([query, key], heads), new([value], heads)];
+}
 
 /// <summary>
 /// The site table of an architecture (DEVELOPERS.md, "Architectures are data"): every backbone tensor

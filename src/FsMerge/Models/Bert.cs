@@ -214,8 +214,8 @@ public sealed class Bert : IArchitecture
         }
         void Norm(string prefix)
         {
-            tensors.Add(new TensorFold($"{prefix}.weight", TensorRole.MergedSpace, null));
-            tensors.Add(new TensorFold($"{prefix}.bias", TensorRole.MergedSpace, null));
+            tensors.Add(new TensorFold($"{prefix}.weight", TensorRole.MergedSpace, EmbedMerge));
+            tensors.Add(new TensorFold($"{prefix}.bias", TensorRole.MergedSpace, EmbedMerge));
         }
 
         Add(EmbedMerge, SiteKind.Merge, "residual", d, merged.HiddenSize);
@@ -250,6 +250,8 @@ public sealed class Bert : IArchitecture
         var activations = Enumerable.Range(0, merged.NumHiddenLayers)
             .ToDictionary(l => Site(l, "intermediate"), _ => (Func<Tensor, Tensor>)(t => nn.functional.gelu(t)));
         activations["pooler"] = t => t.tanh();
-        return new SiteTable(sites, tensors, TaskUnmerge, activations);
+        var headAligned = Enumerable.Range(0, merged.NumHiddenLayers)
+            .SelectMany(l => HeadAlignedSpaces.Attention(Site(l, "query"), Site(l, "key"), Site(l, "value"), merged.NumAttentionHeads)).ToList();
+        return new SiteTable(sites, tensors, TaskUnmerge, activations, headAligned);
     }
 }

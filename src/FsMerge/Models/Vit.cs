@@ -209,11 +209,8 @@ public sealed class Vit : IArchitecture
         Add(PostUnmerge, SiteKind.Unmerge, "residual", d, merged.HiddenSize);
         var activations = Enumerable.Range(0, merged.NumHiddenLayers)
             .ToDictionary(l => Site(l, "intermediate"), _ => (Func<Tensor, Tensor>)(t => nn.functional.gelu(t)));
-        var headAligned = Enumerable.Range(0, merged.NumHiddenLayers).SelectMany(l => new HeadAlignedSpaces[]
-        {
-            new([Site(l, "query"), Site(l, "key")], merged.NumAttentionHeads),
-            new([Site(l, "value")], merged.NumAttentionHeads),
-        }).ToList();
+        var headAligned = Enumerable.Range(0, merged.NumHiddenLayers)
+            .SelectMany(l => HeadAlignedSpaces.Attention(Site(l, "query"), Site(l, "key"), Site(l, "value"), merged.NumAttentionHeads)).ToList();
         return new SiteTable(sites, tensors, PostUnmerge, activations, headAligned);
     }
 }
