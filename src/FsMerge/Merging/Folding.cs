@@ -64,25 +64,31 @@ public static class Folding
         return stacked;
     }
 
-    /// <summary>Σ_i M_iᵀ W_i U_iᵀ (or Σ_i v_i M_i) with the models stacked on dim 0.</summary>
+    /// <summary>
+    /// Σ_i M_iᵀ W_i U_iᵀ (or Σ_i v_i M_i) with the models stacked on dim 0. The sum over models is the inner
+    /// dimension of one matmul with the stacked M [N·e, e'] (M_1ᵀ X_1 + … = Mᵀ [X_1; …; X_N]), so no
+    /// per-model products are kept and summed: fewer ops and less memory in the every-step fold.
+    /// </summary>
     static Tensor FoldStacked(SiteTable table, TensorFold entry, Tensor stack, IReadOnlyDictionary<string, Tensor> matrices)
     {
         var outSite = table[entry.Out!];
         long n = outSite.Models, e = outSite.ModelWidths[0];
-        var m = matrices[outSite.Name].view(n, e, outSite.MergedWidth);                            // [N, e, e'], block i = M_i
+        var m = matrices[outSite.Name];                                                              // [N·e, e'], block i = M_i
         if (entry.Role == TensorRole.Vector)
         {
             long[] shape = stack.shape[1..^1];
-            return stack.reshape(n, -1, e).bmm(m).sum(dim: 0).reshape([.. shape, outSite.MergedWidth]);
+            var sideBySide = stack.reshape(n, -1, e).permute(1, 0, 2).reshape(-1, n * e);           // [rows, N·e] = [v_1 | … | v_N]
+            return sideBySide.matmul(m).reshape([.. shape, outSite.MergedWidth]);
         }
-        var w = stack.reshape(n, stack.shape[1], -1);                                                // [N, e_out, e_in·rest]
+        long rows = n * stack.shape[1];
         if (entry.In is { } inName)
         {
             var inSite = table[inName];
             var u = matrices[inName].view(inSite.MergedWidth, n, inSite.ModelWidths[0]).permute(1, 2, 0); // [N, e_in, e_in'], block i = U_iᵀ
-            return m.transpose(1, 2).bmm(w.bmm(u)).sum(dim: 0);
+            var unmerged = stack.reshape(n, stack.shape[1], -1).bmm(u);                                // W_i U_iᵀ, [N, e_out, e_in']
+            return m.t().matmul(unmerged.reshape(rows, -1));
         }
-        return m.transpose(1, 2).bmm(w).sum(dim: 0).reshape([outSite.MergedWidth, .. stack.shape[2..]]);
+        return m.t().matmul(stack.reshape(rows, -1)).reshape([outSite.MergedWidth, .. stack.shape[2..]]);
     }
 
     /// <summary>W̄ = Σ_i M_iᵀ W_i U_iᵀ, with W_i [out, in, ...]; without an input site the input is shared.</summary>

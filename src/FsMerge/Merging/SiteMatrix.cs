@@ -49,7 +49,8 @@ public sealed class SiteMatrix
         Tensor? result = null;
         if (Factors.TryGetValue("dense", out var dense)) result = dense;
         if (Factors.TryGetValue("diag", out var diag)) result = Add(result, BlockDiagonalStack(diag));
-        if (Factors.TryGetValue("left", out var left)) result = Add(result, left.matmul(Factors["right"]));
+        if (Factors.TryGetValue("left", out var left))
+            result = result is null ? left.matmul(Factors["right"]) : torch.addmm(result, left, Factors["right"], beta: 1, alpha: 1);   // one op: per-op overhead dominates here
         return result!;
     }
 
