@@ -80,7 +80,7 @@ public static class VitBench
             new("average", "average", new(), []),
             new("SLERP", "slerp", new(), []),
             new("RegMean", "regmean", new() { ["alpha"] = "0.9" }, []),
-            new("Opt", "opt", new(), []),
+            new("Opt", "opt", new() { ["max-images"] = "2048" }, []),
             new(Distillation, "distill", Trained(steps, items), Grid(Distillation, 1e-3, 1e-4)),
             new(FsDiagonal, "fs-merge", Trained(2 * steps, items, Diagonal()), Grid(FsDiagonal, 1e-2, 1e-3)),
             new($"{FsLowRank} (r {Rank})", "fs-merge", Trained(2 * steps, items, LowRank()), Grid(FsLowRank, 1e-3, 1e-4)),
@@ -216,7 +216,7 @@ public static class VitBench
         var text = new StringBuilder();
         text.AppendLine("## Protocol\n");
         text.AppendLine($"- Source models: ViT width 64, depth 4, 4 heads, MLP 256, patch 7 on 28×28 images. Model k (one per task, {string.Join(", ", Tasks)}) is pre-trained on all of Fashion-MNIST for {s.PretrainEpochs} epochs from seed 100·seed + k (its own initialization and data order), then fine-tuned on its task for {s.FinetuneEpochs} epochs with a fresh head (AdamW, batch 128, best validation epoch kept).");
-        text.AppendLine($"- Merging: unlabeled images from each task's train split plus augmentations (spec §11.3). Trained methods (distillation, FS-Merge) use AdamW (weight decay 1e-3), OneCycle, batch {Batch}, about {s.Steps} steps for distillation and {2 * s.Steps} for FS-Merge whatever the data size (the paper's 100 vs 200 epochs, spec §7.7; FS-Merge seq. {2 * s.Steps} per stage). FS-Merge: task-restricted reconstruction (targets own, no normalization, spec §7.2), init first unless stated, low rank {Rank} (4·{Rank} at MLP sites); seq.: rank {Rank / 2}. Distillation: first init, target scaling (spec §9.5). RegMean α 0.9; Opt: Sinkhorn ε 0.08 on the full token sequence.");
+        text.AppendLine($"- Merging: unlabeled images from each task's train split plus augmentations (spec §11.3). Trained methods (distillation, FS-Merge) use AdamW (weight decay 1e-3), OneCycle, batch {Batch}, about {s.Steps} steps for distillation and {2 * s.Steps} for FS-Merge whatever the data size (the paper's 100 vs 200 epochs, spec §7.7; FS-Merge seq. {2 * s.Steps} per stage). FS-Merge: task-restricted reconstruction (targets own, no normalization, spec §7.2), init first unless stated, low rank {Rank} (4·{Rank} at MLP sites); seq.: rank {Rank / 2}. Distillation: first init, target scaling (spec §9.5). RegMean α 0.9; Opt: Sinkhorn ε 0.08 on the full token sequence of at most 2,048 merge images (all of a pair's 1,632).");
         text.AppendLine("- Learning rates: chosen from a two-value grid on the validation splits of the first pair (seed 1) and reused in every section; never on test.");
         text.AppendLine("- Accuracy: per-task = each task's test split through its own head; joint = argmax over all heads' logits (spec §10).");
         if (sources.Count > 0)

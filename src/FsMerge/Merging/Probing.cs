@@ -30,10 +30,16 @@ public static class Probing
     public static List<Tensor> OnAllData(MergeInputs inputs, string point) =>
         OnAllData(inputs, [point]).Select(byPoint => byPoint[point]).ToList();
 
-    /// <summary>Several probe points of every source (one forward pass per source), on the union of all tasks' merge images.</summary>
-    public static List<Dictionary<string, Tensor>> OnAllData(MergeInputs inputs, IReadOnlyCollection<string> points)
+    /// <summary>
+    /// Several probe points of every source (one forward pass per source), on the union of all tasks' merge
+    /// images, or on <paramref name="maxImages"/> of them evenly spaced (token rows of every layer of N
+    /// transformers outgrow memory quickly).
+    /// </summary>
+    public static List<Dictionary<string, Tensor>> OnAllData(MergeInputs inputs, IReadOnlyCollection<string> points, int? maxImages = null)
     {
         var images = torch.cat(Enumerable.Range(0, inputs.Data.Count).Select(inputs.Images).ToArray(), 0);
+        if (maxImages is { } most && images.shape[0] > most)
+            images = images.index_select(0, torch.linspace(0, images.shape[0] - 1, most).to(ScalarType.Int64).to(images.device));
         return inputs.Sources.Select(m => Collect(m, images, points)).ToList();
     }
 

@@ -22,12 +22,14 @@ public sealed class OptMerge : IMergeMethod
     [
         new("epsilon", "0.08", "Sinkhorn entropic regularization on the cost 1 - correlation (0 = exact assignment)"),
         new("sinkhorn-iterations", "500", "most Sinkhorn iterations (it stops earlier once the marginals hold)"),
+        new("max-images", "512", "merge images (all tasks together, evenly spaced) whose activations give the transport costs"),
     ];
 
     public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings)
     {
         double epsilon = settings.Double("epsilon", min: 0);
         int iterations = settings.Int("sinkhorn-iterations", min: 1);
+        int maxImages = settings.Int("max-images", min: 1);
         var sites = inputs.Sites;
         sites.RequireEqualWidths("opt");
         int n = inputs.Sources.Count;
@@ -35,7 +37,7 @@ public sealed class OptMerge : IMergeMethod
         var grouped = sites.HeadAligned.SelectMany(g => g.Spaces).ToHashSet();
         var units = sites.HeadAligned.Concat(sites.Spaces.Where(s => !grouped.Contains(s.Key)).Select(s => new HeadAlignedSpaces([s.Key], 1)));
         var transports = new Dictionary<string, Tensor[]>();   // space → S_i [e', e_i] per model
-        var probed = Probing.OnAllData(inputs, sites.Spaces.Select(s => sites.ProbePoint(s.Key)).ToList());
+        var probed = Probing.OnAllData(inputs, sites.Spaces.Select(s => sites.ProbePoint(s.Key)).ToList(), maxImages);
         using (torch.no_grad())
             foreach (var unit in units)
             {
@@ -45,6 +47,7 @@ public sealed class OptMerge : IMergeMethod
                     : Align(points.Select(p => (probed[0][p], probed[i][p])).ToList(), unit.Heads, epsilon, iterations)).ToArray();
                 foreach (var space in unit.Spaces) transports[space] = maps;
             }
+        foreach (var tensor in probed.SelectMany(byPoint => byPoint.Values)) tensor.Dispose();
 
         var matrices = sites.Sites.ToDictionary(s => s.Name, s =>
         {
