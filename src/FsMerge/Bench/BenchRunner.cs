@@ -58,7 +58,7 @@ public static class BenchRunner
                 if (!lrs.TryGetValue(m.Label, out double lr))
                 {
                     lr = lrs[m.Label] = Select(m, inputs, splits, device);
-                    chosen[$"{setting} {m.Label}"] = lr;
+                    if (m.LrGrid.Length > 1) chosen[$"{setting} {m.Label}"] = lr;
                     log($"  {setting} {m.Label}: lr {lr} {(m.LrGrid.Length > 1 ? "chosen on validation" : "given")}");
                 }
                 options["lr"] = lr.ToString(CultureInfo.InvariantCulture);
@@ -170,7 +170,7 @@ public static class BenchRunner
         AtomicFile.WriteAllText(Path.Combine(outDir, $"{name}.json"), json.ToJsonString(JsonFormat.Indented));
 
         var md = new StringBuilder();
-        md.AppendLine($"# {title}\n\nProduced by `{command}` in {elapsed.TotalMinutes:F0} min. Test accuracy in %, mean ± std over seeds; {dataNote}.\n");
+        md.AppendLine($"# {title}\n\nProduced by `{command}` (this process: {elapsed.TotalMinutes:F0} min; the merges in these tables: {results.Sum(r => r.Seconds) / 60:F0} min). Test accuracy in %, mean ± std over seeds; {dataNote}.\n");
         if (protocol != null) md.AppendLine(protocol);
         foreach (var section in results.Select(r => r.Section).Distinct())
         {
@@ -196,13 +196,13 @@ public static class BenchRunner
                 md.AppendLine();
             }
             md.AppendLine($"## {sectionTitle(section)} — cost (mean over settings and seeds)\n");
-            md.AppendLine("Peak memory is the process's peak resident set while the method ran (sources, data and LibTorch included).\n");
+            md.AppendLine("Peak memory is the process's peak resident set while the method ran: sources, data, LibTorch and whatever earlier work left resident included (malloc is told to keep freed memory), so it is an upper bound; `fsmerge bench perf` measures methods in processes of their own.\n");
             md.AppendLine("| method | merge time (s) | peak memory (MB) | optimized parameters |\n|---|---|---|---|");
             foreach (var group in inSection.Where(r => r.Label != "original models").GroupBy(r => r.Label))
                 md.AppendLine($"| {group.Key} | {group.Average(r => r.Seconds):F1} | {group.Average(r => r.PeakMegabytes):F0} | {group.Max(r => r.Parameters):N0} |");
             md.AppendLine();
         }
-        md.AppendLine("## Learning rates chosen on validation\n");
+        md.AppendLine("## Learning rates chosen on validation (where a grid was searched)\n");
         foreach (var (key, value) in chosen) md.AppendLine($"- {key}: {value}");
         AtomicFile.WriteAllText(Path.Combine(outDir, $"{name}.md"), md.ToString());
     }
