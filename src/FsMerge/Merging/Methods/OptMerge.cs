@@ -72,6 +72,7 @@ public sealed class OptMerge : IMergeMethod
     /// </summary>
     static Tensor Align(IReadOnlyList<(Tensor Reference, Tensor Other)> features, int heads, double epsilon, int iterations)
     {
+        using var scope = torch.NewDisposeScope();   // float64 copies of every head's activations: free them now, not at GC
         long width = features[0].Reference.shape[1], headWidth = width / heads;
         var map = torch.zeros(width, width, ScalarType.Float64, device: features[0].Reference.device);
         for (int h = 0; h < heads; h++)
@@ -85,7 +86,7 @@ public sealed class OptMerge : IMergeMethod
             var block = epsilon == 0 ? Assignment(cost!) : Sinkhorn(cost! / features.Count, epsilon, iterations);
             map.narrow(0, h * headWidth, headWidth).narrow(1, h * headWidth, headWidth).copy_(block);
         }
-        return map;
+        return map.MoveToOuterDisposeScope();
     }
 
     /// <summary>Entropic OT between uniform marginals in the log domain, scaled so every row sums to 1.</summary>
