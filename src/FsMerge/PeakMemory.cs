@@ -16,6 +16,13 @@ public static class PeakMemory
     {
         if (!File.Exists("/proc/self/status")) return 0;
         var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("VmHWM:"));
-        return line == null ? 0 : double.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024;
+        return line == null ? 0 : StatusMegabytes(line);
     }
+
+    /// <summary>
+    /// Megabytes of a /proc status line such as "VmHWM:\t 123456 kB": the padding before the number shrinks to
+    /// nothing from 10 GB on, so tabs separate as well as spaces.
+    /// </summary>
+    internal static double StatusMegabytes(string line) =>
+        double.Parse(line.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024;
 }

@@ -63,6 +63,10 @@ public static class BenchRunner
                 }
                 options["lr"] = lr.ToString(CultureInfo.InvariantCulture);
             }
+            // Tensors are freed by their finalizers; collect the previous method's now, so that its memory is
+            // reused instead of the process growing method after method (the peak is then this method's).
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
             PeakMemory.Reset();
             var watch = Stopwatch.StartNew();
             var method = MergeMethods.Get(m.Method);
