@@ -108,6 +108,11 @@ public static class VitBench
         var lrs = new Dictionary<string, double>();
         string PairName((int A, int B) p) => $"{Tasks[p.A]} + {Tasks[p.B]}";
         var curvePair = Pairs[^1];
+        var sourceNotes = new SortedDictionary<string, double>();   // every source's test accuracy, for the protocol notes
+        for (int seed = 1; seed <= seeds; seed++)
+            for (int k = 0; k < Tasks.Length; k++)
+                if (BenchRunner.Cached(FinetuneDir(k, seed, o, splits[k]), o.Device) is { } cached)
+                    using (cached) NoteAccuracy(cached, k, seed, splits[k], sourceNotes, o.Device);
 
         foreach (var section in SectionNames.Where(o.Sections.Contains))
         {
@@ -115,8 +120,8 @@ public static class VitBench
             var (results, chosen) = o.Resume ? BenchRunner.Finished(o.OutDir, name, seeds) : ([], new JsonObject());
             var done = results.Select(r => r.Setting).ToHashSet();
             var clock = Stopwatch.StartNew();
-            var sourceNotes = new SortedDictionary<string, double>();
-            string command = $"./fsmerge bench vit{(o.Quick ? " --quick" : $" --seeds {seeds}")} --sections {section} --threads {get_num_threads()} --out {o.OutDir}";
+            // The whole bench reproduces every section (a section alone needs the pairs' learning rates first).
+            string command = $"./fsmerge bench vit{(o.Quick ? " --quick" : $" --seeds {seeds}")} --threads {get_num_threads()} --out {o.OutDir}";
             if (section == "pairs") RestoreChosen(chosen, PairName(Pairs[0]), lrs);
             else if (lrs.Count == 0)
             {
@@ -253,7 +258,7 @@ public static class VitBench
         long modelSeed = 100L * seed + k;
         string suffix = o.Quick ? "-quick" : "";
         var pretrainDir = Path.Combine(o.OutDir, "models", $"vit-pretrain-fashion-seed{modelSeed}{suffix}");
-        var finetuneDir = Path.Combine(o.OutDir, "models", $"vit-{task.Task.ToString().Replace(':', '-')}-seed{modelSeed}{suffix}");
+        var finetuneDir = FinetuneDir(k, seed, o, task);
         var model = BenchRunner.Cached(finetuneDir, o.Device);
         if (model is null)
         {
@@ -280,7 +285,13 @@ public static class VitBench
                     pretrainDir, finetuneDir, o.Device, log);
             }
         }
-        notes[$"{task.Task} (seed {modelSeed})"] = Evaluator.Accuracy(model, 0, task.Test, o.Device);
+        NoteAccuracy(model, k, seed, task, notes, o.Device);
         return model;
     }
+
+    static string FinetuneDir(int k, int seed, VitBenchOptions o, TaskSplits task) =>
+        Path.Combine(o.OutDir, "models", $"vit-{task.Task.ToString().Replace(':', '-')}-seed{100L * seed + k}{(o.Quick ? "-quick" : "")}");
+
+    static void NoteAccuracy(Model model, int k, int seed, TaskSplits task, SortedDictionary<string, double> notes, Device device) =>
+        notes[$"{task.Task} (seed {100L * seed + k})"] = Evaluator.Accuracy(model, 0, task.Test, device);
 }
