@@ -76,7 +76,7 @@ public static class PerfBench
             FsMergeMethod.SuperNetForward forward = variant == "fold-every-step"
                 ? FsMergeMethod.FoldEveryStep(inputs)
                 : (dense, space, images) => VitSuperNet.Forward(target, sites, inputs.SourceWeights, dense, space, images);
-            var (theta, samples, lossOf, _, _) = FsMergeMethod.GlobalObjective(inputs, matrices, mergedSpace, "own", false, forward);
+            var (theta, samples, lossOf, _, _, _) = FsMergeMethod.GlobalObjective(inputs, matrices, mergedSpace, "own", false, forward);
             parameters = theta.Sum(p => p.numel());
             var optimizer = new OptimizerSettings("adamw", 1e-4, epochs, Batch, 0.9, 1e-3, 0.02, "onecycle");
             MergeTrainer.Train(theta, samples, optimizer, lossOf, 1, inputs.Progress, variant);

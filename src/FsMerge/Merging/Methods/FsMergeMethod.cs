@@ -132,17 +132,25 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         return torch.cat(blocks, 1);
     }
 
-    static Parameter[] MakeTrainable(IEnumerable<Dictionary<string, Tensor>> tensorMaps)
+    /// <summary>
+    /// θ as one flat trainable vector. Every map entry becomes a view of its slice; the returned action re-cuts
+    /// the views (one split) and must run at the start of each step, inside its dispose scope, and once after
+    /// training. One parameter instead of one per factor: the optimizer's update runs once instead of once per
+    /// tensor, which was a large share of an every-step FS-Merge step at small widths (bench perf). AdamW and
+    /// SGD are element-wise, so the updates are the same.
+    /// </summary>
+    static (Parameter[] Parameters, Action Refresh) MakeTrainable(IEnumerable<Dictionary<string, Tensor>> tensorMaps)
     {
-        var list = new List<Parameter>();
-        foreach (var map in tensorMaps)
-            foreach (var key in map.Keys.ToList())
-            {
-                var p = new Parameter(map[key].detach().clone(), requires_grad: true);
-                map[key] = p;
-                list.Add(p);
-            }
-        return list.ToArray();
+        var entries = tensorMaps.SelectMany(map => map.Keys.ToList().Select(key => (Map: map, Key: key, Shape: map[key].shape))).ToList();
+        var theta = new Parameter(torch.cat(entries.Select(e => e.Map[e.Key].detach().reshape(-1)).ToArray()), requires_grad: true);
+        var sizes = entries.Select(e => e.Shape.Aggregate(1L, (a, b) => a * b)).ToArray();
+        void Refresh()
+        {
+            var slices = theta.split(sizes);
+            for (int i = 0; i < entries.Count; i++) entries[i].Map[entries[i].Key] = slices[i].view(entries[i].Shape);
+        }
+        Refresh();
+        return ([theta], Refresh);
     }
 
     /// <summary>Scale factors s_i = mean|t_1| / mean|t_i| (all ones without normalization).</summary>
@@ -176,7 +184,8 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
     /// <summary>The global objective: trainable θ, the sample count, and the loss of a batch of sample indices.</summary>
     /// <remarks>With <see cref="MergeInputs.HeldOut"/>, its samples are appended after the merge samples (never
     /// trained on: Samples counts the merge samples only) and HeldOutLoss measures the same loss on them.</remarks>
-    public static (Parameter[] Parameters, long Samples, Func<Tensor, Tensor> LossOf, double[] Scale, Func<double>? HeldOutLoss) GlobalObjective(
+    /// <remarks>The matrices' factors become views of θ, re-cut by every call of LossOf; call <c>Refresh</c> after training before reading them.</remarks>
+    public static (Parameter[] Parameters, long Samples, Func<Tensor, Tensor> LossOf, double[] Scale, Func<double>? HeldOutLoss, Action Refresh) GlobalObjective(
         MergeInputs inputs, Dictionary<string, SiteMatrix> matrices, Dictionary<string, Tensor> mergedSpace,
         string targetsMode, bool normalize, SuperNetForward forward)
     {
@@ -213,9 +222,10 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
             mask = targetsMode == "all" ? torch.ones_like(targetCat) : OwnBlocks(taskOf, headSite);
         }
 
-        var parameters = MakeTrainable(matrices.Values.Select(m => m.Factors).Append(mergedSpace));
+        var (parameters, refresh) = MakeTrainable(matrices.Values.Select(m => m.Factors).Append(mergedSpace));
         Tensor LossOf(Tensor index)
         {
+            refresh();
             var dense = matrices.ToDictionary(kv => kv.Key, kv => kv.Value.Materialize());
             var reconstruction = forward(dense, mergedSpace, images.index_select(0, index));
             var m = mask.index_select(0, index);
@@ -225,17 +235,18 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         Func<double>? heldOutLoss = images.shape[0] > samples
             ? () => LossOf(torch.arange(samples, images.shape[0], device: inputs.Device)).item<float>()
             : null;
-        return (parameters, samples, LossOf, scale, heldOutLoss);
+        return (parameters, samples, LossOf, scale, heldOutLoss, refresh);
     }
 
     /// <summary>With early stopping the phase is not checkpointed (its best θ lives in memory only).</summary>
     static (List<LossCurve>, Dictionary<string, double[]>, EarlyStopping?) TrainGlobal(MergeInputs inputs, Dictionary<string, SiteMatrix> matrices,
         Dictionary<string, Tensor> mergedSpace, string targetsMode, bool normalize, OptimizerSettings optimizer, int checkEvery, int patience)
     {
-        var (parameters, samples, lossOf, scale, heldOutLoss) = GlobalObjective(inputs, matrices, mergedSpace, targetsMode, normalize, FoldEveryStep(inputs));
+        var (parameters, samples, lossOf, scale, heldOutLoss, refresh) = GlobalObjective(inputs, matrices, mergedSpace, targetsMode, normalize, FoldEveryStep(inputs));
         var stop = checkEvery > 0 && heldOutLoss != null ? new EarlyStopping(checkEvery, patience, heldOutLoss) : null;
         var curve = MergeTrainer.Train(parameters, samples, optimizer, lossOf, inputs.Seed, inputs.Progress, "fs-merge global",
             stop == null ? inputs.Checkpoints : null, stop);
+        refresh();   // the steps' views died with their dispose scopes
         return ([curve], new Dictionary<string, double[]> { [inputs.Sites.HeadInput] = scale }, stop);
     }
 
@@ -260,13 +271,15 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
             var scale = ScaleFactors(features, normalize);
             var input = torch.cat(preActivation.ToArray(), 1);
             var targetCat = torch.cat(features.Select((h, i) => h * scale[i]).ToArray(), 1);
-            var parameters = MakeTrainable([matrices[merge.Name].Factors, matrices[unmerge.Name].Factors]);
+            var (parameters, refresh) = MakeTrainable([matrices[merge.Name].Factors, matrices[unmerge.Name].Factors]);
             curves.Add(MergeTrainer.Train(parameters, input.shape[0], optimizer, index =>
             {
+                refresh();
                 var merged = activation(input.index_select(0, index).matmul(matrices[merge.Name].Materialize()));
                 var reconstruction = merged.matmul(matrices[unmerge.Name].Materialize());
                 return nn.functional.mse_loss(reconstruction, targetCat.index_select(0, index));
             }, inputs.Seed + curves.Count, inputs.Progress, $"fs-merge local {space.Key}", inputs.Checkpoints));
+            refresh();
             scales[unmerge.Name] = scale;
         }
         if (curves.Count == 0) throw new FsMergeException("fs-merge --scope local: this architecture has no activation spaces to solve locally");
