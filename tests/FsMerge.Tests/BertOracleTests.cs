@@ -244,18 +244,7 @@ public class BertOracleTests
     {
         using var scope = torch.NewDisposeScope();
         var k = Make(n, Parse(type), MuInit.Random, ScalarType.Float64, seed: 2);
-        var leaves = new List<(string Name, Tensor Leaf)>();
-        foreach (var (site, matrix) in k.Mu)
-            foreach (var key in matrix.Factors.Keys.ToList())
-            {
-                matrix.Factors[key] = matrix.Factors[key].detach().clone().requires_grad_(true);
-                leaves.Add(($"{site}/{key}", matrix.Factors[key]));
-            }
-        foreach (var name in k.Ln.Keys.ToList())
-        {
-            k.Ln[name] = k.Ln[name].detach().clone().requires_grad_(true);
-            leaves.Add((name, k.Ln[name]));
-        }
+        var leaves = VitOracleTests.MakeLeaves(k.Mu, k.Ln);
         var target = torch.randn(5, n * Width, generator: new Generator(5)).to(ScalarType.Float64);
         var gradFold = Gradients((FoldPath(k).Output - target).pow(2).mean(), leaves);
         var gradOracle = Gradients((Oracle(k) - target).pow(2).mean(), leaves);

@@ -273,6 +273,24 @@ public class VitOracleTests
 
     internal static double MaxAbs(Tensor t) => t.abs().max().ToDouble();
 
+    /// <summary>Replaces every M/U factor and merged LayerNorm parameter by a fresh leaf that requires grad; returns them by name.</summary>
+    internal static List<(string Name, Tensor Leaf)> MakeLeaves(Dictionary<string, SiteMatrix> mu, Dictionary<string, Tensor> ln)
+    {
+        var leaves = new List<(string Name, Tensor Leaf)>();
+        foreach (var (site, matrix) in mu)
+            foreach (var key in matrix.Factors.Keys.ToList())
+            {
+                matrix.Factors[key] = matrix.Factors[key].detach().clone().requires_grad_(true);
+                leaves.Add(($"{site}/{key}", matrix.Factors[key]));
+            }
+        foreach (var name in ln.Keys.ToList())
+        {
+            ln[name] = ln[name].detach().clone().requires_grad_(true);
+            leaves.Add((name, ln[name]));
+        }
+        return leaves;
+    }
+
     /// <summary>max |a − b| / max |b|.</summary>
     internal static double Relative(Tensor a, Tensor b) => MaxAbs(a - b) / MaxAbs(b);
 
@@ -410,18 +428,7 @@ public class VitOracleTests
         using var scope = torch.NewDisposeScope();
         var dt = Dtype(dtype);
         var k = Make(n, Parse(type), MuInit.Random, dt, seed: 2);
-        var leaves = new List<(string Name, Tensor Leaf)>();
-        foreach (var (site, matrix) in k.Mu)
-            foreach (var key in matrix.Factors.Keys.ToList())
-            {
-                matrix.Factors[key] = matrix.Factors[key].detach().clone().requires_grad_(true);
-                leaves.Add(($"{site}/{key}", matrix.Factors[key]));
-            }
-        foreach (var name in k.Ln.Keys.ToList())
-        {
-            k.Ln[name] = k.Ln[name].detach().clone().requires_grad_(true);
-            leaves.Add((name, k.Ln[name]));
-        }
+        var leaves = VitOracleTests.MakeLeaves(k.Mu, k.Ln);
         var target = torch.randn(Batch, n * 16, generator: new Generator(5)).to(dt);
 
         var lossFold = (FoldPath(k).Output - target).pow(2).mean();

@@ -203,55 +203,39 @@ public sealed class Bert : IArchitecture
                 throw new FsMergeException($"BERT sources must share depth, heads, vocabulary, positions, token types and pad id: got depth {s.NumHiddenLayers}, heads {s.NumAttentionHeads}, vocab_size {s.VocabSize}, max_position_embeddings {s.MaxPositionEmbeddings}, type_vocab_size {s.TypeVocabSize}, pad_token_id {s.PadTokenId}; expected {merged.NumHiddenLayers}, {merged.NumAttentionHeads}, {merged.VocabSize}, {merged.MaxPositionEmbeddings}, {merged.TypeVocabSize}, {merged.PadTokenId}");
         var d = sources.Select(s => (long)s.HiddenSize).ToArray();
         var dm = sources.Select(s => (long)s.IntermediateSize).ToArray();
-        var sites = new List<Site>();
-        var tensors = new List<TensorFold>();
-        void Add(string name, SiteKind kind, string space, long[] widths, long mergedWidth) =>
-            sites.Add(new Site(name, kind, space, widths, mergedWidth));
-        void Linear(string prefix, string outSite, string inSite)
-        {
-            tensors.Add(new TensorFold($"{prefix}.weight", TensorRole.Linear, outSite, inSite));
-            tensors.Add(new TensorFold($"{prefix}.bias", TensorRole.Vector, outSite));
-        }
-        void Norm(string prefix)
-        {
-            tensors.Add(new TensorFold($"{prefix}.weight", TensorRole.MergedSpace, EmbedMerge));
-            tensors.Add(new TensorFold($"{prefix}.bias", TensorRole.MergedSpace, EmbedMerge));
-        }
-
-        Add(EmbedMerge, SiteKind.Merge, "residual", d, merged.HiddenSize);
+        var t = new SiteTableBuilder();
+        t.Site(EmbedMerge, SiteKind.Merge, "residual", d, merged.HiddenSize);
         foreach (var table in new[] { "word_embeddings", "position_embeddings", "token_type_embeddings" })
-            tensors.Add(new TensorFold($"{Embeddings}.{table}.weight", TensorRole.Vector, EmbedMerge));
-        Norm($"{Embeddings}.LayerNorm");
+            t.Vector($"{Embeddings}.{table}.weight", EmbedMerge);
+        t.Norm($"{Embeddings}.LayerNorm", EmbedMerge);
         for (int l = 0; l < merged.NumHiddenLayers; l++)
         {
             var b = Block(l);
-            Add(Site(l, "attention.unmerge"), SiteKind.Unmerge, "residual", d, merged.HiddenSize);
+            t.Site(Site(l, "attention.unmerge"), SiteKind.Unmerge, "residual", d, merged.HiddenSize);
             foreach (var proj in new[] { "query", "key", "value" })
             {
-                Add(Site(l, $"{proj}.merge"), SiteKind.Merge, Site(l, proj), d, merged.HiddenSize);
-                Linear($"{b}.attention.self.{proj}", Site(l, $"{proj}.merge"), Site(l, "attention.unmerge"));
+                t.Site(Site(l, $"{proj}.merge"), SiteKind.Merge, Site(l, proj), d, merged.HiddenSize);
+                t.Linear($"{b}.attention.self.{proj}", Site(l, $"{proj}.merge"), Site(l, "attention.unmerge"));
             }
-            Add(Site(l, "attention_output.unmerge"), SiteKind.Unmerge, Site(l, "value"), d, merged.HiddenSize);
-            Add(Site(l, "attention_output.merge"), SiteKind.Merge, "residual", d, merged.HiddenSize);
-            Linear($"{b}.attention.output.dense", Site(l, "attention_output.merge"), Site(l, "attention_output.unmerge"));
-            Norm($"{b}.attention.output.LayerNorm");
-            Add(Site(l, "mlp.unmerge"), SiteKind.Unmerge, "residual", d, merged.HiddenSize);
-            Add(Site(l, "intermediate.merge"), SiteKind.Merge, Site(l, "intermediate"), dm, merged.IntermediateSize);
-            Linear($"{b}.intermediate.dense", Site(l, "intermediate.merge"), Site(l, "mlp.unmerge"));
-            Add(Site(l, "intermediate.unmerge"), SiteKind.Unmerge, Site(l, "intermediate"), dm, merged.IntermediateSize);
-            Add(Site(l, "output.merge"), SiteKind.Merge, "residual", d, merged.HiddenSize);
-            Linear($"{b}.output.dense", Site(l, "output.merge"), Site(l, "intermediate.unmerge"));
-            Norm($"{b}.output.LayerNorm");
+            t.Attention(Site(l, "query"), Site(l, "key"), Site(l, "value"), merged.NumAttentionHeads);
+            t.Site(Site(l, "attention_output.unmerge"), SiteKind.Unmerge, Site(l, "value"), d, merged.HiddenSize);
+            t.Site(Site(l, "attention_output.merge"), SiteKind.Merge, "residual", d, merged.HiddenSize);
+            t.Linear($"{b}.attention.output.dense", Site(l, "attention_output.merge"), Site(l, "attention_output.unmerge"));
+            t.Norm($"{b}.attention.output.LayerNorm", EmbedMerge);
+            t.Site(Site(l, "mlp.unmerge"), SiteKind.Unmerge, "residual", d, merged.HiddenSize);
+            t.Site(Site(l, "intermediate.merge"), SiteKind.Merge, Site(l, "intermediate"), dm, merged.IntermediateSize);
+            t.Linear($"{b}.intermediate.dense", Site(l, "intermediate.merge"), Site(l, "mlp.unmerge"));
+            t.Activation(Site(l, "intermediate"), x => nn.functional.gelu(x));
+            t.Site(Site(l, "intermediate.unmerge"), SiteKind.Unmerge, Site(l, "intermediate"), dm, merged.IntermediateSize);
+            t.Site(Site(l, "output.merge"), SiteKind.Merge, "residual", d, merged.HiddenSize);
+            t.Linear($"{b}.output.dense", Site(l, "output.merge"), Site(l, "intermediate.unmerge"));
+            t.Norm($"{b}.output.LayerNorm", EmbedMerge);
         }
-        Add(PoolerUnmerge, SiteKind.Unmerge, "residual", d, merged.HiddenSize);
-        Add(PoolerMerge, SiteKind.Merge, "pooler", d, merged.HiddenSize);
-        Linear(Pooler, PoolerMerge, PoolerUnmerge);
-        Add(TaskUnmerge, SiteKind.Unmerge, "pooler", d, merged.HiddenSize);
-        var activations = Enumerable.Range(0, merged.NumHiddenLayers)
-            .ToDictionary(l => Site(l, "intermediate"), _ => (Func<Tensor, Tensor>)(t => nn.functional.gelu(t)));
-        activations["pooler"] = t => t.tanh();
-        var headAligned = Enumerable.Range(0, merged.NumHiddenLayers)
-            .SelectMany(l => HeadAlignedSpaces.Attention(Site(l, "query"), Site(l, "key"), Site(l, "value"), merged.NumAttentionHeads)).ToList();
-        return new SiteTable(sites, tensors, TaskUnmerge, activations, headAligned);
+        t.Site(PoolerUnmerge, SiteKind.Unmerge, "residual", d, merged.HiddenSize);
+        t.Site(PoolerMerge, SiteKind.Merge, "pooler", d, merged.HiddenSize);
+        t.Linear(Pooler, PoolerMerge, PoolerUnmerge);
+        t.Activation("pooler", x => x.tanh());
+        t.Site(TaskUnmerge, SiteKind.Unmerge, "pooler", d, merged.HiddenSize);
+        return t.Build(TaskUnmerge);
     }
 }

@@ -59,18 +59,16 @@ public sealed class Mlp : IArchitecture
         var mismatch = sources.FirstOrDefault(s => s.HiddenSizes.Length != depth || s.InputSize != merged.InputSize);
         if (mismatch != null)
             throw new FsMergeException($"MLP sources must share depth and input size: got {mismatch.HiddenSizes.Length} hidden layers on {mismatch.InputSize} inputs, expected {depth} on {merged.InputSize}");
-        var sites = new List<Site>();
-        var tensors = new List<TensorFold>();
+        var t = new SiteTableBuilder();
         for (int l = 0; l < depth; l++)
         {
             var widths = sources.Select(s => (long)s.HiddenSizes[l]).ToArray();
-            sites.Add(new Site(MergeSite(l), SiteKind.Merge, $"hidden{l}", widths, merged.HiddenSizes[l]));
-            sites.Add(new Site(UnmergeSite(l), SiteKind.Unmerge, $"hidden{l}", widths, merged.HiddenSizes[l]));
-            tensors.Add(new TensorFold($"layers.{l}.weight", TensorRole.Linear, MergeSite(l), l == 0 ? null : UnmergeSite(l - 1)));
-            tensors.Add(new TensorFold($"layers.{l}.bias", TensorRole.Vector, MergeSite(l)));
+            t.Site(MergeSite(l), SiteKind.Merge, $"hidden{l}", widths, merged.HiddenSizes[l]);
+            t.Site(UnmergeSite(l), SiteKind.Unmerge, $"hidden{l}", widths, merged.HiddenSizes[l]);
+            t.Linear($"layers.{l}", MergeSite(l), l == 0 ? null : UnmergeSite(l - 1));
+            t.Activation($"hidden{l}", x => nn.functional.relu(x));
         }
-        var activations = Enumerable.Range(0, depth).ToDictionary(l => $"hidden{l}", _ => (Func<Tensor, Tensor>)(t => nn.functional.relu(t)));
-        return new SiteTable(sites, tensors, UnmergeSite(depth - 1), activations);
+        return t.Build(UnmergeSite(depth - 1));
     }
 
     static long FanIn(ModelConfig config, string name)

@@ -161,56 +161,36 @@ public sealed class Vit : IArchitecture
                 throw new FsMergeException($"ViT sources must share depth, heads, patch and image size: got depth {s.NumHiddenLayers}, heads {s.NumAttentionHeads}, patch {s.PatchSize}, image {s.ImageSize}x{s.NumChannels}; expected depth {merged.NumHiddenLayers}, heads {merged.NumAttentionHeads}, patch {merged.PatchSize}, image {merged.ImageSize}x{merged.NumChannels}");
         var d = sources.Select(s => (long)s.HiddenSize).ToArray();
         var dm = sources.Select(s => (long)s.IntermediateSize).ToArray();
-        var sites = new List<Site>();
-        var tensors = new List<TensorFold>();
-        Site Add(string name, SiteKind kind, string space, long[] widths, long mergedWidth)
-        {
-            var site = new Site(name, kind, space, widths, mergedWidth);
-            sites.Add(site);
-            return site;
-        }
-        void Linear(string prefix, string outSite, string? inSite)
-        {
-            tensors.Add(new TensorFold($"{prefix}.weight", TensorRole.Linear, outSite, inSite));
-            tensors.Add(new TensorFold($"{prefix}.bias", TensorRole.Vector, outSite));
-        }
-        void Norm(string prefix)
-        {
-            tensors.Add(new TensorFold($"{prefix}.weight", TensorRole.MergedSpace, EmbedMerge));
-            tensors.Add(new TensorFold($"{prefix}.bias", TensorRole.MergedSpace, EmbedMerge));
-        }
-
-        Add(EmbedMerge, SiteKind.Merge, "residual", d, merged.HiddenSize);
-        Linear($"{Embeddings}.patch_embeddings.projection", EmbedMerge, null);
-        tensors.Add(new TensorFold($"{Embeddings}.cls_token", TensorRole.Vector, EmbedMerge));
-        tensors.Add(new TensorFold($"{Embeddings}.position_embeddings", TensorRole.Vector, EmbedMerge));
+        var t = new SiteTableBuilder();
+        t.Site(EmbedMerge, SiteKind.Merge, "residual", d, merged.HiddenSize);
+        t.Linear($"{Embeddings}.patch_embeddings.projection", EmbedMerge, null);
+        t.Vector($"{Embeddings}.cls_token", EmbedMerge);
+        t.Vector($"{Embeddings}.position_embeddings", EmbedMerge);
         for (int l = 0; l < merged.NumHiddenLayers; l++)
         {
             var b = Block(l);
-            Norm($"{b}.layernorm_before");
-            Add(Site(l, "attention.unmerge"), SiteKind.Unmerge, "residual", d, merged.HiddenSize);
+            t.Norm($"{b}.layernorm_before", EmbedMerge);
+            t.Site(Site(l, "attention.unmerge"), SiteKind.Unmerge, "residual", d, merged.HiddenSize);
             foreach (var proj in new[] { "query", "key", "value" })
             {
-                Add(Site(l, $"{proj}.merge"), SiteKind.Merge, Site(l, proj), d, merged.HiddenSize);
-                Linear($"{b}.attention.attention.{proj}", Site(l, $"{proj}.merge"), Site(l, "attention.unmerge"));
+                t.Site(Site(l, $"{proj}.merge"), SiteKind.Merge, Site(l, proj), d, merged.HiddenSize);
+                t.Linear($"{b}.attention.attention.{proj}", Site(l, $"{proj}.merge"), Site(l, "attention.unmerge"));
             }
-            Add(Site(l, "attention_output.unmerge"), SiteKind.Unmerge, Site(l, "value"), d, merged.HiddenSize);
-            Add(Site(l, "attention_output.merge"), SiteKind.Merge, "residual", d, merged.HiddenSize);
-            Linear($"{b}.attention.output.dense", Site(l, "attention_output.merge"), Site(l, "attention_output.unmerge"));
-            Norm($"{b}.layernorm_after");
-            Add(Site(l, "mlp.unmerge"), SiteKind.Unmerge, "residual", d, merged.HiddenSize);
-            Add(Site(l, "intermediate.merge"), SiteKind.Merge, Site(l, "intermediate"), dm, merged.IntermediateSize);
-            Linear($"{b}.intermediate.dense", Site(l, "intermediate.merge"), Site(l, "mlp.unmerge"));
-            Add(Site(l, "intermediate.unmerge"), SiteKind.Unmerge, Site(l, "intermediate"), dm, merged.IntermediateSize);
-            Add(Site(l, "output.merge"), SiteKind.Merge, "residual", d, merged.HiddenSize);
-            Linear($"{b}.output.dense", Site(l, "output.merge"), Site(l, "intermediate.unmerge"));
+            t.Attention(Site(l, "query"), Site(l, "key"), Site(l, "value"), merged.NumAttentionHeads);
+            t.Site(Site(l, "attention_output.unmerge"), SiteKind.Unmerge, Site(l, "value"), d, merged.HiddenSize);
+            t.Site(Site(l, "attention_output.merge"), SiteKind.Merge, "residual", d, merged.HiddenSize);
+            t.Linear($"{b}.attention.output.dense", Site(l, "attention_output.merge"), Site(l, "attention_output.unmerge"));
+            t.Norm($"{b}.layernorm_after", EmbedMerge);
+            t.Site(Site(l, "mlp.unmerge"), SiteKind.Unmerge, "residual", d, merged.HiddenSize);
+            t.Site(Site(l, "intermediate.merge"), SiteKind.Merge, Site(l, "intermediate"), dm, merged.IntermediateSize);
+            t.Linear($"{b}.intermediate.dense", Site(l, "intermediate.merge"), Site(l, "mlp.unmerge"));
+            t.Activation(Site(l, "intermediate"), x => nn.functional.gelu(x));
+            t.Site(Site(l, "intermediate.unmerge"), SiteKind.Unmerge, Site(l, "intermediate"), dm, merged.IntermediateSize);
+            t.Site(Site(l, "output.merge"), SiteKind.Merge, "residual", d, merged.HiddenSize);
+            t.Linear($"{b}.output.dense", Site(l, "output.merge"), Site(l, "intermediate.unmerge"));
         }
-        Norm("vit.layernorm");
-        Add(PostUnmerge, SiteKind.Unmerge, "residual", d, merged.HiddenSize);
-        var activations = Enumerable.Range(0, merged.NumHiddenLayers)
-            .ToDictionary(l => Site(l, "intermediate"), _ => (Func<Tensor, Tensor>)(t => nn.functional.gelu(t)));
-        var headAligned = Enumerable.Range(0, merged.NumHiddenLayers)
-            .SelectMany(l => HeadAlignedSpaces.Attention(Site(l, "query"), Site(l, "key"), Site(l, "value"), merged.NumAttentionHeads)).ToList();
-        return new SiteTable(sites, tensors, PostUnmerge, activations, headAligned);
+        t.Norm("vit.layernorm", EmbedMerge);
+        t.Site(PostUnmerge, SiteKind.Unmerge, "residual", d, merged.HiddenSize);
+        return t.Build(PostUnmerge);
     }
 }
