@@ -210,26 +210,9 @@ public sealed class Bert : IArchitecture
         t.Norm($"{Embeddings}.LayerNorm", EmbedMerge);
         for (int l = 0; l < merged.NumHiddenLayers; l++)
         {
-            var b = Block(l);
-            t.Site(Site(l, "attention.unmerge"), SiteKind.Unmerge, "residual", d, merged.HiddenSize);
-            foreach (var proj in new[] { "query", "key", "value" })
-            {
-                t.Site(Site(l, $"{proj}.merge"), SiteKind.Merge, Site(l, proj), d, merged.HiddenSize);
-                t.Linear($"{b}.attention.self.{proj}", Site(l, $"{proj}.merge"), Site(l, "attention.unmerge"));
-            }
-            t.Attention(Site(l, "query"), Site(l, "key"), Site(l, "value"), merged.NumAttentionHeads);
-            t.Site(Site(l, "attention_output.unmerge"), SiteKind.Unmerge, Site(l, "value"), d, merged.HiddenSize);
-            t.Site(Site(l, "attention_output.merge"), SiteKind.Merge, "residual", d, merged.HiddenSize);
-            t.Linear($"{b}.attention.output.dense", Site(l, "attention_output.merge"), Site(l, "attention_output.unmerge"));
-            t.Norm($"{b}.attention.output.LayerNorm", EmbedMerge);
-            t.Site(Site(l, "mlp.unmerge"), SiteKind.Unmerge, "residual", d, merged.HiddenSize);
-            t.Site(Site(l, "intermediate.merge"), SiteKind.Merge, Site(l, "intermediate"), dm, merged.IntermediateSize);
-            t.Linear($"{b}.intermediate.dense", Site(l, "intermediate.merge"), Site(l, "mlp.unmerge"));
-            t.Activation(Site(l, "intermediate"), x => nn.functional.gelu(x));
-            t.Site(Site(l, "intermediate.unmerge"), SiteKind.Unmerge, Site(l, "intermediate"), dm, merged.IntermediateSize);
-            t.Site(Site(l, "output.merge"), SiteKind.Merge, "residual", d, merged.HiddenSize);
-            t.Linear($"{b}.output.dense", Site(l, "output.merge"), Site(l, "intermediate.unmerge"));
-            t.Norm($"{b}.output.LayerNorm", EmbedMerge);
+            t.EncoderLayer($"layer{l}", Block(l), "attention.self", d, merged.HiddenSize, dm, merged.IntermediateSize, merged.NumAttentionHeads);
+            t.Norm($"{Block(l)}.attention.output.LayerNorm", EmbedMerge);   // post-LN: after each residual add
+            t.Norm($"{Block(l)}.output.LayerNorm", EmbedMerge);
         }
         t.Site(PoolerUnmerge, SiteKind.Unmerge, "residual", d, merged.HiddenSize);
         t.Site(PoolerMerge, SiteKind.Merge, "pooler", d, merged.HiddenSize);
