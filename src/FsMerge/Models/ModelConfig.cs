@@ -190,6 +190,20 @@ public sealed record ModelConfig
             };
     }
 
+
+    /// <summary>The Hugging Face config fields every transformer encoder shares (ViTConfig, BertConfig); no dropout.</summary>
+    void WriteEncoderFields(JsonObject root, string modelType, string architecture)
+    {
+        root["model_type"] = modelType;
+        root["architectures"] = new JsonArray(architecture);
+        root["hidden_size"] = HiddenSize;
+        root["num_hidden_layers"] = NumHiddenLayers;
+        root["num_attention_heads"] = NumAttentionHeads;
+        root["intermediate_size"] = IntermediateSize;
+        root["hidden_act"] = "gelu";
+        root["hidden_dropout_prob"] = 0.0;
+        root["attention_probs_dropout_prob"] = 0.0;
+    }
     public JsonObject ToJson()
     {
         var root = new JsonObject();
@@ -201,16 +215,8 @@ public sealed record ModelConfig
         }
         else if (Architecture == "bert")
         {
-            root["model_type"] = "bert";
-            root["architectures"] = new JsonArray(Heads.Count == 1 ? "BertForSequenceClassification" : "BertModel");
+            WriteEncoderFields(root, "bert", Heads.Count == 1 ? "BertForSequenceClassification" : "BertModel");
             root["vocab_size"] = VocabSize;
-            root["hidden_size"] = HiddenSize;
-            root["num_hidden_layers"] = NumHiddenLayers;
-            root["num_attention_heads"] = NumAttentionHeads;
-            root["intermediate_size"] = IntermediateSize;
-            root["hidden_act"] = "gelu";
-            root["hidden_dropout_prob"] = 0.0;
-            root["attention_probs_dropout_prob"] = 0.0;
             root["max_position_embeddings"] = MaxPositionEmbeddings;
             root["type_vocab_size"] = TypeVocabSize;
             root["initializer_range"] = 0.02;
@@ -220,18 +226,10 @@ public sealed record ModelConfig
         }
         else
         {
-            root["model_type"] = "vit";
-            root["architectures"] = new JsonArray(Heads.Count == 1 ? "ViTForImageClassification" : "ViTModel");
+            WriteEncoderFields(root, "vit", Heads.Count == 1 ? "ViTForImageClassification" : "ViTModel");
             root["image_size"] = ImageSize;
             root["num_channels"] = NumChannels;
             root["patch_size"] = PatchSize;
-            root["hidden_size"] = HiddenSize;
-            root["num_hidden_layers"] = NumHiddenLayers;
-            root["num_attention_heads"] = NumAttentionHeads;
-            root["intermediate_size"] = IntermediateSize;
-            root["hidden_act"] = "gelu";
-            root["hidden_dropout_prob"] = 0.0;
-            root["attention_probs_dropout_prob"] = 0.0;
             root["layer_norm_eps"] = LayerNormEps;
             root["qkv_bias"] = true;
         }
