@@ -19,7 +19,7 @@ sealed class BenchCommand : ICommand
         new("sections", "S,S,..", $"vit: sections to run, each into OUT/vit-SECTION.* ({string.Join(", ", VitBench.SectionNames)}; default all; the others need 'pairs' done first)"),
         new("quick", null, "one setting, one seed, shorter training: a few minutes"),
         new("seeds", "N", "seeds per setting (default: 5 for mlp, 1 for vit, 2 for bert)"),
-        new("resume", null, "keep the settings an earlier run finished in OUT/mlp.json or OUT/vit.json and run the rest"),
+        new("resume", null, "keep the settings an earlier run finished (OUT/mlp.json, OUT/vit-SECTION.json) and run the rest"),
         new("data-per-task", "N", "mlp: unlabeled merge images per task", "64"),
         new("models", "N,N,..", "perf: numbers of merged models", "2,4"),
         new("thread-counts", "T,T,..", "perf: LibTorch thread counts to measure", "1,2"),
