@@ -132,62 +132,56 @@ public sealed record ModelConfig
         // An explicitly empty fsmerge.heads is a backbone-only checkpoint (a pre-trained BertModel).
         if (heads.Count == 0 && fs?["heads"] is not JsonArray) throw new FsMergeException($"{source}: no head described (expected id2label or fsmerge.heads)");
 
-        if (arch == "bert")
-        {
-            var bert = new ModelConfig
-            {
-                Architecture = arch,
-                VocabSize = Int(root, "vocab_size", source),
-                HiddenSize = Int(root, "hidden_size", source),
-                NumHiddenLayers = Int(root, "num_hidden_layers", source),
-                NumAttentionHeads = Int(root, "num_attention_heads", source),
-                IntermediateSize = Int(root, "intermediate_size", source),
-                MaxPositionEmbeddings = Int(root, "max_position_embeddings", source),
-                TypeVocabSize = Int(root, "type_vocab_size", source),
-                PadTokenId = root["pad_token_id"] is JsonValue pad && pad.TryGetValue<int>(out int p) ? p
-                    : throw new FsMergeException($"{source}: field 'pad_token_id' missing or not an integer"),
-                LayerNormEps = root["layer_norm_eps"]?.GetValue<double>() ?? 1e-12,
-                Heads = heads,
-                Training = (fs?["training"] as JsonObject)?.DeepClone().AsObject() ?? new JsonObject(),
-            };
-            foreach (var (key, expected) in new[] { ("hidden_act", "gelu"), ("position_embedding_type", "absolute") })
-                if (root[key] is JsonNode value && value.GetValueKind() == JsonValueKind.String && value.GetValue<string>() != expected)
-                    throw new FsMergeException($"{source}: {key} '{value.GetValue<string>()}' is not supported (expected '{expected}')");
-            try { Bert.Validate(bert); }
-            catch (FsMergeException e) { throw new FsMergeException($"{source}: {e.Message}"); }
-            return bert;
-        }
-        if (arch == "vit")
-        {
-            if (root["hidden_act"] is JsonNode act && (act as JsonValue)?.TryGetValue<string>(out var a) == true && a != "gelu")
-                throw new FsMergeException($"{source}: hidden_act '{a}' is not supported (expected 'gelu', ViT's default)");
-            if (root["qkv_bias"] is JsonValue bias && bias.TryGetValue<bool>(out var b) && !b)
-                throw new FsMergeException($"{source}: qkv_bias false is not supported (expected true, ViT's default)");
-        }
-        return arch == "mlp"
-            ? new ModelConfig
+        var training = (fs?["training"] as JsonObject)?.DeepClone().AsObject() ?? new JsonObject();
+        if (arch == "mlp")
+            return new ModelConfig
             {
                 Architecture = arch,
                 InputSize = Int(root, "input_size", source),
                 HiddenSizes = (root["hidden_sizes"] as JsonArray)?.Select(n => n!.GetValue<int>()).ToArray()
                               ?? throw new FsMergeException($"{source}: field 'hidden_sizes' missing (expected a list of widths)"),
                 Heads = heads,
-                Training = (fs?["training"] as JsonObject)?.DeepClone().AsObject() ?? new JsonObject(),
-            }
-            : new ModelConfig
-            {
-                Architecture = arch,
-                ImageSize = Int(root, "image_size", source),
-                NumChannels = Int(root, "num_channels", source),
-                PatchSize = Int(root, "patch_size", source),
-                HiddenSize = Int(root, "hidden_size", source),
-                NumHiddenLayers = Int(root, "num_hidden_layers", source),
-                NumAttentionHeads = Int(root, "num_attention_heads", source),
-                IntermediateSize = Int(root, "intermediate_size", source),
-                LayerNormEps = root["layer_norm_eps"]?.GetValue<double>() ?? 1e-12,
-                Heads = heads,
-                Training = (fs?["training"] as JsonObject)?.DeepClone().AsObject() ?? new JsonObject(),
+                Training = training,
             };
+
+        // The fields every transformer encoder shares (ViTConfig, BertConfig).
+        if (root["hidden_act"] is JsonValue act && act.TryGetValue<string>(out var activation) && activation != "gelu")
+            throw new FsMergeException($"{source}: hidden_act '{activation}' is not supported (expected 'gelu')");
+        var encoder = new ModelConfig
+        {
+            Architecture = arch,
+            HiddenSize = Int(root, "hidden_size", source),
+            NumHiddenLayers = Int(root, "num_hidden_layers", source),
+            NumAttentionHeads = Int(root, "num_attention_heads", source),
+            IntermediateSize = Int(root, "intermediate_size", source),
+            LayerNormEps = root["layer_norm_eps"]?.GetValue<double>() ?? 1e-12,
+            Heads = heads,
+            Training = training,
+        };
+        if (arch == "bert")
+        {
+            var bert = encoder with
+            {
+                VocabSize = Int(root, "vocab_size", source),
+                MaxPositionEmbeddings = Int(root, "max_position_embeddings", source),
+                TypeVocabSize = Int(root, "type_vocab_size", source),
+                PadTokenId = root["pad_token_id"] is JsonValue pad && pad.TryGetValue<int>(out int p) ? p
+                    : throw new FsMergeException($"{source}: field 'pad_token_id' missing or not an integer"),
+            };
+            if (root["position_embedding_type"] is JsonValue position && position.TryGetValue<string>(out var type) && type != "absolute")
+                throw new FsMergeException($"{source}: position_embedding_type '{type}' is not supported (expected 'absolute')");
+            try { Bert.Validate(bert); }
+            catch (FsMergeException e) { throw new FsMergeException($"{source}: {e.Message}"); }
+            return bert;
+        }
+        if (root["qkv_bias"] is JsonValue bias && bias.TryGetValue<bool>(out var withBias) && !withBias)
+            throw new FsMergeException($"{source}: qkv_bias false is not supported (expected true, ViT's default)");
+        return encoder with
+        {
+            ImageSize = Int(root, "image_size", source),
+            NumChannels = Int(root, "num_channels", source),
+            PatchSize = Int(root, "patch_size", source),
+        };
     }
 
 
