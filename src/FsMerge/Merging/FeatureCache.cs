@@ -18,12 +18,11 @@ namespace FsMerge.Merging;
 public static class FeatureCache
 {
     public const string TensorName = "features";
-    public const int BatchSize = 256;
     const string FormatVersion = "1";
 
     /// <summary>The target features of <paramref name="images"/> [n, C, H, W]: a CPU float32 tensor
     /// [n, FeatureWidth], read from the cache when it is current, otherwise computed (no_grad, batches of
-    /// <see cref="BatchSize"/>) and written. The tensor belongs to no dispose scope: the caller disposes it.</summary>
+    /// <see cref="Probing.BatchSize"/>) and written. The tensor belongs to no dispose scope: the caller disposes it.</summary>
     public static Tensor TargetFeatures(Model model, Tensor images, string cacheDir, string key)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -83,21 +82,11 @@ public static class FeatureCache
 
     static Tensor Compute(Model model, Tensor images)
     {
-        long n = images.shape[0];
         var device = model.Weights.Values.FirstOrDefault()?.device ?? CPU;
+        if (images.shape[0] == 0) return torch.empty(new[] { 0L, model.Config.Arch.FeatureWidth(model.Config) }, ScalarType.Float32);
         using var scope = torch.NewDisposeScope();
-        using var noGrad = torch.no_grad();
-        var parts = new List<Tensor>();
-        for (long start = 0; start < n; start += BatchSize)
-        {
-            long size = Math.Min(BatchSize, n - start);
-            var batch = images.narrow(0, start, size).to(ScalarType.Float32).to(device);
-            parts.Add(model.Features(batch).to(ScalarType.Float32).cpu());
-        }
-        var all = parts.Count == 0
-            ? torch.empty(new[] { 0L, model.Config.Arch.FeatureWidth(model.Config) }, ScalarType.Float32)
-            : parts.Count == 1 ? parts[0] : torch.cat(parts, 0);
-        return all.contiguous().clone().DetachFromDisposeScope();
+        var features = Probing.Features(model, images.to(ScalarType.Float32).to(device));
+        return features.to(ScalarType.Float32).cpu().contiguous().clone().DetachFromDisposeScope();
     }
 
     /// <summary>SHA-256 (hex) over the shape and the float32 bytes of <paramref name="images"/>.</summary>

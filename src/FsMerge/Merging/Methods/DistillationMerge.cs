@@ -39,14 +39,11 @@ public sealed class DistillationMerge : ITrainedMergeMethod
         var images = torch.cat(Enumerable.Range(0, inputs.Data.Count).Select(inputs.Images).ToArray(), 0);
         var scales = new double[inputs.Sources.Count];
         var targetParts = new List<Tensor>();
-        using (torch.no_grad())
+        for (int t = 0; t < inputs.Sources.Count; t++)
         {
-            for (int t = 0; t < inputs.Sources.Count; t++)
-            {
-                var features = inputs.Sources[t].Features(inputs.Images(t));
-                scales[t] = TargetMeanAbs / Math.Max(features.abs().mean().item<float>(), 1e-12);
-                targetParts.Add(features * scales[t]);
-            }
+            var features = Probing.Features(inputs.Sources[t], inputs.Images(t));
+            scales[t] = TargetMeanAbs / Math.Max(features.abs().mean().item<float>(), 1e-12);
+            targetParts.Add(features * scales[t]);
         }
         var targets = torch.cat(targetParts.ToArray(), 0);
 

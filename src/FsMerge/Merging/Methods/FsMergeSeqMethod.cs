@@ -30,9 +30,8 @@ public sealed class FsMergeSeqMethod : IMergeMethod
         int n = inputs.Sources.Count;
         var stageEpochs = StageEpochs(settings, n);
         var originals = new List<Tensor>();
-        using (torch.no_grad())
-            for (int t = 0; t < n; t++)
-                originals.Add(inputs.Sources[t].Features(inputs.Images(t)).detach());
+        for (int t = 0; t < n; t++)
+            originals.Add(Probing.Features(inputs.Sources[t], inputs.Images(t)));
 
         var fsMerge = new FsMergeMethod();
         Model previous = inputs.Sources[0];
