@@ -153,11 +153,11 @@ public class BertOracleTests
         return new Case { Merged = merged, Models = models, Table = table, Mu = mu, Ln = ln, Ids = Ids(77 + seed) };
     }
 
+    /// <summary>The library's training path: the batched fold through the M/U factors, one forward, x̄·U_headinput.</summary>
     static (Tensor Output, Dictionary<string, Tensor> Folded) FoldPath(Case k)
     {
-        var dense = k.Mu.ToDictionary(kv => kv.Key, kv => kv.Value.Materialize());
-        var folded = Folding.Fold(k.Table, k.Weights, k.Models.Select(_ => 1).ToList(), dense, k.Ln);
-        return (new Bert().Features(k.Merged, folded, k.Ids).matmul(dense[k.Table.HeadInput]), folded);
+        var folded = Folding.Fold(k.Table, k.Weights, k.Models.Select(_ => 1).ToList(), k.Mu, k.Ln, Folding.Stack(k.Table, k.Weights));
+        return (new Bert().Features(k.Merged, folded, k.Ids).matmul(k.Mu[k.Table.HeadInput].Materialize()), folded);
     }
 
     static Tensor Oracle(Case k) => SuperNet(k.Merged, k.Weights, k.Factors, k.Ln, k.Ids);

@@ -260,13 +260,15 @@ public class VitOracleTests
         return new Case { Merged = merged, Models = models, Table = table, Mu = mu, Ln = ln, Images = images };
     }
 
-    /// <summary>The library's path: materialize, fold, one forward of the merged ViT, then x̄·U_headinput.</summary>
+    /// <summary>
+    /// The library's training path: the batched fold applying M/U through their factors, one forward of the
+    /// merged ViT, then x̄·U_headinput.
+    /// </summary>
     static (Tensor Output, Dictionary<string, Tensor> Folded) FoldPath(Case k)
     {
-        var dense = k.Mu.ToDictionary(kv => kv.Key, kv => kv.Value.Materialize());
-        var folded = Folding.Fold(k.Table, k.Weights, k.Models.Select(_ => 1).ToList(), dense, k.Ln);
+        var folded = Folding.Fold(k.Table, k.Weights, k.Models.Select(_ => 1).ToList(), k.Mu, k.Ln, Folding.Stack(k.Table, k.Weights));
         var features = new Vit().Features(k.Merged, folded, k.Images);
-        return (features.matmul(dense[k.Table.HeadInput]), folded);
+        return (features.matmul(k.Mu[k.Table.HeadInput].Materialize()), folded);
     }
 
     static Tensor Oracle(Case k, Diagnostics? diagnostics = null) => SuperNet(k.Merged, k.Weights, k.Factors, k.Ln, k.Images, diagnostics);

@@ -75,7 +75,7 @@ public static class PerfBench
             var mergedSpace = FoldedMerge.MergedSpace(inputs, MuInit.First);
             FsMergeMethod.SuperNetForward forward = variant == "fold-every-step"
                 ? FsMergeMethod.FoldEveryStep(inputs)
-                : (dense, space, images) => VitSuperNet.Forward(target, sites, inputs.SourceWeights, dense, space, images);
+                : (mu, space, images) => VitSuperNet.Forward(target, sites, inputs.SourceWeights, SiteMatrix.MaterializeAll(mu), space, images);
             var (theta, samples, lossOf, _, _, _) = FsMergeMethod.GlobalObjective(inputs, matrices, mergedSpace, "own", false, forward);
             parameters = theta.Sum(p => p.numel());
             var optimizer = new OptimizerSettings("adamw", 1e-4, epochs, Batch, 0.9, 1e-3, 0.02, "onecycle");

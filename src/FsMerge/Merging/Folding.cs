@@ -13,13 +13,16 @@ public static class Folding
 {
     /// <param name="sources">Each source model's weights (backbone and heads), in merge order.</param>
     /// <param name="headCounts">How many heads each source has; head names follow <see cref="Heads.Prefix"/>.</param>
-    /// <param name="matrices">Dense M or U for every site of <paramref name="table"/>.</param>
+    /// <param name="matrices">M or U for every site of <paramref name="table"/>, as factors.</param>
     /// <param name="mergedSpace">Values of the table's merged-space tensors (LayerNorms).</param>
-    /// <param name="stacked">Optional <see cref="Stack"/> of the sources: a batched fold, one matmul chain per tensor.</param>
+    /// <param name="stacked">Optional <see cref="Stack"/> of the sources: a batched fold, one matmul chain per tensor,
+    /// applying M/U through their factors (<see cref="SiteMatrix.MergeRows"/>, <see cref="SiteMatrix.UnmergeEach"/>).</param>
     public static Dictionary<string, Tensor> Fold(SiteTable table, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources,
-        IReadOnlyList<int> headCounts, IReadOnlyDictionary<string, Tensor> matrices, IReadOnlyDictionary<string, Tensor> mergedSpace,
+        IReadOnlyList<int> headCounts, IReadOnlyDictionary<string, SiteMatrix> matrices, IReadOnlyDictionary<string, Tensor> mergedSpace,
         IReadOnlyDictionary<string, Tensor>? stacked = null)
     {
+        var materialized = new Dictionary<string, Tensor>();
+        Tensor Dense(string site) => materialized.TryGetValue(site, out var d) ? d : materialized[site] = matrices[site].Materialize();
         var folded = new Dictionary<string, Tensor>();
         foreach (var entry in table.Tensors)
         {
@@ -29,15 +32,15 @@ public static class Folding
                 _ when stacked != null && stacked.TryGetValue(entry.Name, out var stack) => FoldStacked(table, entry, stack, matrices),
                 TensorRole.Vector => SumOverModels(table[entry.Out!], i => sources[i][entry.Name],
                     (v, m) => v.matmul(m)),
-                _ => FoldLinear(table, entry, sources, matrices),
+                _ => FoldLinear(table, entry, sources, Dense),
             };
         }
-        FoldHeads(table, sources, headCounts, matrices[table.HeadInput], folded);
+        FoldHeads(table, sources, headCounts, Dense(table.HeadInput), folded);
         return folded;
 
         Tensor SumOverModels(Site site, Func<int, Tensor> perModel, Func<Tensor, Tensor, Tensor> apply)
         {
-            var m = matrices[site.Name];
+            var m = Dense(site.Name);
             Tensor? sum = null;
             for (int i = 0; i < site.Models; i++)
             {
@@ -47,6 +50,12 @@ public static class Folding
             return sum!;
         }
     }
+
+    /// <summary>The fold with fixed dense M/U per site (methods that are a special M/U).</summary>
+    public static Dictionary<string, Tensor> Fold(SiteTable table, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources,
+        IReadOnlyList<int> headCounts, IReadOnlyDictionary<string, Tensor> matrices, IReadOnlyDictionary<string, Tensor> mergedSpace,
+        IReadOnlyDictionary<string, Tensor>? stacked = null) =>
+        Fold(table, sources, headCounts, matrices.ToDictionary(kv => kv.Key, kv => SiteMatrix.Dense(table[kv.Key], kv.Value)), mergedSpace, stacked);
 
     /// <summary>
     /// The frozen source tensors stacked as [N, ...] where every model has the same shape at the tensor's
@@ -66,38 +75,36 @@ public static class Folding
 
     /// <summary>
     /// Σ_i M_iᵀ W_i U_iᵀ (or Σ_i v_i M_i) with the models stacked on dim 0. The sum over models is the inner
-    /// dimension of one matmul with the stacked M [N·e, e'] (M_1ᵀ X_1 + … = Mᵀ [X_1; …; X_N]), so no
+    /// dimension of one product with the stacked M [N·e, e'] (M_1ᵀ X_1 + … = Mᵀ [X_1; …; X_N]), so no
     /// per-model products are kept and summed: fewer ops and less memory in the every-step fold.
     /// </summary>
-    static Tensor FoldStacked(SiteTable table, TensorFold entry, Tensor stack, IReadOnlyDictionary<string, Tensor> matrices)
+    static Tensor FoldStacked(SiteTable table, TensorFold entry, Tensor stack, IReadOnlyDictionary<string, SiteMatrix> matrices)
     {
         var outSite = table[entry.Out!];
         long n = outSite.Models, e = outSite.ModelWidths[0];
-        var m = matrices[outSite.Name];                                                              // [N·e, e'], block i = M_i
+        var m = matrices[outSite.Name];
         if (entry.Role == TensorRole.Vector)
         {
             long[] shape = stack.shape[1..^1];
-            var sideBySide = stack.reshape(n, -1, e).permute(1, 0, 2).reshape(-1, n * e);           // [rows, N·e] = [v_1 | … | v_N]
-            return sideBySide.matmul(m).reshape([.. shape, outSite.MergedWidth]);
+            var stackedRows = stack.reshape(n, -1, e).permute(0, 2, 1).reshape(n * e, -1);           // [N·e, rows] = [v_1ᵀ; …; v_Nᵀ]
+            return m.MergeRows(stackedRows).t().reshape([.. shape, outSite.MergedWidth]);
         }
         long rows = n * stack.shape[1];
         if (entry.In is { } inName)
         {
-            var inSite = table[inName];
-            var u = matrices[inName].view(inSite.MergedWidth, n, inSite.ModelWidths[0]).permute(1, 2, 0); // [N, e_in, e_in'], block i = U_iᵀ
-            var unmerged = stack.reshape(n, stack.shape[1], -1).bmm(u);                                // W_i U_iᵀ, [N, e_out, e_in']
-            return m.t().matmul(unmerged.reshape(rows, -1));
+            var unmerged = matrices[inName].UnmergeEach(stack.reshape(n, stack.shape[1], -1));       // W_i U_iᵀ, [N, e_out, e_in']
+            return m.MergeRows(unmerged.reshape(rows, -1));
         }
-        return m.t().matmul(stack.reshape(rows, -1)).reshape([outSite.MergedWidth, .. stack.shape[2..]]);
+        return m.MergeRows(stack.reshape(rows, -1)).reshape([outSite.MergedWidth, .. stack.shape[2..]]);
     }
 
     /// <summary>W̄ = Σ_i M_iᵀ W_i U_iᵀ, with W_i [out, in, ...]; without an input site the input is shared.</summary>
     static Tensor FoldLinear(SiteTable table, TensorFold entry, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources,
-        IReadOnlyDictionary<string, Tensor> matrices)
+        Func<string, Tensor> dense)
     {
         var outSite = table[entry.Out!];
-        var m = matrices[outSite.Name];
-        var u = entry.In is null ? null : matrices[entry.In];
+        var m = dense(outSite.Name);
+        var u = entry.In is null ? null : dense(entry.In);
         var inSite = entry.In is null ? null : table[entry.In];
         Tensor? sum = null;
         long[] trailing = [];

@@ -54,6 +54,41 @@ public sealed class SiteMatrix
         return result!;
     }
 
+    /// <summary>
+    /// Mᵀx for a merge site: x [Σe_i, k] holds model i's rows in block i; the result is Σ_i M_iᵀ x_i, [e', k].
+    /// Applied through the factors (D x + Bᵀ(Aᵀx)) without materializing M: the every-step fold at low rank
+    /// then costs a fraction of the dense product, which grew with N (bench perf).
+    /// </summary>
+    public Tensor MergeRows(Tensor x)
+    {
+        Tensor? result = null;
+        if (Factors.TryGetValue("dense", out var dense)) result = dense.t().matmul(x);
+        if (Factors.TryGetValue("diag", out var diag))   // equal widths: a diagonal needs them (Initialize)
+            result = Add(result, (x.reshape(Site.Models, Site.ModelWidths[0], -1) * diag.view(Site.Models, -1, 1)).sum(dim: 0));
+        if (Factors.TryGetValue("left", out var left))
+            result = Add(result, Factors["right"].t().matmul(left.t().matmul(x)));
+        return result!;
+    }
+
+    /// <summary>
+    /// W_i U_iᵀ for an unmerge site and every model at once: w [N, rows, e] → [N, rows, e'] (equal widths e).
+    /// With U = D + C·G: W_i ⊙ u_i + (W_i G_iᵀ) Cᵀ, without materializing U (see <see cref="MergeRows"/>).
+    /// </summary>
+    public Tensor UnmergeEach(Tensor w)
+    {
+        long n = Site.Models, e = Site.ModelWidths[0];
+        Tensor? result = null;
+        if (Factors.TryGetValue("dense", out var dense)) result = w.bmm(dense.view(Site.MergedWidth, n, e).permute(1, 2, 0));
+        if (Factors.TryGetValue("diag", out var diag)) result = Add(result, w * diag.view(n, 1, e));
+        if (Factors.TryGetValue("left", out var left))
+            result = Add(result, w.bmm(Factors["right"].view(-1, n, e).permute(1, 2, 0)).matmul(left.t()));
+        return result!;
+    }
+
+    /// <summary>Every site's dense M or U (the explicit SuperNet's and the tests' view).</summary>
+    public static Dictionary<string, Tensor> MaterializeAll(IReadOnlyDictionary<string, SiteMatrix> matrices) =>
+        matrices.ToDictionary(kv => kv.Key, kv => kv.Value.Materialize());
+
     static Tensor Add(Tensor? a, Tensor b) => a is null ? b : a + b;
 
     Tensor? identityStack;

@@ -163,9 +163,9 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
 
     /// <summary>
     /// The global SuperNet's output on a batch: the per-model features [B, Σe] after the head-input unmerge,
-    /// from the dense M/U of every site and the merged-space parameters.
+    /// from the M/U of every site and the merged-space parameters.
     /// </summary>
-    public delegate Tensor SuperNetForward(IReadOnlyDictionary<string, Tensor> dense, IReadOnlyDictionary<string, Tensor> mergedSpace, Tensor images);
+    public delegate Tensor SuperNetForward(IReadOnlyDictionary<string, SiteMatrix> matrices, IReadOnlyDictionary<string, Tensor> mergedSpace, Tensor images);
 
     /// <summary>Fold every step (spec §14): fold θ into one model with autograd on, run the one forward, unmerge.</summary>
     public static SuperNetForward FoldEveryStep(MergeInputs inputs)
@@ -174,10 +174,10 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         var sourceWeights = inputs.SourceWeights;
         var stacked = Folding.Stack(sites, sourceWeights);
         var target = inputs.Target;
-        return (dense, mergedSpace, images) =>
+        return (matrices, mergedSpace, images) =>
         {
-            var weights = Folding.Fold(sites, sourceWeights, inputs.HeadCounts, dense, mergedSpace, stacked);
-            return target.Arch.Features(target, weights, images).matmul(dense[sites.HeadInput]);
+            var weights = Folding.Fold(sites, sourceWeights, inputs.HeadCounts, matrices, mergedSpace, stacked);
+            return target.Arch.Features(target, weights, images).matmul(matrices[sites.HeadInput].Materialize());
         };
     }
 
@@ -226,8 +226,7 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         Tensor LossOf(Tensor index)
         {
             refresh();
-            var dense = matrices.ToDictionary(kv => kv.Key, kv => kv.Value.Materialize());
-            var reconstruction = forward(dense, mergedSpace, images.index_select(0, index));
+            var reconstruction = forward(matrices, mergedSpace, images.index_select(0, index));
             var m = mask.index_select(0, index);
             var error = (reconstruction - targetCat.index_select(0, index)).pow(2) * m;
             return error.sum() / m.sum();
