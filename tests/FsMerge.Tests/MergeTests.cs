@@ -171,7 +171,7 @@ public class MergeTests
         var dense = SiteMatrix.MaterializeAll(mu);
         var space = FoldedMerge.MergedSpace(inputs, MuInit.Average);
         var loop = Folding.Fold(inputs.Sites, inputs.SourceWeights, inputs.HeadCounts, dense, space);
-        var batched = Folding.Fold(inputs.Sites, inputs.SourceWeights, inputs.HeadCounts, mu, space, Folding.Stack(inputs.Sites, inputs.SourceWeights));
+        var batched = Folding.Fold(inputs.Sites, inputs.SourceWeights, inputs.HeadCounts, mu, space, new StackedFold(inputs.Sites, inputs.SourceWeights));
         foreach (var (name, w) in loop)
             Assert.True(torch.allclose(w, batched[name], rtol: 1e-4, atol: 1e-6), $"{name}: max diff {(w - batched[name]).abs().max().item<float>()}");
         var x = torch.rand(3, 1, 28, 28, generator: new Generator(2));

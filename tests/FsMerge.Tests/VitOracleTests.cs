@@ -266,7 +266,7 @@ public class VitOracleTests
     /// </summary>
     static (Tensor Output, Dictionary<string, Tensor> Folded) FoldPath(Case k)
     {
-        var folded = Folding.Fold(k.Table, k.Weights, k.Models.Select(_ => 1).ToList(), k.Mu, k.Ln, Folding.Stack(k.Table, k.Weights));
+        var folded = Folding.Fold(k.Table, k.Weights, k.Models.Select(_ => 1).ToList(), k.Mu, k.Ln, new StackedFold(k.Table, k.Weights));
         var features = new Vit().Features(k.Merged, folded, k.Images);
         return (features.matmul(k.Mu[k.Table.HeadInput].Materialize()), folded);
     }
@@ -488,7 +488,10 @@ public class VitOracleTests
         double worst = 0;
         for (int i = 0; i < 3; i++)
         {
-            Assert.True(folded.narrow(1, i * 16, 16).Equals(reference), $"folded block {i}");
+            // The weights are model 1's exactly (above); the training path's output only up to rounding, because
+            // its weights are strided views of the batched fold and BLAS may sum in another order for them.
+            double foldRel = Relative(folded.narrow(1, i * 16, 16), reference);
+            Assert.True(foldRel < Tolerance(Dtype(dtype)) / 100, $"folded block {i}: {foldRel:G3}");
             double rel = Relative(oracle.narrow(1, i * 16, 16), reference);
             worst = Math.Max(worst, rel);
             Assert.True(rel < Tolerance(Dtype(dtype)), $"SuperNet block {i}: {rel:G3}");

@@ -15,12 +15,13 @@ public static class Folding
     /// <param name="headCounts">How many heads each source has; head names follow <see cref="Heads.Prefix"/>.</param>
     /// <param name="matrices">M or U for every site of <paramref name="table"/>, as factors.</param>
     /// <param name="mergedSpace">Values of the table's merged-space tensors (LayerNorms).</param>
-    /// <param name="stacked">Optional <see cref="Stack"/> of the sources: a batched fold, one matmul chain per tensor,
-    /// applying M/U through their factors (<see cref="SiteMatrix.MergeRows"/>, <see cref="SiteMatrix.UnmergeEach"/>).</param>
+    /// <param name="stacked">Optional <see cref="StackedFold"/> of the sources: the batched fold FS-Merge runs every step.</param>
     public static Dictionary<string, Tensor> Fold(SiteTable table, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources,
         IReadOnlyList<int> headCounts, IReadOnlyDictionary<string, SiteMatrix> matrices, IReadOnlyDictionary<string, Tensor> mergedSpace,
-        IReadOnlyDictionary<string, Tensor>? stacked = null)
+        StackedFold? stacked = null)
     {
+        var batched = new Dictionary<string, Tensor>();
+        stacked?.FoldInto(table, matrices, batched);
         var materialized = new Dictionary<string, Tensor>();
         Tensor Dense(string site) => materialized.TryGetValue(site, out var d) ? d : materialized[site] = matrices[site].Materialize();
         var folded = new Dictionary<string, Tensor>();
@@ -29,7 +30,7 @@ public static class Folding
             folded[entry.Name] = entry.Role switch
             {
                 TensorRole.MergedSpace => mergedSpace[entry.Name],
-                _ when stacked != null && stacked.TryGetValue(entry.Name, out var stack) => FoldStacked(table, entry, stack, matrices),
+                _ when batched.TryGetValue(entry.Name, out var b) => b,
                 TensorRole.Vector => SumOverModels(table[entry.Out!], i => sources[i][entry.Name],
                     (v, m) => v.matmul(m)),
                 _ => FoldLinear(table, entry, sources, Dense),
@@ -54,49 +55,8 @@ public static class Folding
     /// <summary>The fold with fixed dense M/U per site (methods that are a special M/U).</summary>
     public static Dictionary<string, Tensor> Fold(SiteTable table, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources,
         IReadOnlyList<int> headCounts, IReadOnlyDictionary<string, Tensor> matrices, IReadOnlyDictionary<string, Tensor> mergedSpace,
-        IReadOnlyDictionary<string, Tensor>? stacked = null) =>
+        StackedFold? stacked = null) =>
         Fold(table, sources, headCounts, matrices.ToDictionary(kv => kv.Key, kv => SiteMatrix.Dense(table[kv.Key], kv.Value)), mergedSpace, stacked);
-
-    /// <summary>
-    /// The frozen source tensors stacked as [N, ...] where every model has the same shape at the tensor's
-    /// sites, so that <see cref="Fold"/> folds each with batched matmuls instead of a loop over models:
-    /// FS-Merge folds every step, and per-op overhead matters at small widths. Computed once per merge.
-    /// </summary>
-    public static Dictionary<string, Tensor> Stack(SiteTable table, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources)
-    {
-        var stacked = new Dictionary<string, Tensor>();
-        foreach (var entry in table.Tensors.Where(t => t.Role != TensorRole.MergedSpace))
-        {
-            bool equal = new[] { entry.Out, entry.In }.Where(s => s != null).All(s => table[s!].ModelWidths.Distinct().Count() == 1);
-            if (equal) stacked[entry.Name] = torch.stack(sources.Select(w => w[entry.Name]).ToArray()).detach();
-        }
-        return stacked;
-    }
-
-    /// <summary>
-    /// Σ_i M_iᵀ W_i U_iᵀ (or Σ_i v_i M_i) with the models stacked on dim 0. The sum over models is the inner
-    /// dimension of one product with the stacked M [N·e, e'] (M_1ᵀ X_1 + … = Mᵀ [X_1; …; X_N]), so no
-    /// per-model products are kept and summed: fewer ops and less memory in the every-step fold.
-    /// </summary>
-    static Tensor FoldStacked(SiteTable table, TensorFold entry, Tensor stack, IReadOnlyDictionary<string, SiteMatrix> matrices)
-    {
-        var outSite = table[entry.Out!];
-        long n = outSite.Models, e = outSite.ModelWidths[0];
-        var m = matrices[outSite.Name];
-        if (entry.Role == TensorRole.Vector)
-        {
-            long[] shape = stack.shape[1..^1];
-            var stackedRows = stack.reshape(n, -1, e).permute(0, 2, 1).reshape(n * e, -1);           // [N·e, rows] = [v_1ᵀ; …; v_Nᵀ]
-            return m.MergeRows(stackedRows).t().reshape([.. shape, outSite.MergedWidth]);
-        }
-        long rows = n * stack.shape[1];
-        if (entry.In is { } inName)
-        {
-            var unmerged = matrices[inName].UnmergeEach(stack.reshape(n, stack.shape[1], -1));       // W_i U_iᵀ, [N, e_out, e_in']
-            return m.MergeRows(unmerged.reshape(rows, -1));
-        }
-        return m.MergeRows(stack.reshape(rows, -1)).reshape([outSite.MergedWidth, .. stack.shape[2..]]);
-    }
 
     /// <summary>W̄ = Σ_i M_iᵀ W_i U_iᵀ, with W_i [out, in, ...]; without an input site the input is shared.</summary>
     static Tensor FoldLinear(SiteTable table, TensorFold entry, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources,

@@ -172,7 +172,7 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
     {
         var sites = inputs.Sites;
         var sourceWeights = inputs.SourceWeights;
-        var stacked = Folding.Stack(sites, sourceWeights);
+        var stacked = new StackedFold(sites, sourceWeights);
         var target = inputs.Target;
         return (matrices, mergedSpace, images) =>
         {
