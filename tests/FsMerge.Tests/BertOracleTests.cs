@@ -156,7 +156,7 @@ public class BertOracleTests
     /// <summary>The library's training path: the batched fold through the M/U factors, one forward, x̄·U_headinput.</summary>
     static (Tensor Output, Dictionary<string, Tensor> Folded) FoldPath(Case k)
     {
-        var folded = Folding.Fold(k.Table, k.Weights, k.Models.Select(_ => 1).ToList(), k.Mu, k.Ln, new StackedFold(k.Table, k.Weights));
+        var folded = Folding.Fold(k.Table, k.Weights, k.Models.Select(_ => 1).ToList(), k.Mu, k.Ln, new StackedFold(k.Table, k.Weights, k.Mu));
         return (new Bert().Features(k.Merged, folded, k.Ids).matmul(k.Mu[k.Table.HeadInput].Materialize()), folded);
     }
 

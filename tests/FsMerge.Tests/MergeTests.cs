@@ -171,13 +171,34 @@ public class MergeTests
         var dense = SiteMatrix.MaterializeAll(mu);
         var space = FoldedMerge.MergedSpace(inputs, MuInit.Average);
         var loop = Folding.Fold(inputs.Sites, inputs.SourceWeights, inputs.HeadCounts, dense, space);
-        var batched = Folding.Fold(inputs.Sites, inputs.SourceWeights, inputs.HeadCounts, mu, space, new StackedFold(inputs.Sites, inputs.SourceWeights));
+        var batched = Folding.Fold(inputs.Sites, inputs.SourceWeights, inputs.HeadCounts, mu, space, new StackedFold(inputs.Sites, inputs.SourceWeights, mu));
         foreach (var (name, w) in loop)
             Assert.True(torch.allclose(w, batched[name], rtol: 1e-4, atol: 1e-6), $"{name}: max diff {(w - batched[name]).abs().max().item<float>()}");
         var x = torch.rand(3, 1, 28, 28, generator: new Generator(2));
         var folded = FsMergeMethod.FoldEveryStep(inputs)(mu, space, x);
         var explicitNet = Bench.VitSuperNet.Forward(inputs.Target, inputs.Sites, inputs.SourceWeights, dense, space, x);
         Assert.True(torch.allclose(folded, explicitNet, rtol: 1e-3, atol: 1e-5), $"max diff {(folded - explicitNet).abs().max().item<float>()}");
+    }
+
+    /// <summary>
+    /// Three equal unmerge sites are applied as one group, but the merge sites their weights feed split into two
+    /// groups (the last layer merges into a narrower width): the batched fold must pick each weight's product
+    /// from its position in the unmerge group.
+    /// </summary>
+    [Fact]
+    public void The_batched_fold_takes_each_weight_from_its_place_in_a_group_of_sites()
+    {
+        var sources = Sources(3, [12, 12, 12, 12]);
+        var inputs = Inputs(sources, width: [12, 12, 12, 9]);
+        var g = new Generator(4);
+        var mu = inputs.Sites.Sites.ToDictionary(s => s.Name, s => SiteMatrix.Initialize(s, MuType.LowRank, MuInit.Random, 3, g, CPU));
+        var stacked = new StackedFold(inputs.Sites, inputs.SourceWeights, mu);
+        var batched = Folding.Fold(inputs.Sites, inputs.SourceWeights, inputs.HeadCounts, mu, new Dictionary<string, Tensor>(), stacked);
+        var loop = Folding.Fold(inputs.Sites, inputs.SourceWeights, inputs.HeadCounts, SiteMatrix.MaterializeAll(mu), new Dictionary<string, Tensor>());
+        Assert.Equal(loop.Keys.Order(), batched.Keys.Order());
+        foreach (var (name, w) in loop)
+            Assert.True(torch.allclose(w, batched[name], rtol: 1e-4, atol: 1e-6), $"{name}: max diff {(w - batched[name]).abs().max().item<float>()}");
+        Assert.Equal((3, 2), (stacked.UnmergeGroupSizes.Max(), stacked.MergeGroupSizes.Max()));
     }
 
     [Fact]

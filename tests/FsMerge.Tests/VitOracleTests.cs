@@ -266,7 +266,7 @@ public class VitOracleTests
     /// </summary>
     static (Tensor Output, Dictionary<string, Tensor> Folded) FoldPath(Case k)
     {
-        var folded = Folding.Fold(k.Table, k.Weights, k.Models.Select(_ => 1).ToList(), k.Mu, k.Ln, new StackedFold(k.Table, k.Weights));
+        var folded = Folding.Fold(k.Table, k.Weights, k.Models.Select(_ => 1).ToList(), k.Mu, k.Ln, new StackedFold(k.Table, k.Weights, k.Mu));
         var features = new Vit().Features(k.Merged, folded, k.Images);
         return (features.matmul(k.Mu[k.Table.HeadInput].Materialize()), folded);
     }

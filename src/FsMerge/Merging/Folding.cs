@@ -16,9 +16,10 @@ public static class Folding
     /// <param name="matrices">M or U for every site of <paramref name="table"/>, as factors.</param>
     /// <param name="mergedSpace">Values of the table's merged-space tensors (LayerNorms).</param>
     /// <param name="stacked">Optional <see cref="StackedFold"/> of the sources: the batched fold FS-Merge runs every step.</param>
+    /// <param name="foldHeads">False for the training step, whose loss reads the features, not the heads.</param>
     public static Dictionary<string, Tensor> Fold(SiteTable table, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources,
         IReadOnlyList<int> headCounts, IReadOnlyDictionary<string, SiteMatrix> matrices, IReadOnlyDictionary<string, Tensor> mergedSpace,
-        StackedFold? stacked = null)
+        StackedFold? stacked = null, bool foldHeads = true)
     {
         var batched = new Dictionary<string, Tensor>();
         stacked?.FoldInto(table, matrices, batched);
@@ -36,7 +37,7 @@ public static class Folding
                 _ => FoldLinear(table, entry, sources, Dense),
             };
         }
-        FoldHeads(table, sources, headCounts, Dense(table.HeadInput), folded);
+        if (foldHeads) FoldHeads(table, sources, headCounts, Dense(table.HeadInput), folded);
         return folded;
 
         Tensor SumOverModels(Site site, Func<int, Tensor> perModel, Func<Tensor, Tensor, Tensor> apply)

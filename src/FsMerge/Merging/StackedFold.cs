@@ -4,86 +4,135 @@ using static TorchSharp.torch;
 namespace FsMerge.Merging;
 
 /// <summary>
-/// The batched form of <see cref="Folding.Fold"/> that FS-Merge runs every step (spec §14). The frozen source
-/// tensors are stacked [N, ...] once per merge and grouped by site, so that each step applies every site's
-/// M or U once, through its factors, to all the tensors it touches: a layer's Q, K and V share one
-/// unmerge product, and a weight and its bias one merge product. At small widths a step's cost is mostly
-/// per-op overhead, which grew with the number of tensors (bench perf). Covers the tensors whose sites
-/// have equal widths for every model; <see cref="Folding.Fold"/> folds the rest one model at a time.
+/// The batched form of <see cref="Folding.Fold"/> that FS-Merge runs every step (spec §14). At small widths a
+/// step's cost is mostly per-op overhead, which grew with the number of tensors and models (bench perf), so
+/// the frozen source tensors are stacked once per merge and grouped twice:
+/// <list type="bullet">
+/// <item>by site: each M or U is applied once to all the tensors it touches (a layer's Q, K and V share one
+/// unmerge product; a weight and its bias one merge product);</item>
+/// <item>across sites with the same factor shapes and tensor shapes (the same site in every layer): one op
+/// chain applies all of them (<see cref="SiteMatrix.MergeRows"/>, <see cref="SiteMatrix.UnmergeEach"/>).</item>
+/// </list>
+/// Covers the tensors whose sites have equal widths for every model; <see cref="Folding.Fold"/> folds the rest
+/// one model at a time. Built for one set of M/U shapes (<see cref="SiteMatrix.Signature"/>): the fold of
+/// one training run, whose factors change value but not shape.
 /// </summary>
 public sealed class StackedFold
 {
-    /// <summary>One tensor's block of columns in its merge site's product, and how to shape it back.</summary>
-    sealed record Part(string Name, long Columns, long[] Shape, bool IsVector);
+    /// <summary>One tensor kind's block of columns in a merge group's product, and how to shape it back.</summary>
+    sealed record Part(long[] Shape, bool IsVector);
 
-    /// <summary>U site → the stacked rows of every weight it unmerges [N, Σrows, e], and each weight's rows.</summary>
-    readonly Dictionary<string, (Tensor Rows, List<(string Name, long Rows)> Members)> unmerges = new();
+    /// <summary>Unmerge sites applied together: their weights' rows stacked [L, N, Σrows, e].</summary>
+    sealed record UnmergeGroup(string[] Sites, Tensor Rows, long[] MemberRows);
 
-    /// <summary>M site → the fixed columns (weights without an input site, vectors) [N, e, Σk] and every part in column order.</summary>
-    readonly Dictionary<string, (Tensor? Fixed, List<Part> Parts)> merges = new();
+    /// <summary>
+    /// Merge sites applied together: fixed columns [L, N, e, K] (weights without an input site, vectors),
+    /// then one block per unmerged weight, taken from an unmerge group's member (at the given batch positions).
+    /// </summary>
+    sealed record MergeGroup(string[] Sites, Tensor? Fixed, List<Part> FixedParts, List<(int Group, int Member, Tensor? Positions)> Unmerged,
+        string[][] Names);
 
-    public IReadOnlySet<string> Names { get; }
+    readonly List<UnmergeGroup> unmerges = [];
+    readonly List<MergeGroup> merges = [];
 
-    public StackedFold(SiteTable table, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources)
+    /// <summary>How many sites each group applies at once (for tests and diagnostics).</summary>
+    public IReadOnlyList<int> UnmergeGroupSizes => unmerges.Select(g => g.Sites.Length).ToList();
+    public IReadOnlyList<int> MergeGroupSizes => merges.Select(g => g.Sites.Length).ToList();
+    public StackedFold(SiteTable table, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources, IReadOnlyDictionary<string, SiteMatrix> matrices)
     {
+        var signatures = matrices.ToDictionary(kv => kv.Key, kv => kv.Value.Signature);
         bool Equal(string? site) => site is null || table[site].ModelWidths.Distinct().Count() == 1;
         var entries = table.Tensors.Where(t => t.Role != TensorRole.MergedSpace && Equal(t.Out) && Equal(t.In)).ToList();
-        Names = entries.Select(t => t.Name).ToHashSet();
+        var device = sources[0].Values.First().device;
         using var noGrad = torch.no_grad();
-        foreach (var group in entries.Where(t => t.In != null).GroupBy(t => t.In!))
+
+        // Where each unmerged weight lands: (group, member, position of its site in the group).
+        var unmergedAt = new Dictionary<string, (int Group, int Member, int Position)>();
+        var bySite = entries.Where(t => t.In != null).GroupBy(t => t.In!).ToList();
+        foreach (var group in bySite.GroupBy(site => $"{signatures[site.Key]}|{string.Join(",", site.Select(t => Shape(sources, t.Name)))}"))
         {
-            var stacks = group.Select(t => Stack(sources, t.Name)).Select(s => s.reshape(s.shape[0], s.shape[1], -1)).ToArray();
-            unmerges[group.Key] = (torch.cat(stacks, 1).detach(), group.Select((t, i) => (t.Name, stacks[i].shape[1])).ToList());
+            var sites = group.ToList();
+            var rows = sites.Select(site => torch.cat(site.Select(t => Stack(sources, t.Name).reshape(sources.Count, sources[0][t.Name].shape[0], -1)).ToArray(), 1)).ToArray();
+            for (int p = 0; p < sites.Count; p++)
+                foreach (var (t, j) in sites[p].Select((t, j) => (t, j)))
+                    unmergedAt[t.Name] = (unmerges.Count, j, p);
+            unmerges.Add(new UnmergeGroup(sites.Select(s => s.Key).ToArray(), Keep(torch.stack(rows)),
+                sites[0].Select(t => sources[0][t.Name].shape[0]).ToArray()));
         }
-        foreach (var group in entries.GroupBy(t => t.Out!))
+
+        var mergeSites = entries.GroupBy(t => t.Out!).Select(site =>
         {
-            var fixedColumns = new List<Tensor>();
-            var fixedParts = new List<Part>();
-            var unmerged = new List<Part>();
-            foreach (var entry in group)
+            var ordered = site.OrderBy(t => t.In != null).ToList();   // fixed columns first
+            var key = string.Join(",", ordered.Select(t => t.In == null
+                ? $"{t.Role}{Shape(sources, t.Name)}"
+                : $"u{unmergedAt[t.Name].Group}.{unmergedAt[t.Name].Member}"));
+            return (Site: site.Key, Ordered: ordered, Key: $"{signatures[site.Key]}|{key}");
+        }).ToList();
+        foreach (var group in mergeSites.GroupBy(s => s.Key))
+        {
+            var sites = group.ToList();
+            var fixedEntries = sites[0].Ordered.Where(t => t.In == null).ToList();
+            var fixedParts = fixedEntries.Select(t => new Part(sources[0][t.Name].shape, t.Role == TensorRole.Vector)).ToList();
+            Tensor? fixedColumns = fixedEntries.Count == 0 ? null : Keep(torch.stack(sites.Select(s => torch.cat(
+                s.Ordered.Where(t => t.In == null).Select(t => Columns(Stack(sources, t.Name), t.Role == TensorRole.Vector)).ToArray(), 2)).ToArray()).contiguous());
+            var unmerged = sites[0].Ordered.Where(t => t.In != null).Select((t, j) =>
             {
-                var shape = sources[0][entry.Name].shape;
-                if (entry.In != null) { unmerged.Add(new Part(entry.Name, -1, shape, false)); continue; }
-                var stack = Stack(sources, entry.Name);
-                bool isVector = entry.Role == TensorRole.Vector;
-                var columns = isVector
-                    ? stack.reshape(stack.shape[0], -1, shape[^1]).permute(0, 2, 1)                      // [N, e, rows]: v_iᵀ
-                    : stack.reshape(stack.shape[0], stack.shape[1], -1);                                 // [N, e, in·k…]
-                fixedColumns.Add(columns);
-                fixedParts.Add(new Part(entry.Name, columns.shape[2], shape, isVector));
-            }
-            var fixedTensor = fixedColumns.Count == 0 ? null : torch.cat(fixedColumns.ToArray(), 2).contiguous().detach();
-            merges[group.Key] = (fixedTensor, fixedParts.Concat(unmerged).ToList());
+                var (g, member, _) = unmergedAt[t.Name];
+                var positions = sites.Select(s => (long)unmergedAt[s.Ordered[fixedEntries.Count + j].Name].Position).ToArray();
+                bool identity = positions.Length == unmerges[g].Sites.Length && positions.Select((p, i) => p == i).All(x => x);
+                return (g, member, identity ? null : Keep(torch.tensor(positions, device: device)));
+            }).ToList();
+            merges.Add(new MergeGroup(sites.Select(s => s.Site).ToArray(), fixedColumns, fixedParts, unmerged,
+                sites.Select(s => s.Ordered.Select(t => t.Name).ToArray()).ToArray()));
         }
     }
+
+    /// <summary>Built inside a training step's dispose scope, the fold's tensors must outlive it.</summary>
+    static Tensor Keep(Tensor t) => t.detach().DetachFromDisposeScope();
+
+    static string Shape(IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources, string name) => $"[{string.Join(",", sources[0][name].shape)}]";
 
     static Tensor Stack(IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources, string name) =>
         torch.stack(sources.Select(w => w[name]).ToArray());
 
+    /// <summary>A stacked tensor as columns [N, e, k] of its output site: a weight's rows, or a vector transposed (v_iᵀ).</summary>
+    static Tensor Columns(Tensor stack, bool isVector) => isVector
+        ? stack.reshape(stack.shape[0], -1, stack.shape[^1]).permute(0, 2, 1)
+        : stack.reshape(stack.shape[0], stack.shape[1], -1);
+
     /// <summary>Σ_i M_iᵀ W_i U_iᵀ and Σ_i v_i M_i for every covered tensor, differentiable in the factors.</summary>
     public void FoldInto(SiteTable table, IReadOnlyDictionary<string, SiteMatrix> matrices, Dictionary<string, Tensor> folded)
     {
-        var unmerged = new Dictionary<string, Tensor>();
-        foreach (var (site, (rows, members)) in unmerges)
+        var products = unmerges.Select(g =>
+            SiteMatrix.UnmergeEach(g.Sites.Select(s => matrices[s]).ToList(), g.Rows).split(g.MemberRows, 2)).ToList();   // W_i U_iᵀ
+        foreach (var group in merges)
         {
-            var products = matrices[site].UnmergeEach(rows).split(members.Select(m => m.Rows).ToArray(), 1);   // W_i U_iᵀ
-            for (int i = 0; i < members.Count; i++) unmerged[members[i].Name] = products[i];
-        }
-        foreach (var (site, (fixedColumns, parts)) in merges)
-        {
-            var blocks = parts.Where(p => p.Columns < 0).Select(p => unmerged[p.Name]).ToList();
-            if (fixedColumns is not null) blocks.Insert(0, fixedColumns);
-            var columns = blocks.Count == 1 ? blocks[0] : torch.cat(blocks.ToArray(), 2);                     // [N, e, K]
-            var mergedWidth = table[site].MergedWidth;
-            var merged = matrices[site].MergeRows(columns.reshape(-1, columns.shape[2]));                      // [e', K]
-            var widths = parts.Select(p => p.Columns < 0 ? unmerged[p.Name].shape[2] : p.Columns).ToArray();
+            var blocks = group.Unmerged.Select(u => u.Positions is null ? products[u.Group][u.Member] : products[u.Group][u.Member].index_select(0, u.Positions)).ToList();
+            if (group.Fixed is not null) blocks.Insert(0, group.Fixed);
+            var columns = blocks.Count == 1 ? blocks[0] : torch.cat(blocks.ToArray(), 3);                     // [L, N, e, K]
+            var merged = SiteMatrix.MergeRows(group.Sites.Select(s => matrices[s]).ToList(),
+                columns.reshape(columns.shape[0], -1, columns.shape[3]))
+                // [L, K, e']: each tensor's block is then contiguous rows, so a weight is a transposed view whose
+                // transpose, the form nn.functional.linear multiplies by, is contiguous (strided weights made the forward slower).
+                .transpose(1, 2).contiguous();
+            var widths = group.FixedParts.Select(ColumnCount).Concat(blocks.Skip(group.Fixed is null ? 0 : 1).Select(b => b.shape[3])).ToArray();
             var pieces = merged.split(widths, 1);
-            for (int i = 0; i < parts.Count; i++)
+            long mergedWidth = table[group.Sites[0]].MergedWidth;
+            for (int j = 0; j < pieces.Length; j++)
             {
-                var p = parts[i];
-                long[] trailing = p.Columns < 0 ? [widths[i]] : p.Shape[1..];
-                folded[p.Name] = p.IsVector ? pieces[i].t().reshape([.. p.Shape[..^1], mergedWidth]) : pieces[i].reshape([mergedWidth, .. trailing]);
+                var perSite = pieces[j].unbind(0);
+                for (int l = 0; l < perSite.Length; l++)
+                    folded[group.Names[l][j]] = j < group.FixedParts.Count
+                        ? Shape(perSite[l], group.FixedParts[j], mergedWidth)
+                        : perSite[l].t();                                                                      // [e', e_in']
             }
         }
     }
+
+    static long ColumnCount(Part part) => part.IsVector ? part.Shape[..^1].Aggregate(1L, (a, b) => a * b) : part.Shape[1..].Aggregate(1L, (a, b) => a * b);
+
+    /// <summary>A piece [k, e'] back in its tensor's shape.</summary>
+    static Tensor Shape(Tensor piece, Part part, long mergedWidth) => part.IsVector
+        ? piece.reshape([.. part.Shape[..^1], mergedWidth])
+        : piece.t().reshape([mergedWidth, .. part.Shape[1..]]);
 }

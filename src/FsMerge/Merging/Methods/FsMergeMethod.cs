@@ -172,11 +172,12 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
     {
         var sites = inputs.Sites;
         var sourceWeights = inputs.SourceWeights;
-        var stacked = new StackedFold(sites, sourceWeights);
+        StackedFold? stacked = null;
         var target = inputs.Target;
         return (matrices, mergedSpace, images) =>
         {
-            var weights = Folding.Fold(sites, sourceWeights, inputs.HeadCounts, matrices, mergedSpace, stacked);
+            stacked ??= new StackedFold(sites, sourceWeights, matrices);
+            var weights = Folding.Fold(sites, sourceWeights, inputs.HeadCounts, matrices, mergedSpace, stacked, foldHeads: false);
             return target.Arch.Features(target, weights, images).matmul(matrices[sites.HeadInput].Materialize());
         };
     }
