@@ -25,12 +25,14 @@ public sealed class StackedFold
     /// <summary>Unmerge sites applied together: their weights' rows stacked [L, N, Σrows, e].</summary>
     sealed record UnmergeGroup(string[] Sites, Tensor Rows, long[] MemberRows);
 
+    /// <summary>A run of consecutive sites of an unmerge group's member: products[Group][Member][Start .. Start + Length).</summary>
+    sealed record Segment(int Group, int Member, int Start, int Length);
+
     /// <summary>
     /// Merge sites applied together: fixed columns [L, N, e, K] (weights without an input site, vectors),
-    /// then one block per unmerged weight, taken from an unmerge group's member (at the given batch positions).
+    /// then one block per unmerged weight, gathered from unmerge groups' products in runs.
     /// </summary>
-    sealed record MergeGroup(string[] Sites, Tensor? Fixed, List<Part> FixedParts, List<(int Group, int Member, Tensor? Positions)> Unmerged,
-        string[][] Names);
+    sealed record MergeGroup(string[] Sites, Tensor? Fixed, List<Part> FixedParts, List<List<Segment>> Unmerged, string[][] Names);
 
     readonly List<UnmergeGroup> unmerges = [];
     readonly List<MergeGroup> merges = [];
@@ -43,7 +45,6 @@ public sealed class StackedFold
         var signatures = matrices.ToDictionary(kv => kv.Key, kv => kv.Value.Signature);
         bool Equal(string? site) => site is null || table[site].ModelWidths.Distinct().Count() == 1;
         var entries = table.Tensors.Where(t => t.Role != TensorRole.MergedSpace && Equal(t.Out) && Equal(t.In)).ToList();
-        var device = sources[0].Values.First().device;
         using var noGrad = torch.no_grad();
 
         // Where each unmerged weight lands: (group, member, position of its site in the group).
@@ -60,31 +61,39 @@ public sealed class StackedFold
                 sites[0].Select(t => sources[0][t.Name].shape[0]).ToArray()));
         }
 
+        // Merge sites group by factor shapes and column layout, wherever their weights were unmerged: sorted
+        // by where those products lie, so that each block is gathered in few runs.
         var mergeSites = entries.GroupBy(t => t.Out!).Select(site =>
         {
             var ordered = site.OrderBy(t => t.In != null).ToList();   // fixed columns first
-            var key = string.Join(",", ordered.Select(t => t.In == null
-                ? $"{t.Role}{Shape(sources, t.Name)}"
-                : $"u{unmergedAt[t.Name].Group}.{unmergedAt[t.Name].Member}"));
+            var key = string.Join(",", ordered.Select(t => t.In == null ? $"{t.Role}{Shape(sources, t.Name)}" : $"u{table[t.In].MergedWidth}"));
             return (Site: site.Key, Ordered: ordered, Key: $"{signatures[site.Key]}|{key}");
         }).ToList();
         foreach (var group in mergeSites.GroupBy(s => s.Key))
         {
-            var sites = group.ToList();
-            var fixedEntries = sites[0].Ordered.Where(t => t.In == null).ToList();
-            var fixedParts = fixedEntries.Select(t => new Part(sources[0][t.Name].shape, t.Role == TensorRole.Vector)).ToList();
-            Tensor? fixedColumns = fixedEntries.Count == 0 ? null : Keep(torch.stack(sites.Select(s => torch.cat(
-                s.Ordered.Where(t => t.In == null).Select(t => Columns(Stack(sources, t.Name), t.Role == TensorRole.Vector)).ToArray(), 2)).ToArray()).contiguous());
-            var unmerged = sites[0].Ordered.Where(t => t.In != null).Select((t, j) =>
-            {
-                var (g, member, _) = unmergedAt[t.Name];
-                var positions = sites.Select(s => (long)unmergedAt[s.Ordered[fixedEntries.Count + j].Name].Position).ToArray();
-                bool identity = positions.Length == unmerges[g].Sites.Length && positions.Select((p, i) => p == i).All(x => x);
-                return (g, member, identity ? null : Keep(torch.tensor(positions, device: device)));
-            }).ToList();
+            var fixedCount = group.First().Ordered.Count(t => t.In == null);
+            var sites = group.OrderBy(s => s.Ordered.Skip(fixedCount).Select(t => unmergedAt[t.Name]).FirstOrDefault()).ToList();
+            var fixedParts = sites[0].Ordered.Take(fixedCount).Select(t => new Part(sources[0][t.Name].shape, t.Role == TensorRole.Vector)).ToList();
+            Tensor? fixedColumns = fixedCount == 0 ? null : Keep(torch.stack(sites.Select(s => torch.cat(
+                s.Ordered.Take(fixedCount).Select(t => Columns(Stack(sources, t.Name), t.Role == TensorRole.Vector)).ToArray(), 2)).ToArray()).contiguous());
+            var unmerged = Enumerable.Range(fixedCount, sites[0].Ordered.Count - fixedCount)
+                .Select(j => Runs(sites.Select(s => unmergedAt[s.Ordered[j].Name]))).ToList();
             merges.Add(new MergeGroup(sites.Select(s => s.Site).ToArray(), fixedColumns, fixedParts, unmerged,
                 sites.Select(s => s.Ordered.Select(t => t.Name).ToArray()).ToArray()));
         }
+    }
+
+    /// <summary>Places in unmerge products as runs of consecutive positions of one member.</summary>
+    static List<Segment> Runs(IEnumerable<(int Group, int Member, int Position)> places)
+    {
+        var runs = new List<Segment>();
+        foreach (var (g, m, p) in places)
+        {
+            if (runs.Count > 0 && runs[^1] is var last && last.Group == g && last.Member == m && last.Start + last.Length == p)
+                runs[^1] = last with { Length = last.Length + 1 };
+            else runs.Add(new Segment(g, m, p, 1));
+        }
+        return runs;
     }
 
     /// <summary>Built inside a training step's dispose scope, the fold's tensors must outlive it.</summary>
@@ -107,7 +116,7 @@ public sealed class StackedFold
             SiteMatrix.UnmergeEach(g.Sites.Select(s => matrices[s]).ToList(), g.Rows).split(g.MemberRows, 2)).ToList();   // W_i U_iᵀ
         foreach (var group in merges)
         {
-            var blocks = group.Unmerged.Select(u => u.Positions is null ? products[u.Group][u.Member] : products[u.Group][u.Member].index_select(0, u.Positions)).ToList();
+            var blocks = group.Unmerged.Select(runs => Gather(products, runs)).ToList();
             if (group.Fixed is not null) blocks.Insert(0, group.Fixed);
             var columns = blocks.Count == 1 ? blocks[0] : torch.cat(blocks.ToArray(), 3);                     // [L, N, e, K]
             var merged = SiteMatrix.MergeRows(group.Sites.Select(s => matrices[s]).ToList(),
@@ -127,6 +136,12 @@ public sealed class StackedFold
                         : perSite[l].t();                                                                      // [e', e_in']
             }
         }
+    }
+
+    static Tensor Gather(List<Tensor[]> products, List<Segment> runs)
+    {
+        var pieces = runs.Select(r => products[r.Group][r.Member] is var p && r.Start == 0 && r.Length == p.shape[0] ? p : p.narrow(0, r.Start, r.Length)).ToArray();
+        return pieces.Length == 1 ? pieces[0] : torch.cat(pieces, 0);
     }
 
     static long ColumnCount(Part part) => part.IsVector ? part.Shape[..^1].Aggregate(1L, (a, b) => a * b) : part.Shape[1..].Aggregate(1L, (a, b) => a * b);

@@ -134,20 +134,27 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
 
     /// <summary>
     /// θ as one flat trainable vector. Every map entry becomes a view of its slice; the returned action re-cuts
-    /// the views (one split) and must run at the start of each step, inside its dispose scope, and once after
-    /// training. One parameter instead of one per factor: the optimizer's update runs once instead of once per
-    /// tensor, which was a large share of an every-step FS-Merge step at small widths (bench perf). AdamW and
-    /// SGD are element-wise, so the updates are the same.
+    /// the views and must run at the start of each step, inside its dispose scope, and once after training.
+    /// One parameter instead of one per factor: the optimizer's update runs once instead of once per tensor,
+    /// which was a large share of an every-step FS-Merge step at small widths (bench perf). AdamW and SGD are
+    /// element-wise, so the updates are the same. Entries of equal shape (a factor of the same site in every
+    /// layer) lie side by side and are re-cut with one view and one unbind, not one view each: per-op overhead.
     /// </summary>
     static (Parameter[] Parameters, Action Refresh) MakeTrainable(IEnumerable<Dictionary<string, Tensor>> tensorMaps)
     {
-        var entries = tensorMaps.SelectMany(map => map.Keys.ToList().Select(key => (Map: map, Key: key, Shape: map[key].shape))).ToList();
-        var theta = new Parameter(torch.cat(entries.Select(e => e.Map[e.Key].detach().reshape(-1)).ToArray()), requires_grad: true);
-        var sizes = entries.Select(e => e.Shape.Aggregate(1L, (a, b) => a * b)).ToArray();
+        var blocks = tensorMaps.SelectMany(map => map.Keys.ToList().Select(key => (Map: map, Key: key, Shape: map[key].shape)))
+            .GroupBy(e => string.Join(",", e.Shape)).Select(g => g.ToList()).ToList();
+        var theta = new Parameter(torch.cat(blocks.SelectMany(b => b).Select(e => e.Map[e.Key].detach().reshape(-1)).ToArray()), requires_grad: true);
+        var sizes = blocks.Select(b => b.Count * b[0].Shape.Aggregate(1L, (a, c) => a * c)).ToArray();
         void Refresh()
         {
             var slices = theta.split(sizes);
-            for (int i = 0; i < entries.Count; i++) entries[i].Map[entries[i].Key] = slices[i].view(entries[i].Shape);
+            for (int i = 0; i < blocks.Count; i++)
+            {
+                var block = blocks[i];
+                var views = block.Count == 1 ? [slices[i].view(block[0].Shape)] : slices[i].view([block.Count, .. block[0].Shape]).unbind(0);
+                for (int j = 0; j < block.Count; j++) block[j].Map[block[j].Key] = views[j];
+            }
         }
         Refresh();
         return ([theta], Refresh);
