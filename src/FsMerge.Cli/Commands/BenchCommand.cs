@@ -7,7 +7,7 @@ sealed class BenchCommand : ICommand
 {
     public string Name => "bench";
     public string Summary => "benchmarks: 'bench mlp' and 'bench vit' reproduce the paper's MLP and ViT experiments at CPU scale; 'bench bert' merges pairs of tiny BERTs on text tasks; 'bench perf' measures training-step cost";
-    public string Usage => "bench mlp|vit|bert [--quick] [--seeds N] [--resume] --out DIR  |  bench perf [--models 2,4] [--thread-counts 1,2] --out DIR";
+    public string Usage => "bench mlp|vit|bert [--quick] [--seeds N] [--resume] --out DIR  |  bench perf [--models 2,4] [--thread-counts 1,2] [--rounds 3] --out DIR";
 
     public IReadOnlyList<OptionSpec> Options =>
     [
@@ -24,7 +24,8 @@ sealed class BenchCommand : ICommand
         new("models", "N,N,..", "perf: numbers of merged models", "2,4"),
         new("thread-counts", "T,T,..", "perf: LibTorch thread counts to measure", "1,2"),
         new("rank", "R", "perf: low-rank rank of FS-Merge", "8"),
-        new("steps", "S", "perf: timed training steps per measurement", "12"),
+        new("steps", "S", "perf: timed training steps per measurement", "48"),
+        new("rounds", "R", "perf: rounds of measurements (each variant's median is reported)", "3"),
         new("child", "VARIANT", "perf: measure one variant in this process (used by bench perf itself)", Hidden: true),
         new("out", "DIR", "output directory", "runs/bench"),
         Common.Data, Common.Device, Common.Threads, Common.Quiet,
@@ -87,7 +88,7 @@ sealed class BenchCommand : ICommand
         var outDir = args.Require("out");
         Directory.CreateDirectory(outDir);
         Console.WriteLine("measuring each variant in its own process (tiny ViT, batch 128)");
-        PerfBench.Run(args.IntList("models"), args.IntList("thread-counts"), rank, steps, outDir, Console.WriteLine);
+        PerfBench.Run(args.IntList("models"), args.IntList("thread-counts"), rank, steps, args.Int("rounds", min: 1), outDir, Console.WriteLine);
         Console.WriteLine($"wrote {Path.Combine(outDir, "perf.md")}, perf.json");
         return 0;
     }

@@ -13,7 +13,9 @@ using static TorchSharp.torch;
 namespace FsMerge.Bench;
 
 /// <summary>One measured training-step variant.</summary>
-public sealed record PerfResult(string Variant, int Models, int Threads, double MillisecondsPerStep, double PeakMegabytes, long Parameters);
+/// <remarks>From <see cref="PerfBench.Run"/>: the median over rounds, with every round's step time in <c>Rounds</c>.</remarks>
+public sealed record PerfResult(string Variant, int Models, int Threads, double MillisecondsPerStep, double PeakMegabytes, long Parameters,
+    double[]? Rounds = null);
 
 /// <summary>
 /// `fsmerge bench perf`: time per training step and peak memory of FS-Merge trained by folding every step,
@@ -85,20 +87,39 @@ public static class PerfBench
         return new PerfResult(variant, models, threads, (last.Ms - first.Ms) / (last.Step - first.Step), PeakMemory.Megabytes(), parameters);
     }
 
-    /// <summary>Runs every variant for every model count and thread count, each in a child process.</summary>
-    public static List<PerfResult> Run(int[] modelCounts, int[] threadCounts, int rank, int steps, string outDir, Action<string> log)
+    /// <summary>
+    /// Runs every variant for every model count and thread count, each in a child process, for several rounds
+    /// (variants interleaved, so drift in the machine's speed hits all of them), and keeps each one's median.
+    /// </summary>
+    public static List<PerfResult> Run(int[] modelCounts, int[] threadCounts, int rank, int steps, int rounds, string outDir, Action<string> log)
     {
-        var results = new List<PerfResult>();
-        foreach (var threads in threadCounts)
-            foreach (var n in modelCounts)
-                foreach (var variant in Variants)
-                {
-                    var result = Child(variant, n, threads, rank, steps);
-                    log($"  {variant,-18} N={n} threads={threads}: {result.MillisecondsPerStep,8:F1} ms/step, peak {result.PeakMegabytes,7:F0} MB, {result.Parameters} optimized parameters");
-                    results.Add(result);
-                }
-        Write(results, rank, outDir);
+        var measured = new List<PerfResult>();
+        for (int round = 1; round <= rounds; round++)
+        {
+            log($"round {round} of {rounds}");
+            foreach (var threads in threadCounts)
+                foreach (var n in modelCounts)
+                    foreach (var variant in Variants)
+                    {
+                        var result = Child(variant, n, threads, rank, steps);
+                        log($"  {variant,-18} N={n} threads={threads}: {result.MillisecondsPerStep,8:F1} ms/step, peak {result.PeakMegabytes,7:F0} MB, {result.Parameters} optimized parameters");
+                        measured.Add(result);
+                    }
+        }
+        var results = measured.GroupBy(r => (r.Threads, r.Models, r.Variant)).Select(g =>
+        {
+            var times = g.Select(r => r.MillisecondsPerStep).ToArray();
+            return g.First() with { MillisecondsPerStep = Median(times), PeakMegabytes = g.Max(r => r.PeakMegabytes), Rounds = times };
+        }).ToList();
+        Write(results, rank, rounds, outDir);
         return results;
+    }
+
+    static double Median(double[] values)
+    {
+        var sorted = values.Order().ToArray();
+        int mid = sorted.Length / 2;
+        return sorted.Length % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
     }
 
     static PerfResult Child(string variant, int models, int threads, int rank, int steps)
@@ -119,21 +140,22 @@ public static class PerfBench
         return JsonSerializer.Deserialize<PerfResult>(line["RESULT ".Length..])!;
     }
 
-    static void Write(List<PerfResult> results, int rank, string outDir)
+    static void Write(List<PerfResult> results, int rank, int rounds, string outDir)
     {
         var md = new StringBuilder();
         md.AppendLine("# Training-step cost: fold every step vs explicit SuperNet vs distillation\n");
         md.AppendLine($"Produced by `./fsmerge bench perf --out {outDir}`. Tiny ViT (width 64, depth 4, 4 heads, MLP 256, patch 7, 28×28), " +
                       $"batch {Batch}, FS-Merge diagonal + low-rank (rank {rank}, {4 * rank} at MLP sites), AdamW; distillation trains all student weights. " +
-                      "Peak memory is the child process's peak resident set (VmHWM), LibTorch included.\n");
-        md.AppendLine("| threads | N | variant | ms/step | peak MB | optimized parameters | step time vs fold-every-step | vs distillation |");
-        md.AppendLine("|---|---|---|---|---|---|---|---|");
+                      $"Step time: the median of {rounds} rounds (variants interleaved; every round in the last column). " +
+                      "Peak memory: the largest peak resident set (VmHWM) of the child processes, LibTorch included.\n");
+        md.AppendLine("| threads | N | variant | ms/step | peak MB | optimized parameters | step time vs fold-every-step | vs distillation | rounds (ms) |");
+        md.AppendLine("|---|---|---|---|---|---|---|---|---|");
         foreach (var group in results.GroupBy(r => (r.Threads, r.Models)))
         {
             var fold = group.First(r => r.Variant == "fold-every-step").MillisecondsPerStep;
             var distill = group.First(r => r.Variant == "distillation").MillisecondsPerStep;
             foreach (var r in group)
-                md.AppendLine($"| {r.Threads} | {r.Models} | {r.Variant} | {r.MillisecondsPerStep:F1} | {r.PeakMegabytes:F0} | {r.Parameters:N0} | {r.MillisecondsPerStep / fold:F2}× | {r.MillisecondsPerStep / distill:F2}× |");
+                md.AppendLine($"| {r.Threads} | {r.Models} | {r.Variant} | {r.MillisecondsPerStep:F1} | {r.PeakMegabytes:F0} | {r.Parameters:N0} | {r.MillisecondsPerStep / fold:F2}× | {r.MillisecondsPerStep / distill:F2}× | {string.Join(", ", (r.Rounds ?? []).Select(t => t.ToString("F1", CultureInfo.InvariantCulture)))} |");
         }
         AtomicFile.WriteAllText(Path.Combine(outDir, "perf.md"), md.ToString());
         AtomicFile.WriteAllText(Path.Combine(outDir, "perf.json"), JsonSerializer.Serialize(results, JsonFormat.Indented));
