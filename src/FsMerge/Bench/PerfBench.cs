@@ -21,8 +21,8 @@ public sealed record PerfResult(string Variant, int Models, int Threads, double 
 /// `fsmerge bench perf`: time per training step and peak memory of FS-Merge trained by folding every step,
 /// of the explicit SuperNet (dense M/U as the reference runs it) and of distillation, on one tiny-ViT
 /// configuration and batch. Each measurement runs in its own child process, so peak resident memory
-/// (VmHWM) is that variant's alone. The step time is the difference between a long and a short run
-/// divided by the extra steps, so set-up and target extraction cancel out.
+/// (VmHWM) is that variant's alone. The step time is the median over the epochs after the first (warm-up)
+/// of each epoch's time per step, so set-up, target extraction and the odd slow epoch (a busy machine) drop out.
 /// </summary>
 public static class PerfBench
 {
@@ -46,7 +46,7 @@ public static class PerfBench
             torch.rand(Batch, 1, 28, 28, generator: new Generator((ulong)(7 + i))), new long[Batch], Config(i).Heads[0].Labels)).ToList();
         var target = sources[0].Config with { Heads = sources.SelectMany(s => s.Config.Heads).ToList() };
         // Epoch ends are timestamped through the progress callback: the first epoch is the warm-up (JIT,
-        // allocator, MKL), the step time is measured over the epochs after it, so set-up cancels out.
+        // allocator, MKL), the step time is the median over the epochs after it.
         var clock = Stopwatch.StartNew();
         var marks = new List<(long Step, double Ms)>();
         var inputs = new MergeInputs
@@ -83,8 +83,8 @@ public static class PerfBench
             var optimizer = new OptimizerSettings("adamw", 1e-4, epochs, Batch, 0.9, 1e-3, 0.02, "onecycle");
             MergeTrainer.Train(theta, samples, optimizer, lossOf, 1, inputs.Progress, variant);
         }
-        var (first, last) = (marks[0], marks[^1]);
-        return new PerfResult(variant, models, threads, (last.Ms - first.Ms) / (last.Step - first.Step), PeakMemory.Megabytes(), parameters);
+        var perStep = marks.Zip(marks.Skip(1), (a, b) => (b.Ms - a.Ms) / (b.Step - a.Step)).ToArray();
+        return new PerfResult(variant, models, threads, Median(perStep), PeakMemory.Megabytes(), parameters);
     }
 
     /// <summary>
