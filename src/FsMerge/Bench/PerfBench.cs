@@ -144,7 +144,7 @@ public static class PerfBench
     {
         var md = new StringBuilder();
         md.AppendLine("# Training-step cost: fold every step vs explicit SuperNet vs distillation\n");
-        md.AppendLine($"Produced by `./fsmerge bench perf --out {outDir}`. Tiny ViT (width 64, depth 4, 4 heads, MLP 256, patch 7, 28×28), " +
+        md.AppendLine($"Produced by `./fsmerge bench perf --rounds {rounds} --out {outDir}`. Tiny ViT (width 64, depth 4, 4 heads, MLP 256, patch 7, 28×28), " +
                       $"batch {Batch}, FS-Merge diagonal + low-rank (rank {rank}, {4 * rank} at MLP sites), AdamW; distillation trains all student weights. " +
                       $"Step time: the median of {rounds} rounds (variants interleaved; every round in the last column). " +
                       "Peak memory: the largest peak resident set (VmHWM) of the child processes, LibTorch included.\n");
