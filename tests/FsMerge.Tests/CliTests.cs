@@ -162,4 +162,24 @@ public class CliTests : IClassFixture<CliTests.TrainedPair>
         Assert.Contains("--overwrite", err);
         Assert.Equal("mine", File.ReadAllText(Path.Combine(existing, "keep.txt")));
     }
+    /// <summary>
+    /// bench perf's measurement (its child mode) runs each variant and reports a step time and the size of θ:
+    /// fold-every-step and the explicit SuperNet train the same θ, distillation every backbone weight.
+    /// No timing is asserted (speed lives in the benchmark).
+    /// </summary>
+    [Fact]
+    public void Bench_perf_measures_every_variant_with_its_parameter_count()
+    {
+        var results = Bench.PerfBench.Variants.ToDictionary(v => v, v =>
+        {
+            var (code, output, err) = Run("bench", "--perf", "--child", v, "--models", "2", "--threads", "2", "--steps", "4");
+            Assert.True(code == 0, err);
+            var line = output.Split('\n').Single(l => l.StartsWith("RESULT "));
+            return System.Text.Json.JsonSerializer.Deserialize<Bench.PerfResult>(line["RESULT ".Length..])!;
+        });
+        Assert.All(results.Values, r => Assert.True(r.MillisecondsPerStep > 0 && r.Models == 2, r.Variant));
+        Assert.Equal(results["fold-every-step"].Parameters, results["explicit-supernet"].Parameters);
+        var config = Bench.PerfBench.Config(0);
+        Assert.Equal(config.Arch.BackboneWeights(config).Sum(w => w.Shape.Aggregate(1L, (a, b) => a * b)), results["distillation"].Parameters);
+    }
 }
