@@ -7,7 +7,7 @@ sealed class BenchCommand : ICommand
 {
     public string Name => "bench";
     public string Summary => "benchmarks: 'bench mlp' and 'bench vit' reproduce the paper's MLP and ViT experiments at CPU scale; 'bench bert' merges pairs of tiny BERTs on text tasks; 'bench perf' measures training-step cost";
-    public string Usage => "bench mlp|vit|bert [--quick] [--seeds N] [--resume] --out DIR  |  bench perf [--models 2,4] [--thread-counts 1,2] [--rounds 3] --out DIR";
+    public string Usage => "bench mlp|vit|bert [--quick] [--seeds N] [--resume] --out DIR  |  bench perf [--models 2,4] [--thread-counts 1,2] [--rounds 3] [--type T] --out DIR";
 
     public IReadOnlyList<OptionSpec> Options =>
     [
@@ -26,6 +26,7 @@ sealed class BenchCommand : ICommand
         new("rank", "R", "perf: low-rank rank of FS-Merge", "8"),
         new("steps", "S", "perf: timed training steps per measurement", "48"),
         new("rounds", "R", "perf: rounds of measurements (each variant's median is reported)", "3"),
+        new("type", "T", "perf: FS-Merge's M/U: diagonal-low-rank, diagonal or low-rank", "diagonal-low-rank"),
         new("child", "VARIANT", "perf: measure one variant in this process (used by bench perf itself)", Hidden: true),
         new("out", "DIR", "output directory", "runs/bench"),
         Common.Data, Common.Device, Common.Threads, Common.Quiet,
@@ -76,19 +77,20 @@ sealed class BenchCommand : ICommand
 
     static int Perf(ParsedArgs args)
     {
-        int rank = args.Int("rank", min: 1), steps = args.Int("steps", min: 1);
+        var settings = new PerfSettings(args.Int("rank", min: 1), args.Int("steps", min: 1), args.Require("type"));
+        settings.Check();
         if (args.Get("child") is { } variant)
         {
             int threads = args.Int("threads", min: 1);
             TorchRuntime.Configure(threads);
-            var result = PerfBench.Measure(variant, args.IntList("models")[0], threads, rank, steps);
+            var result = PerfBench.Measure(variant, args.IntList("models")[0], threads, settings);
             Console.WriteLine("RESULT " + JsonSerializer.Serialize(result));
             return 0;
         }
         var outDir = args.Require("out");
         Directory.CreateDirectory(outDir);
         Console.WriteLine("measuring each variant in its own process (tiny ViT, batch 128)");
-        PerfBench.Run(args.IntList("models"), args.IntList("thread-counts"), rank, steps, args.Int("rounds", min: 1), outDir, Console.WriteLine);
+        PerfBench.Run(args.IntList("models"), args.IntList("thread-counts"), settings, args.Int("rounds", min: 1), outDir, Console.WriteLine);
         Console.WriteLine($"wrote {Path.Combine(outDir, "perf.md")}, perf.json");
         return 0;
     }

@@ -12,6 +12,17 @@ using static TorchSharp.torch;
 
 namespace FsMerge.Bench;
 
+/// <summary>The FS-Merge parameterization measured, and how many steps are timed.</summary>
+public sealed record PerfSettings(int Rank, int Steps, string Type = "diagonal-low-rank")
+{
+    public static readonly string[] Types = ["diagonal-low-rank", "diagonal", "low-rank"];
+
+    public void Check()
+    {
+        if (!Types.Contains(Type)) throw new FsMergeException($"bench perf: unknown --type '{Type}' (expected {string.Join(", ", Types)})");
+    }
+}
+
 /// <summary>One measured training-step variant.</summary>
 /// <remarks>From <see cref="PerfBench.Run"/>: the median over rounds, with every round's step time in <c>Rounds</c>.</remarks>
 public sealed record PerfResult(string Variant, int Models, int Threads, double MillisecondsPerStep, double PeakMegabytes, long Parameters,
@@ -37,9 +48,10 @@ public static class PerfBench
     };
 
     /// <summary>Runs in the child process: measures one variant and returns its result.</summary>
-    public static PerfResult Measure(string variant, int models, int threads, int rank, int steps)
+    public static PerfResult Measure(string variant, int models, int threads, PerfSettings s)
     {
         if (!Variants.Contains(variant)) throw new FsMergeException($"bench perf: unknown variant '{variant}' (expected {string.Join(", ", Variants)})");
+        s.Check();
         var device = CPU;
         var sources = Enumerable.Range(0, models).Select(i => Model.Create(Config(i), 100 + i, device)).ToList();
         var data = Enumerable.Range(0, models).Select(i => new ImageSet(
@@ -54,7 +66,7 @@ public static class PerfBench
             Sources = sources, Data = data, Target = target, Device = device, Seed = 1,
             Progress = (_, done, _, _) => marks.Add((done, clock.Elapsed.TotalMilliseconds)),
         };
-        int epochs = 1 + (steps + models - 1) / models;   // one batch per task per epoch
+        int epochs = 1 + (s.Steps + models - 1) / models;   // one batch per task per epoch
         long parameters;
         PeakMemory.Reset();
         if (variant == "distillation")
@@ -72,8 +84,10 @@ public static class PerfBench
         {
             var sites = inputs.Sites;
             long baseWidth = sites[sites.HeadInput].MergedWidth;
-            var matrices = sites.Sites.ToDictionary(s => s.Name, s => SiteMatrix.Initialize(s, MuType.DiagonalLowRank, MuInit.First,
-                (int)Math.Min(s.MergedWidth, rank * s.MergedWidth / baseWidth), new Generator(3), device));
+            // A pure low rank cannot start at "first" (spec §2.2); the others start there, as FS-Merge does.
+            var init = s.Type == "low-rank" ? MuInit.Random : MuInit.First;
+            var matrices = sites.Sites.ToDictionary(site => site.Name, site => SiteMatrix.Initialize(site, FsMergeMethod.ParseType(s.Type), init,
+                (int)Math.Min(site.MergedWidth, s.Rank * site.MergedWidth / baseWidth), new Generator(3), device));
             var mergedSpace = FoldedMerge.MergedSpace(inputs, MuInit.First);
             FsMergeMethod.SuperNetForward forward = variant == "fold-every-step"
                 ? FsMergeMethod.FoldEveryStep(inputs)
@@ -91,8 +105,9 @@ public static class PerfBench
     /// Runs every variant for every model count and thread count, each in a child process, for several rounds
     /// (variants interleaved, so drift in the machine's speed hits all of them), and keeps each one's median.
     /// </summary>
-    public static List<PerfResult> Run(int[] modelCounts, int[] threadCounts, int rank, int steps, int rounds, string outDir, Action<string> log)
+    public static List<PerfResult> Run(int[] modelCounts, int[] threadCounts, PerfSettings s, int rounds, string outDir, Action<string> log)
     {
+        s.Check();
         var measured = new List<PerfResult>();
         for (int round = 1; round <= rounds; round++)
         {
@@ -101,7 +116,7 @@ public static class PerfBench
                 foreach (var n in modelCounts)
                     foreach (var variant in Variants)
                     {
-                        var result = Child(variant, n, threads, rank, steps);
+                        var result = Child(variant, n, threads, s);
                         log($"  {variant,-18} N={n} threads={threads}: {result.MillisecondsPerStep,8:F1} ms/step, peak {result.PeakMegabytes,7:F0} MB, {result.Parameters} optimized parameters");
                         measured.Add(result);
                     }
@@ -111,7 +126,7 @@ public static class PerfBench
             var times = g.Select(r => r.MillisecondsPerStep).ToArray();
             return g.First() with { MillisecondsPerStep = Median(times), PeakMegabytes = g.Max(r => r.PeakMegabytes), Rounds = times };
         }).ToList();
-        Write(results, rank, rounds, outDir);
+        Write(results, s, rounds, outDir);
         return results;
     }
 
@@ -122,13 +137,13 @@ public static class PerfBench
         return sorted.Length % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
     }
 
-    static PerfResult Child(string variant, int models, int threads, int rank, int steps)
+    static PerfResult Child(string variant, int models, int threads, PerfSettings s)
     {
         var entry = Environment.GetCommandLineArgs()[0];
         var start = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
         if (entry.EndsWith(".dll")) start.ArgumentList.Add(entry);
         foreach (var a in new[] { "bench", "--perf", "--child", variant, "--models", models.ToString(), "--threads", threads.ToString(),
-                     "--rank", rank.ToString(), "--steps", steps.ToString() })
+                     "--rank", s.Rank.ToString(), "--steps", s.Steps.ToString(), "--type", s.Type })
             start.ArgumentList.Add(a);
         using var process = Process.Start(start)!;
         var output = process.StandardOutput.ReadToEnd();
@@ -140,12 +155,14 @@ public static class PerfBench
         return JsonSerializer.Deserialize<PerfResult>(line["RESULT ".Length..])!;
     }
 
-    static void Write(List<PerfResult> results, int rank, int rounds, string outDir)
+    static void Write(List<PerfResult> results, PerfSettings s, int rounds, string outDir)
     {
         var md = new StringBuilder();
         md.AppendLine("# Training-step cost: fold every step vs explicit SuperNet vs distillation\n");
-        md.AppendLine($"Produced by `./fsmerge bench perf --rounds {rounds} --out {outDir}`. Tiny ViT (width 64, depth 4, 4 heads, MLP 256, patch 7, 28×28), " +
-                      $"batch {Batch}, FS-Merge diagonal + low-rank (rank {rank}, {4 * rank} at MLP sites), AdamW; distillation trains all student weights. " +
+        string type = s.Type == "diagonal" ? "diagonal" : $"{s.Type.Replace('-', ' ')} (rank {s.Rank}, {4 * s.Rank} at MLP sites)";
+        string typeFlag = s.Type == PerfSettings.Types[0] ? "" : $" --type {s.Type}";
+        md.AppendLine($"Produced by `./fsmerge bench perf{typeFlag} --rounds {rounds} --out {outDir}`. Tiny ViT (width 64, depth 4, 4 heads, MLP 256, patch 7, 28×28), " +
+                      $"batch {Batch}, FS-Merge {type}, AdamW; distillation trains all student weights. " +
                       $"Step time: the median of {rounds} rounds (variants interleaved; every round in the last column). " +
                       "Peak memory: the largest peak resident set (VmHWM) of the child processes, LibTorch included.\n");
         md.AppendLine("| threads | N | variant | ms/step | peak MB | optimized parameters | step time vs fold-every-step | vs distillation | rounds (ms) |");

@@ -111,7 +111,7 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
             throw new FsMergeException($"fs-merge: --rank {rank} exceeds the merged feature width {baseWidth} (spec §2.5: 1 <= r <= d)");
     }
 
-    static MuType ParseType(string text) => text switch
+    internal static MuType ParseType(string text) => text switch
     {
         "diagonal" => MuType.Diagonal,
         "low-rank" => MuType.LowRank,
