@@ -160,8 +160,13 @@ public static class PerfBench
         var md = new StringBuilder();
         md.AppendLine("# Training-step cost: fold every step vs explicit SuperNet vs distillation\n");
         string type = s.Type == "diagonal" ? "diagonal" : $"{s.Type.Replace('-', ' ')} (rank {s.Rank}, {4 * s.Rank} at MLP sites)";
-        string typeFlag = s.Type == PerfSettings.Types[0] ? "" : $" --type {s.Type}";
-        md.AppendLine($"Produced by `./fsmerge bench perf{typeFlag} --rounds {rounds} --out {outDir}`. Tiny ViT (width 64, depth 4, 4 heads, MLP 256, patch 7, 28×28), " +
+        // The command as run: the options that differ from their defaults, then rounds and output.
+        var models = results.Select(r => r.Models).Distinct().ToArray();
+        var threads = results.Select(r => r.Threads).Distinct().ToArray();
+        string flags = (s.Type == PerfSettings.Types[0] ? "" : $" --type {s.Type}")
+            + (models.SequenceEqual([2, 4]) ? "" : $" --models {string.Join(",", models)}")
+            + (threads.SequenceEqual([1, 2]) ? "" : $" --thread-counts {string.Join(",", threads)}");
+        md.AppendLine($"Produced by `./fsmerge bench perf{flags} --rounds {rounds} --out {outDir}`. Tiny ViT (width 64, depth 4, 4 heads, MLP 256, patch 7, 28×28), " +
                       $"batch {Batch}, FS-Merge {type}, AdamW; distillation trains all student weights. " +
                       $"Step time: the median of {rounds} rounds (variants interleaved; every round in the last column). " +
                       "Peak memory: the largest peak resident set (VmHWM) of the child processes, LibTorch included.\n");

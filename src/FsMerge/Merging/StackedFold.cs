@@ -40,6 +40,7 @@ public sealed class StackedFold
     /// <summary>How many sites each group applies at once (for tests and diagnostics).</summary>
     public IReadOnlyList<int> UnmergeGroupSizes => unmerges.Select(g => g.Sites.Length).ToList();
     public IReadOnlyList<int> MergeGroupSizes => merges.Select(g => g.Sites.Length).ToList();
+
     public StackedFold(SiteTable table, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources, IReadOnlyDictionary<string, SiteMatrix> matrices)
     {
         var signatures = matrices.ToDictionary(kv => kv.Key, kv => kv.Value.Signature);
