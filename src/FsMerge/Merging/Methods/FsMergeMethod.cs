@@ -183,7 +183,7 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         var target = inputs.Target;
         return (matrices, mergedSpace, images) =>
         {
-            stacked ??= new StackedFold(sites, sourceWeights, matrices);
+            stacked ??= new StackedFold(sites, sourceWeights, matrices);   // groups sites by their M/U shapes, known at the first step
             var weights = Folding.Fold(sites, sourceWeights, inputs.HeadCounts, matrices, mergedSpace, stacked, foldHeads: false);
             return target.Arch.Features(target, weights, images).matmul(matrices[sites.HeadInput].Materialize());
         };
