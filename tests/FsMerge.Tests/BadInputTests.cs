@@ -455,4 +455,18 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
     [Fact]
     public void Bench_perf_with_an_unknown_type() =>
         Fails("unknown --type 'dense' (expected diagonal-low-rank, diagonal, low-rank)", "bench", "perf", "--type", "dense", "--out", "OUT");
+    [Fact]
+    public void Checkpoint_of_an_older_format()
+    {
+        var partial = Out + ".partial";
+        Directory.CreateDirectory(partial);
+        using (var writer = new BinaryWriter(File.Create(Path.Combine(partial, "train-0.ckpt")), Encoding.UTF8))
+            writer.Write("fsmerge-train-checkpoint-1");
+        try
+        {
+            Fails("a checkpoint of another fsmerge version (format 1, this one reads 2); start the merge again without --resume",
+                "merge", "--method", "fs-merge", "--model", "A", "--model", "B", "--epochs", "2", "--data-per-task", "8", "--resume", "--out", "OUT");
+        }
+        finally { Directory.Delete(partial, recursive: true); }
+    }
 }

@@ -20,7 +20,9 @@ namespace FsMerge.Merging;
 /// </summary>
 public sealed class TrainingCheckpoints
 {
-    const string Magic = "fsmerge-train-checkpoint-1";
+    /// <summary>Format 2: FS-Merge's θ keeps same-shaped entries side by side, so a format-1 θ would be read out of order.</summary>
+    const string Magic = "fsmerge-train-checkpoint-2";
+    const string MagicPrefix = "fsmerge-train-checkpoint-";
 
     /// <summary>Checkpoint folder (created on the first save).</summary>
     public string Directory { get; }
@@ -130,7 +132,11 @@ public sealed class TrainingCheckpoints
         try
         {
             using var reader = new BinaryReader(File.OpenRead(path), Encoding.UTF8);
-            if (reader.ReadString() != Magic) throw new FsMergeException($"{path}: not an fsmerge training checkpoint");
+            var magic = reader.ReadString();
+            if (magic != Magic)
+                throw new FsMergeException(magic.StartsWith(MagicPrefix)
+                    ? $"{path}: a checkpoint of another fsmerge version (format {magic[MagicPrefix.Length..]}, this one reads {Magic[MagicPrefix.Length..]}); start the merge again without --resume"
+                    : $"{path}: not an fsmerge training checkpoint");
             if (reader.ReadString() != RunKey)
                 throw new FsMergeException($"{path}: the checkpoint belongs to a run with other models, data or options; rerun with the same ones, or without --resume to start over");
             var savedPhase = reader.ReadString();
