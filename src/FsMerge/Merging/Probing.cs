@@ -11,39 +11,41 @@ public static class Probing
 
     public static Dictionary<string, Tensor> Collect(Model model, Tensor images, IReadOnlyCollection<string> points)
     {
-        using var _ = torch.no_grad();
         var parts = points.ToDictionary(p => p, _ => new List<Tensor>());
-        for (long start = 0; start < images.shape[0]; start += BatchSize)
+        ForEachBatch(images, batch => model.Features(batch, (point, value) =>
         {
-            // The forward's intermediates are freed with each batch, not at some later GC: left to the GC they
-            // held about 80 MB per batch of 256 tiny-ViT images (bench perf's peak memory).
-            using var batchScope = torch.NewDisposeScope();
-            var batch = images.narrow(0, start, Math.Min(BatchSize, images.shape[0] - start));
-            model.Features(batch, (point, value) =>
-            {
-                if (parts.TryGetValue(point, out var list)) list.Add(value.detach().clone().MoveToOuterDisposeScope());
-            });
-        }
+            if (parts.TryGetValue(point, out var list)) list.Add(value.detach().clone().MoveToOuterDisposeScope());
+        }));
         foreach (var (point, list) in parts)
             if (list.Count == 0) throw new InvalidOperationException($"the {model.Config.Architecture} forward never reports '{point}'");
-        return parts.ToDictionary(kv => kv.Key, kv =>
-        {
-            var all = torch.cat(kv.Value, 0);
-            foreach (var part in kv.Value) part.Dispose();
-            return all;
-        });
+        return parts.ToDictionary(kv => kv.Key, kv => CatAndFree(kv.Value));
     }
 
     /// <summary>The model's features (its heads' input) on the images, in batches, without gradients.</summary>
     public static Tensor Features(Model model, Tensor images)
     {
-        using var _ = torch.no_grad();
         var parts = new List<Tensor>();
+        ForEachBatch(images, batch => parts.Add(model.Features(batch).MoveToOuterDisposeScope()));
+        return CatAndFree(parts);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="body"/> on each batch of <see cref="BatchSize"/> images without gradients, freeing the
+    /// forward's intermediates with each batch rather than at some later GC: left to the GC they held about
+    /// 80 MB per batch of 256 tiny-ViT images (bench perf's peak memory). What the body keeps it moves out.
+    /// </summary>
+    static void ForEachBatch(Tensor images, Action<Tensor> body)
+    {
+        using var _ = torch.no_grad();
         for (long start = 0; start < images.shape[0]; start += BatchSize)
         {
-            using var batchScope = torch.NewDisposeScope();   // see Collect
-            parts.Add(model.Features(images.narrow(0, start, Math.Min(BatchSize, images.shape[0] - start))).MoveToOuterDisposeScope());
+            using var batchScope = torch.NewDisposeScope();
+            body(images.narrow(0, start, Math.Min(BatchSize, images.shape[0] - start)));
         }
+    }
+
+    static Tensor CatAndFree(List<Tensor> parts)
+    {
         var all = torch.cat(parts, 0);
         foreach (var part in parts) part.Dispose();
         return all;
