@@ -22,7 +22,7 @@ public static class Folding
         StackedFold? stacked = null, bool foldHeads = true)
     {
         var batched = new Dictionary<string, Tensor>();
-        stacked?.FoldInto(table, matrices, batched);
+        stacked?.FoldInto(matrices, batched);
         var materialized = new Dictionary<string, Tensor>();
         Tensor Dense(string site) => materialized.TryGetValue(site, out var d) ? d : materialized[site] = matrices[site].Materialize();
         var folded = new Dictionary<string, Tensor>();

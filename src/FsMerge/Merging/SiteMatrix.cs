@@ -54,58 +54,15 @@ public sealed class SiteMatrix
         return result!;
     }
 
-    /// <summary>
-    /// Mᵀx for L merge sites of one <see cref="Signature"/> at once: x [L, Σe_i, k] holds, per site, model i's
-    /// rows in block i; the result is Σ_i M_iᵀ x_i per site, [L, e', k]. Applied through the factors
-    /// (D x + Bᵀ(Aᵀx)) without materializing M: at low rank a fraction of the dense product, and one op chain
-    /// for all L sites, since per-op overhead dominates the every-step fold at small widths (bench perf).
-    /// </summary>
-    public static Tensor MergeRows(IReadOnlyList<SiteMatrix> group, Tensor x)
-    {
-        var (first, l) = (group[0], group.Count);
-        long n = first.Site.Models, e = first.Site.ModelWidths[0];
-        Tensor? result = null;
-        if (first.Factors.ContainsKey("dense")) result = Stacked(group, "dense").transpose(1, 2).bmm(x);
-        if (first.Factors.ContainsKey("diag"))   // equal widths: a diagonal needs them (Initialize)
-            result = Add(result, (x.reshape(l, n, e, -1) * Stacked(group, "diag").view(l, n, e, 1)).sum(dim: 1));
-        if (first.Factors.ContainsKey("left"))
-            result = Add(result, Stacked(group, "right").transpose(1, 2).bmm(Stacked(group, "left").transpose(1, 2).bmm(x)));
-        return result!;
-    }
-
-    /// <summary>
-    /// W_i U_iᵀ for L unmerge sites of one <see cref="Signature"/> and every model at once (equal widths e):
-    /// w [L, N, rows, e] → [L, N, rows, e']. With U = D + C·G: W_i ⊙ u_i + (W_i G_iᵀ) Cᵀ (see <see cref="MergeRows"/>).
-    /// </summary>
-    public static Tensor UnmergeEach(IReadOnlyList<SiteMatrix> group, Tensor w)
-    {
-        var (first, l) = (group[0], group.Count);
-        long n = first.Site.Models, e = first.Site.ModelWidths[0], rows = w.shape[2];
-        var perModel = w.reshape(l * n, rows, e);
-        // [L, x, N·e] → [L·N, e, x]: model i's block of every site, transposed, as one batch of matrices
-        Tensor Blocks(Tensor stacked) => stacked.view(l, -1, n, e).permute(0, 2, 3, 1).reshape(l * n, e, -1);
-        Tensor? result = null;
-        if (first.Factors.ContainsKey("dense")) result = perModel.bmm(Blocks(Stacked(group, "dense"))).view(l, n, rows, -1);
-        if (first.Factors.ContainsKey("diag")) result = Add(result, w * Stacked(group, "diag").view(l, n, 1, e));
-        if (first.Factors.ContainsKey("left"))
-            result = Add(result, perModel.bmm(Blocks(Stacked(group, "right"))).view(l, n * rows, -1)
-                .bmm(Stacked(group, "left").transpose(1, 2)).view(l, n, rows, -1));
-        return result!;
-    }
-
     /// <summary>The factors' names and shapes: sites with equal signatures are applied together.</summary>
     public string Signature => string.Join(";", Factors.OrderBy(f => f.Key, StringComparer.Ordinal)
         .Select(f => $"{f.Key}[{string.Join(",", f.Value.shape)}]")) + $";{Site.Kind};{string.Join(",", Site.ModelWidths)}";
-
-    /// <summary>One factor of every site in the group, stacked [L, ...].</summary>
-    static Tensor Stacked(IReadOnlyList<SiteMatrix> group, string key) =>
-        group.Count == 1 ? group[0].Factors[key].unsqueeze(0) : torch.stack(group.Select(m => m.Factors[key]).ToArray());
 
     /// <summary>Every site's dense M or U (the explicit SuperNet's and the tests' view).</summary>
     public static Dictionary<string, Tensor> MaterializeAll(IReadOnlyDictionary<string, SiteMatrix> matrices) =>
         matrices.ToDictionary(kv => kv.Key, kv => kv.Value.Materialize());
 
-    static Tensor Add(Tensor? a, Tensor b) => a is null ? b : a + b;
+    internal static Tensor Add(Tensor? a, Tensor b) => a is null ? b : a + b;
 
     Tensor? identityStack;
 
