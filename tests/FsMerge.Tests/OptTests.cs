@@ -57,7 +57,8 @@ public class OptTests
     [InlineData("vit", "0", 1e-4)]
     [InlineData("vit", "0.02", 1e-3)]
     [InlineData("bert", "0", 1e-4)]
-    public void Opt_undoes_a_permutation_within_heads(string arch, string epsilon, double tolerance)
+    [InlineData("vit", "0", 1e-4, "window-8")]
+    public void Opt_undoes_a_permutation_within_heads(string arch, string epsilon, double tolerance, string filter = "full")
     {
         using var scope = torch.NewDisposeScope();
         var (a, inputs) = Source(arch);
@@ -71,10 +72,30 @@ public class OptTests
         var data = Enumerable.Range(0, 2).Select(i => new ImageSet(inputs(40 + i), new long[inputs(40 + i).shape[0]], ["a", "b", "c"])).ToList();
         var target = a.Config with { Heads = [.. a.Config.Heads, .. b.Config.Heads] };
         var method = new OptMerge();
-        var merged = method.Merge(new MergeInputs { Sources = [a, b], Data = data, Target = target, Device = CPU },
-            new MethodSettings(method, new Dictionary<string, string> { ["epsilon"] = epsilon })).Merged!;
+        var outcome = method.Merge(new MergeInputs { Sources = [a, b], Data = data, Target = target, Device = CPU },
+            new MethodSettings(method, new Dictionary<string, string> { ["epsilon"] = epsilon, ["filter"] = filter }));
+        Assert.Equal(filter, (string)outcome.Details["token_filter"]!);
+        var merged = outcome.Merged!;
         var features = merged.Features(x);
         Assert.True(torch.allclose(merged.Logits(features, 0), expected, atol: tolerance));
         Assert.True(torch.allclose(merged.Logits(features, 1), expected, atol: tolerance));
+    }
+
+    /// <summary>BERT trims padding, so its token rows do not line up per input: only the full sequence is defined.</summary>
+    [Theory]
+    [InlineData("bert", "cls", "no fixed token count")]
+    [InlineData("vit", "window-0", "is not one of")]
+    [InlineData("vit", "window-99", "keeps more tokens than the 17")]
+    public void Opt_refuses_a_token_filter_it_cannot_apply(string arch, string filter, string message)
+    {
+        using var scope = torch.NewDisposeScope();
+        var (a, inputs) = Source(arch);
+        var b = Permuted(a, 7);
+        var data = Enumerable.Range(0, 2).Select(i => new ImageSet(inputs(8 + i), new long[inputs(8 + i).shape[0]], ["a", "b", "c"])).ToList();
+        var method = new OptMerge();
+        var error = Assert.Throws<FsMergeException>(() => method.Merge(
+            new MergeInputs { Sources = [a, b], Data = data, Target = a.Config with { Heads = [.. a.Config.Heads, .. b.Config.Heads] }, Device = CPU },
+            new MethodSettings(method, new Dictionary<string, string> { ["filter"] = filter })));
+        Assert.Contains(message, error.Message);
     }
 }

@@ -47,4 +47,11 @@ public interface IArchitecture
     /// <paramref name="merged"/>: every backbone tensor with the M site after it and the U site before it.
     /// </summary>
     SiteTable Sites(IReadOnlyList<ModelConfig> sources, ModelConfig merged);
+
+    /// <summary>
+    /// Rows per input in the token-level probe values when every input has the same tokens in the same order
+    /// (ViT: the CLS token, then the patches), so that a method can pick token positions (Opt's token filter,
+    /// spec §9.6); null when the count varies (BERT reports only non-padding tokens) or there are no tokens (MLP).
+    /// </summary>
+    int? TokensPerInput(ModelConfig config);
 }

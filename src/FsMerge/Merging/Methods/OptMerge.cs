@@ -11,7 +11,8 @@ namespace FsMerge.Merging.Methods;
 /// Attention spaces are aligned head by head (queries and keys with one shared map, values with
 /// another; see <see cref="HeadAlignedSpaces"/>); LayerNorms are carried through their space's map.
 /// It is a special M/U: M_i = S_iᵀ/N and U_i = S_i, with S_i the transport scaled to unit row sums, folded
-/// by the common fold. The token filter is the full sequence (the paper's setting c).
+/// by the common fold. A token filter picks the positions whose activations enter the costs (the paper's
+/// "full", "CLS" and "window" filters; spec §9.6).
 /// </summary>
 public sealed class OptMerge : IMergeMethod
 {
@@ -23,6 +24,7 @@ public sealed class OptMerge : IMergeMethod
         new("epsilon", "0.08", "Sinkhorn entropic regularization on the cost 1 - correlation (0 = exact assignment)"),
         new("sinkhorn-iterations", "500", "most Sinkhorn iterations (it stops earlier once the marginals hold)"),
         new("max-images", "512", "merge images (all tasks together, evenly spaced) whose activations give the transport costs"),
+        new("filter", "full", "token positions whose activations give the costs: full, cls (the first token), or window-K (the first K tokens: CLS and K-1 patches); cls and window need a fixed token count (ViT)"),
     ];
 
     public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings)
@@ -30,6 +32,8 @@ public sealed class OptMerge : IMergeMethod
         double epsilon = settings.Double("epsilon", min: 0);
         int iterations = settings.Int("sinkhorn-iterations", min: 1);
         int maxImages = settings.Int("max-images", min: 1);
+        var filter = settings.String("filter");
+        int? keep = TokensKept(filter, inputs.Target);
         var sites = inputs.Sites;
         sites.RequireEqualWidths("opt");
         int n = inputs.Sources.Count;
@@ -38,6 +42,19 @@ public sealed class OptMerge : IMergeMethod
         var units = sites.HeadAligned.Concat(sites.Spaces.Where(s => !grouped.Contains(s.Key)).Select(s => new HeadAlignedSpaces([s.Key], 1)));
         var transports = new Dictionary<string, Tensor[]>();   // space → S_i [e', e_i] per model
         var probed = Probing.OnAllData(inputs, sites.Spaces.Select(s => sites.ProbePoint(s.Key)).ToList(), maxImages);
+        if (keep is { } kept)
+        {
+            long images = Math.Min(maxImages, inputs.Data.Sum(d => (long)d.Count));
+            long tokens = inputs.Target.Arch.TokensPerInput(inputs.Target)!.Value;
+            foreach (var byPoint in probed)
+                foreach (var point in byPoint.Keys.ToList())
+                    if (byPoint[point].shape[0] == images * tokens)   // token-level; pooled features (one row per image) stay
+                    {
+                        var all = byPoint[point];
+                        byPoint[point] = all.view(images, tokens, -1).narrow(1, 0, kept).reshape(images * kept, -1);
+                        all.Dispose();
+                    }
+        }
         using (torch.no_grad())
             foreach (var unit in units)
             {
@@ -63,7 +80,20 @@ public sealed class OptMerge : IMergeMethod
             layerNorms = sites.Tensors.Where(t => t.Role == TensorRole.MergedSpace).ToDictionary(t => t.Name, t => transported[t.Name].clone());
         }
         var model = FoldedMerge.ToModel(inputs, matrices, layerNorms);
-        return FoldedMerge.Outcome(model, new JsonObject { ["mu"] = "transport", ["epsilon"] = epsilon, ["token_filter"] = "full sequence" });
+        return FoldedMerge.Outcome(model, new JsonObject { ["mu"] = "transport", ["epsilon"] = epsilon, ["token_filter"] = filter });
+    }
+
+    /// <summary>Token positions kept per input (the first K), or null for the full sequence.</summary>
+    static int? TokensKept(string filter, Models.ModelConfig target)
+    {
+        if (filter == "full") return null;
+        int? kept = filter == "cls" ? 1
+            : filter.StartsWith("window-") && int.TryParse(filter["window-".Length..], out int k) && k >= 1 ? k : null;
+        if (kept is null) throw new FsMergeException($"opt: --filter '{filter}' is not one of: full, cls, window-K (K >= 1)");
+        var tokens = target.Arch.TokensPerInput(target)
+            ?? throw new FsMergeException($"opt: --filter {filter} needs inputs with a fixed number of tokens (ViT); {target.Architecture} reports no fixed token count; use --filter full");
+        if (kept > tokens) throw new FsMergeException($"opt: --filter {filter} keeps more tokens than the {tokens} of each input");
+        return kept;
     }
 
     /// <summary>
