@@ -182,4 +182,17 @@ public class CliTests : IClassFixture<CliTests.TrainedPair>
         var config = Bench.PerfBench.Config(0);
         Assert.Equal(config.Arch.BackboneWeights(config).Sum(w => w.Shape.Aggregate(1L, (a, b) => a * b)), results["distillation"].Parameters);
     }
+
+    /// <summary>The paired child trains both variants to the end, taking turns, and times every epoch after the warm-up (no timing asserted).</summary>
+    [Fact]
+    public void Bench_perf_pairs_fold_and_distillation_epoch_by_epoch()
+    {
+        var (code, output, err) = Run("bench", "--perf", "--child", Bench.PerfBench.Paired, "--models", "2", "--threads", "1", "--steps", "6");
+        Assert.True(code == 0, err);
+        var line = output.Split('\n').Single(l => l.StartsWith("RESULT "));
+        var result = System.Text.Json.JsonSerializer.Deserialize<Bench.PairedResult>(line["RESULT ".Length..])!;
+        Assert.Equal(3, result.Ratios.Length);   // 1 + 6 / 2 epochs, the first one dropped
+        Assert.All(result.Ratios, r => Assert.True(r > 0 && double.IsFinite(r)));
+        Assert.True(result.FoldMilliseconds > 0 && result.DistillationMilliseconds > 0);
+    }
 }

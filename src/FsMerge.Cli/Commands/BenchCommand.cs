@@ -83,8 +83,10 @@ sealed class BenchCommand : ICommand
         {
             int threads = args.Int("threads", min: 1);
             TorchRuntime.Configure(threads);
-            var result = PerfBench.Measure(variant, args.IntList("models")[0], threads, settings);
-            Console.WriteLine("RESULT " + JsonSerializer.Serialize(result));
+            int models = args.IntList("models")[0];
+            Console.WriteLine("RESULT " + (variant == PerfBench.Paired
+                ? JsonSerializer.Serialize(PerfBench.MeasurePaired(models, threads, settings))
+                : JsonSerializer.Serialize(PerfBench.Measure(variant, models, threads, settings))));
             return 0;
         }
         var outDir = args.Require("out");

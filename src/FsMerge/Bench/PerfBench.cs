@@ -23,6 +23,13 @@ public sealed record PerfSettings(int Rank, int Steps, string Type = "diagonal-l
     }
 }
 
+/// <summary>
+/// Fold-every-step against distillation timed in one process, epochs alternating: the median of the per-epoch
+/// ratios, each variant's median step time, and every epoch's ratio (from <see cref="PerfBench.Run"/>: the median
+/// over rounds, with each round's ratio in <c>Ratios</c>).
+/// </summary>
+public sealed record PairedResult(int Models, int Threads, double Ratio, double FoldMilliseconds, double DistillationMilliseconds, double[] Ratios);
+
 /// <summary>One measured training-step variant.</summary>
 /// <remarks>From <see cref="PerfBench.Run"/>: the median over rounds, with every round's step time in <c>Rounds</c>.</remarks>
 public sealed record PerfResult(string Variant, int Models, int Threads, double MillisecondsPerStep, double PeakMegabytes, long Parameters,
@@ -47,28 +54,23 @@ public static class PerfBench
         Heads = [new HeadInfo($"task{task}", Enumerable.Range(0, 5).Select(c => c.ToString()).ToArray())],
     };
 
-    /// <summary>Runs in the child process: measures one variant and returns its result.</summary>
-    public static PerfResult Measure(string variant, int models, int threads, PerfSettings s)
+    /// <summary>The sources, data and merged shape of one measurement; <paramref name="epochEnd"/> runs at each epoch's end.</summary>
+    static MergeInputs Inputs(int models, Action epochEnd)
     {
-        if (!Variants.Contains(variant)) throw new FsMergeException($"bench perf: unknown variant '{variant}' (expected {string.Join(", ", Variants)})");
-        s.Check();
         var device = CPU;
         var sources = Enumerable.Range(0, models).Select(i => Model.Create(Config(i), 100 + i, device)).ToList();
         var data = Enumerable.Range(0, models).Select(i => new ImageSet(
             torch.rand(Batch, 1, 28, 28, generator: new Generator((ulong)(7 + i))), new long[Batch], Config(i).Heads[0].Labels)).ToList();
         var target = sources[0].Config with { Heads = sources.SelectMany(s => s.Config.Heads).ToList() };
-        // Epoch ends are timestamped through the progress callback: the first epoch is the warm-up (JIT,
-        // allocator, MKL), the step time is the median over the epochs after it.
-        var clock = Stopwatch.StartNew();
-        var marks = new List<(long Step, double Ms)>();
-        var inputs = new MergeInputs
-        {
-            Sources = sources, Data = data, Target = target, Device = device, Seed = 1,
-            Progress = (_, done, _, _) => marks.Add((done, clock.Elapsed.TotalMilliseconds)),
-        };
-        int epochs = 1 + (s.Steps + models - 1) / models;   // one batch per task per epoch
-        long parameters;
-        PeakMemory.Reset();
+        return new MergeInputs { Sources = sources, Data = data, Target = target, Device = device, Seed = 1, Progress = (_, _, _, _) => epochEnd() };
+    }
+
+    /// <summary>One batch per task per epoch: the first epoch is the warm-up (JIT, allocator, MKL), then enough for the timed steps.</summary>
+    static int Epochs(int models, PerfSettings s) => 1 + (s.Steps + models - 1) / models;
+
+    /// <summary>Trains one variant for <paramref name="epochs"/> epochs; returns its optimized parameter count.</summary>
+    static long Train(string variant, MergeInputs inputs, int epochs, PerfSettings s)
+    {
         if (variant == "distillation")
         {
             var method = new DistillationMerge();
@@ -77,28 +79,81 @@ public static class PerfBench
                 ["optimizer"] = "adamw", ["lr"] = "1e-4", ["epochs"] = epochs.ToString(CultureInfo.InvariantCulture),
                 ["batch"] = Batch.ToString(CultureInfo.InvariantCulture), ["schedule"] = "onecycle",
             });
-            var outcome = method.Merge(inputs, settings);
-            parameters = (long)outcome.Details["optimized_parameters"]!;
+            return (long)method.Merge(inputs, settings).Details["optimized_parameters"]!;
         }
-        else
-        {
-            var sites = inputs.Sites;
-            long baseWidth = sites[sites.HeadInput].MergedWidth;
-            // A pure low rank cannot start at "first" (spec §2.2); the others start there, as FS-Merge does.
-            var init = s.Type == "low-rank" ? MuInit.Random : MuInit.First;
-            var matrices = sites.Sites.ToDictionary(site => site.Name, site => SiteMatrix.Initialize(site, FsMergeMethod.ParseType(s.Type), init,
-                (int)Math.Min(site.MergedWidth, s.Rank * site.MergedWidth / baseWidth), new Generator(3), device));
-            var mergedSpace = FoldedMerge.MergedSpace(inputs, MuInit.First);
-            FsMergeMethod.SuperNetForward forward = variant == "fold-every-step"
-                ? FsMergeMethod.FoldEveryStep(inputs)
-                : (mu, space, images) => VitSuperNet.Forward(target, sites, inputs.SourceWeights, SiteMatrix.MaterializeAll(mu), space, images);
-            var (theta, samples, lossOf, _, _, _) = FsMergeMethod.GlobalObjective(inputs, matrices, mergedSpace, "own", false, forward);
-            parameters = theta.Sum(p => p.numel());
-            var optimizer = new OptimizerSettings("adamw", 1e-4, epochs, Batch, 0.9, 1e-3, 0.02, "onecycle");
-            MergeTrainer.Train(theta, samples, optimizer, lossOf, 1, inputs.Progress, variant);
-        }
-        var perStep = marks.Zip(marks.Skip(1), (a, b) => (b.Ms - a.Ms) / (b.Step - a.Step)).ToArray();
+        var sites = inputs.Sites;
+        long baseWidth = sites[sites.HeadInput].MergedWidth;
+        // A pure low rank cannot start at "first" (spec §2.2); the others start there, as FS-Merge does.
+        var init = s.Type == "low-rank" ? MuInit.Random : MuInit.First;
+        var matrices = sites.Sites.ToDictionary(site => site.Name, site => SiteMatrix.Initialize(site, FsMergeMethod.ParseType(s.Type), init,
+            (int)Math.Min(site.MergedWidth, s.Rank * site.MergedWidth / baseWidth), new Generator(3), inputs.Device));
+        var mergedSpace = FoldedMerge.MergedSpace(inputs, MuInit.First);
+        FsMergeMethod.SuperNetForward forward = variant == "fold-every-step"
+            ? FsMergeMethod.FoldEveryStep(inputs)
+            : (mu, space, images) => VitSuperNet.Forward(inputs.Target, sites, inputs.SourceWeights, SiteMatrix.MaterializeAll(mu), space, images);
+        var (theta, samples, lossOf, _, _, _) = FsMergeMethod.GlobalObjective(inputs, matrices, mergedSpace, "own", false, forward);
+        var optimizer = new OptimizerSettings("adamw", 1e-4, epochs, Batch, 0.9, 1e-3, 0.02, "onecycle");
+        MergeTrainer.Train(theta, samples, optimizer, lossOf, 1, inputs.Progress, variant);
+        return theta.Sum(p => p.numel());
+    }
+
+    /// <summary>Runs in the child process: measures one variant and returns its result.</summary>
+    public static PerfResult Measure(string variant, int models, int threads, PerfSettings s)
+    {
+        if (!Variants.Contains(variant)) throw new FsMergeException($"bench perf: unknown variant '{variant}' (expected {string.Join(", ", Variants)}, or {Paired})");
+        s.Check();
+        var clock = Stopwatch.StartNew();
+        var epochEnds = new List<double>();
+        var inputs = Inputs(models, () => epochEnds.Add(clock.Elapsed.TotalMilliseconds));
+        PeakMemory.Reset();
+        long parameters = Train(variant, inputs, Epochs(models, s), s);
+        var perStep = epochEnds.Zip(epochEnds.Skip(1), (a, b) => (b - a) / models).ToArray();
         return new PerfResult(variant, models, threads, Median(perStep), PeakMemory.Megabytes(), parameters);
+    }
+
+    /// <summary>The child that times fold-every-step against distillation in one process.</summary>
+    public const string Paired = "paired";
+
+    /// <summary>
+    /// Runs in the child process: FS-Merge (fold every step) and distillation train side by side in one process,
+    /// taking turns epoch by epoch (two threads, one running at a time), so that the machine's speed, which
+    /// drifts by 10-30% over seconds here, is the same for both halves of each ratio. Returns, per epoch after
+    /// the warm-up, fold's step time over distillation's in the epoch next to it.
+    /// </summary>
+    public static PairedResult MeasurePaired(int models, int threads, PerfSettings s)
+    {
+        s.Check();
+        string[] pair = ["fold-every-step", "distillation"];
+        var turns = new[] { new SemaphoreSlim(1), new SemaphoreSlim(0) };
+        var epochMs = new[] { new List<double>(), new List<double>() };
+        var finished = new bool[2];
+        var clock = Stopwatch.StartNew();
+        Exception? failure = null;
+        var workers = Enumerable.Range(0, 2).Select(i => new Thread(() =>
+        {
+            int other = 1 - i;
+            turns[i].Wait();
+            try
+            {
+                double start = clock.Elapsed.TotalMilliseconds;
+                var inputs = Inputs(models, () =>
+                {
+                    epochMs[i].Add(clock.Elapsed.TotalMilliseconds - start);
+                    if (!Volatile.Read(ref finished[other])) { turns[other].Release(); turns[i].Wait(); }
+                    start = clock.Elapsed.TotalMilliseconds;
+                });
+                Train(pair[i], inputs, Epochs(models, s), s);
+            }
+            catch (Exception e) { failure ??= e; }
+            Volatile.Write(ref finished[i], true);
+            turns[other].Release();
+        })).ToArray();
+        foreach (var w in workers) w.Start();
+        foreach (var w in workers) w.Join();
+        if (failure != null) throw failure;
+        var ratios = epochMs[0].Zip(epochMs[1], (fold, distill) => fold / distill).Skip(1).ToArray();
+        return new PairedResult(models, threads, Median(ratios), Median(epochMs[0].Skip(1).Select(t => t / models).ToArray()),
+            Median(epochMs[1].Skip(1).Select(t => t / models).ToArray()), ratios);
     }
 
     /// <summary>
@@ -109,24 +164,36 @@ public static class PerfBench
     {
         s.Check();
         var measured = new List<PerfResult>();
+        var paired = new List<PairedResult>();
         for (int round = 1; round <= rounds; round++)
         {
             log($"round {round} of {rounds}");
             foreach (var threads in threadCounts)
                 foreach (var n in modelCounts)
+                {
                     foreach (var variant in Variants)
                     {
-                        var result = Child(variant, n, threads, s);
+                        var result = Child<PerfResult>(variant, n, threads, s);
                         log($"  {variant,-18} N={n} threads={threads}: {result.MillisecondsPerStep,8:F1} ms/step, peak {result.PeakMegabytes,7:F0} MB, {result.Parameters} optimized parameters");
                         measured.Add(result);
                     }
+                    var pair = Child<PairedResult>(Paired, n, threads, s);
+                    log($"  {"paired",-18} N={n} threads={threads}: fold / distillation {pair.Ratio:F2}× ({pair.FoldMilliseconds:F1} / {pair.DistillationMilliseconds:F1} ms/step, epochs alternating)");
+                    paired.Add(pair);
+                }
         }
         var results = measured.GroupBy(r => (r.Threads, r.Models, r.Variant)).Select(g =>
         {
             var times = g.Select(r => r.MillisecondsPerStep).ToArray();
             return g.First() with { MillisecondsPerStep = Median(times), PeakMegabytes = g.Max(r => r.PeakMegabytes), Rounds = times };
         }).ToList();
-        Write(results, s, rounds, outDir);
+        var pairs = paired.GroupBy(p => (p.Threads, p.Models)).Select(g =>
+        {
+            var ratios = g.Select(p => p.Ratio).ToArray();
+            return new PairedResult(g.Key.Models, g.Key.Threads, Median(ratios), Median(g.Select(p => p.FoldMilliseconds).ToArray()),
+                Median(g.Select(p => p.DistillationMilliseconds).ToArray()), ratios);
+        }).ToList();
+        Write(results, pairs, s, rounds, outDir);
         return results;
     }
 
@@ -137,7 +204,7 @@ public static class PerfBench
         return sorted.Length % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
     }
 
-    static PerfResult Child(string variant, int models, int threads, PerfSettings s)
+    static T Child<T>(string variant, int models, int threads, PerfSettings s)
     {
         var entry = Environment.GetCommandLineArgs()[0];
         var start = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
@@ -152,10 +219,10 @@ public static class PerfBench
         var line = output.Split('\n').FirstOrDefault(l => l.StartsWith("RESULT "));
         if (process.ExitCode != 0 || line == null)
             throw new FsMergeException($"bench perf: the {variant} measurement failed: {error.Trim().Split('\n').LastOrDefault()}");
-        return JsonSerializer.Deserialize<PerfResult>(line["RESULT ".Length..])!;
+        return JsonSerializer.Deserialize<T>(line["RESULT ".Length..])!;
     }
 
-    static void Write(List<PerfResult> results, PerfSettings s, int rounds, string outDir)
+    static void Write(List<PerfResult> results, List<PairedResult> pairs, PerfSettings s, int rounds, string outDir)
     {
         var md = new StringBuilder();
         md.AppendLine("# Training-step cost: fold every step vs explicit SuperNet vs distillation\n");
@@ -179,7 +246,14 @@ public static class PerfBench
             foreach (var r in group)
                 md.AppendLine($"| {r.Threads} | {r.Models} | {r.Variant} | {r.MillisecondsPerStep:F1} | {r.PeakMegabytes:F0} | {r.Parameters:N0} | {r.MillisecondsPerStep / fold:F2}× | {r.MillisecondsPerStep / distill:F2}× | {string.Join(", ", (r.Rounds ?? []).Select(t => t.ToString("F1", CultureInfo.InvariantCulture)))} |");
         }
+        md.AppendLine();
+        md.AppendLine("Fold every step against distillation in one process, the two trainings taking turns epoch by epoch, so that both halves of " +
+                      "each ratio ran at the same machine speed: the median of the per-epoch ratios, then the median over rounds (every round in the last column).\n");
+        md.AppendLine("| threads | N | fold / distillation (paired) | fold ms/step | distillation ms/step | rounds |");
+        md.AppendLine("|---|---|---|---|---|---|");
+        foreach (var p in pairs)
+            md.AppendLine($"| {p.Threads} | {p.Models} | {p.Ratio:F2}× | {p.FoldMilliseconds:F1} | {p.DistillationMilliseconds:F1} | {string.Join(", ", p.Ratios.Select(r => r.ToString("F2", CultureInfo.InvariantCulture) + "×"))} |");
         AtomicFile.WriteAllText(Path.Combine(outDir, "perf.md"), md.ToString());
-        AtomicFile.WriteAllText(Path.Combine(outDir, "perf.json"), JsonSerializer.Serialize(results, JsonFormat.Indented));
+        AtomicFile.WriteAllText(Path.Combine(outDir, "perf.json"), JsonSerializer.Serialize(new { variants = results, paired = pairs }, JsonFormat.Indented));
     }
 }
