@@ -33,7 +33,7 @@ public sealed class OptMerge : IMergeMethod
         int iterations = settings.Int("sinkhorn-iterations", min: 1);
         int maxImages = settings.Int("max-images", min: 1);
         var filter = settings.String("filter");
-        int? keep = TokensKept(filter, inputs.Target);
+        var window = TokenWindow(filter, inputs.Target);
         var sites = inputs.Sites;
         sites.RequireEqualWidths("opt");
         int n = inputs.Sources.Count;
@@ -42,10 +42,9 @@ public sealed class OptMerge : IMergeMethod
         var units = sites.HeadAligned.Concat(sites.Spaces.Where(s => !grouped.Contains(s.Key)).Select(s => new HeadAlignedSpaces([s.Key], 1)));
         var transports = new Dictionary<string, Tensor[]>();   // space → S_i [e', e_i] per model
         var probed = Probing.OnAllData(inputs, sites.Spaces.Select(s => sites.ProbePoint(s.Key)).ToList(), maxImages);
-        if (keep is { } kept)
+        if (window is var (kept, tokens))
         {
             long images = Math.Min(maxImages, inputs.Data.Sum(d => (long)d.Count));
-            long tokens = inputs.Target.Arch.TokensPerInput(inputs.Target)!.Value;
             foreach (var byPoint in probed)
                 foreach (var point in byPoint.Keys.ToList())
                     if (byPoint[point].shape[0] == images * tokens)   // token-level; pooled features (one row per image) stay
@@ -83,8 +82,8 @@ public sealed class OptMerge : IMergeMethod
         return FoldedMerge.Outcome(model, new JsonObject { ["mu"] = "transport", ["epsilon"] = epsilon, ["token_filter"] = filter });
     }
 
-    /// <summary>Token positions kept per input (the first K), or null for the full sequence.</summary>
-    static int? TokensKept(string filter, Models.ModelConfig target)
+    /// <summary>Token positions kept per input (the first K) and the input's token count, or null for the full sequence.</summary>
+    static (int Kept, int Tokens)? TokenWindow(string filter, Models.ModelConfig target)
     {
         if (filter == "full") return null;
         int? kept = filter == "cls" ? 1
@@ -93,7 +92,7 @@ public sealed class OptMerge : IMergeMethod
         var tokens = target.Arch.TokensPerInput(target)
             ?? throw new FsMergeException($"opt: --filter {filter} needs inputs with a fixed number of tokens (ViT); {target.Architecture} reports no fixed token count; use --filter full");
         if (kept > tokens) throw new FsMergeException($"opt: --filter {filter} keeps more tokens than the {tokens} of each input");
-        return kept;
+        return (kept.Value, tokens);
     }
 
     /// <summary>
