@@ -144,7 +144,7 @@ public static class PerfBench
                 });
                 Train(pair[i], inputs, Epochs(models, s), s);
             }
-            catch (Exception e) { failure ??= e; }
+            catch (Exception e) { Interlocked.CompareExchange(ref failure, e, null); }   // the first failure is reported
             Volatile.Write(ref finished[i], true);
             turns[other].Release();
         })).ToArray();
@@ -152,8 +152,8 @@ public static class PerfBench
         foreach (var w in workers) w.Join();
         if (failure != null) throw failure;
         var ratios = epochMs[0].Zip(epochMs[1], (fold, distill) => fold / distill).Skip(1).ToArray();
-        return new PairedResult(models, threads, Median(ratios), Median(epochMs[0].Skip(1).Select(t => t / models).ToArray()),
-            Median(epochMs[1].Skip(1).Select(t => t / models).ToArray()), ratios);
+        double StepMs(List<double> epochs) => Median(epochs.Skip(1).Select(t => t / models).ToArray());
+        return new PairedResult(models, threads, Median(ratios), StepMs(epochMs[0]), StepMs(epochMs[1]), ratios);
     }
 
     /// <summary>
