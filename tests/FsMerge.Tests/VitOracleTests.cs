@@ -366,7 +366,7 @@ public class VitOracleTests
         var features = new Vit().Features(k.Merged, weights, k.Images);
         for (int i = 0; i < n; i++)
         {
-            var logits = Heads.Logits(weights, features, i, n);
+            var logits = Heads.Logits(weights, features, k.Merged.Heads[i], i, n);
             var expected = OracleLogits(k, oracle, i);
             Assert.True(Relative(logits, expected) < Tolerance(Dtype(dtype)), $"head {i}: {Relative(logits, expected):G3}");
         }

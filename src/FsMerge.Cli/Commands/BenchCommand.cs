@@ -1,5 +1,6 @@
 using System.Text.Json;
 using FsMerge.Bench;
+using FsMerge.Models;
 
 namespace FsMerge.Cli.Commands;
 
@@ -17,6 +18,7 @@ sealed class BenchCommand : ICommand
         new("per-task", "N", "bert: unlabeled sequences per task in the pairs table", "200"),
         new("perf", null, "step time and peak memory: fold every step vs explicit SuperNet vs distillation (also 'bench perf')"),
         new("sections", "S,S,..", $"vit: sections to run, each into OUT/vit-SECTION.* ({string.Join(", ", VitBench.SectionNames)}; default all; the others need 'pairs' done first)"),
+        new("head", "linear|cosine", "vit: the source models' heads: linear, or cosine (CLIP-like: projection, L2 normalization, one logit scale for every head, as the paper's joint accuracy assumes, spec §10.4)", "linear"),
         new("quick", null, "one setting, one seed, shorter training: a few minutes"),
         new("seeds", "N", "seeds per setting (default: 5 for mlp, 1 for vit, 2 for bert)"),
         new("resume", null, "keep the settings an earlier run finished (OUT/mlp.json, OUT/vit-SECTION.json) and run the rest"),
@@ -53,6 +55,7 @@ sealed class BenchCommand : ICommand
             {
                 Quick = args.Has("quick"), Seeds = args.Has("seeds") ? args.Int("seeds", min: 1) : 1, Resume = args.Has("resume"),
                 OutDir = args.Require("out"), DataDir = Common.DataDir(args), Device = device,
+                Heads = HeadInfo.ParseKind(args.Get("head")!, "--head"),
                 Sections = args.Get("sections")?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries) ?? VitBench.SectionNames,
             };
             VitBench.Run(vit, Console.WriteLine);

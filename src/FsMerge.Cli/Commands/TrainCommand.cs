@@ -23,6 +23,8 @@ sealed class TrainCommand : ICommand
         new("batch", "B", "batch size (default: 10 for mlp, 128 for vit and bert)"),
         new("weight-decay", "WD", "AdamW decoupled weight decay", "0.01"),
         new("init", "DIR", "fine-tune from this checkpoint's backbone (a fresh head is made for the task)"),
+        new("head", "linear|cosine", "the head: linear (W·f + b), or cosine (CLIP-like: a projection, L2 normalization, logit scale × cosine with each class; heads of equal scale are comparable in joint accuracy)", "linear"),
+        new("logit-scale", "S", "cosine head: the logit scale", "16"),
         new("hidden", "W,W,..", "MLP hidden widths", "128,128"),
         new("patch", "P", "ViT patch size", "7"),
         new("width", "D", "ViT/BERT width (hidden_size)", "64"),
@@ -52,7 +54,7 @@ sealed class TrainCommand : ICommand
 
         if (args.Get("init") is { } init) TextFolder.CheckVocabulary(init, Common.DataDir(args), task.Dataset);
         using var initial = args.Get("init") is { } initDir
-            ? FromCheckpoint(initDir, data, options.Seed, device)
+            ? FromCheckpoint(initDir, args, data, options.Seed, device)
             : Model.Create(NewConfig(args, arch, data), options.Seed, device);
         TrainAndSave(initial, data, options, args.Get("init"), outDir, device);
         TextFolder.CopyVocabulary(Path.Combine(Common.DataDir(args), task.Dataset), outDir);
@@ -87,8 +89,14 @@ sealed class TrainCommand : ICommand
 
     public static ModelConfig NewConfig(ParsedArgs args, string arch, TaskSplits data)
     {
+        var backbone = BackboneConfig(args, arch, data);
+        return backbone with { Heads = [Head(args, data, (int)backbone.Arch.FeatureWidth(backbone))] };
+    }
+
+    static ModelConfig BackboneConfig(ParsedArgs args, string arch, TaskSplits data)
+    {
         var shape = data.Train.Images.shape;  // [n, C, H, W], or [n, L] token ids
-        var heads = new List<HeadInfo> { new(data.Task.ToString(), data.Train.LabelNames) };
+        List<HeadInfo> heads = [];
         if ((arch == "bert") != (shape.Length == 2))
             throw new FsMergeException($"task {data.Task}: {(shape.Length == 2 ? "a text dataset needs --arch bert" : $"--arch {arch} reads text; {data.Task.Dataset} is an image dataset")}");
         if (arch == "bert")
@@ -114,11 +122,19 @@ sealed class TrainCommand : ICommand
         return config;
     }
 
+    /// <summary>The task's head from --head and --logit-scale; a cosine head's embedding is as wide as the feature (null: the checkpoint's).</summary>
+    static HeadInfo Head(ParsedArgs args, TaskSplits data, int featureWidth)
+    {
+        double scale = args.Double("logit-scale");
+        if (!(scale > 0) || !double.IsFinite(scale)) throw new FsMergeException($"--logit-scale: expected a positive number, got {scale}");
+        return HeadInfo.Create(HeadInfo.ParseKind(args.Get("head")!, "--head"), data.Task.ToString(), data.Train.LabelNames, featureWidth, scale);
+    }
+
     /// <summary>Fine-tuning: the checkpoint's backbone and architecture, a fresh head for the new task.</summary>
-    static Model FromCheckpoint(string dir, TaskSplits data, long seed, TorchSharp.torch.Device device)
+    static Model FromCheckpoint(string dir, ParsedArgs args, TaskSplits data, long seed, TorchSharp.torch.Device device)
     {
         using var source = Model.Load(dir, device);
         source.Config.CheckImages(data.Train.Images.shape, $"task {data.Task}");
-        return source.WithFreshHead(new HeadInfo(data.Task.ToString(), data.Train.LabelNames), seed);
+        return source.WithFreshHead(Head(args, data, (int)source.Config.Arch.FeatureWidth(source.Config)), seed);
     }
 }

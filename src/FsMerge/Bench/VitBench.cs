@@ -18,6 +18,8 @@ public sealed class VitBenchOptions
     public int Seeds { get; init; } = 1;
     public bool Resume { get; init; }
     public IReadOnlyList<string> Sections { get; init; } = VitBench.SectionNames;
+    /// <summary>The source models' heads: linear, or cosine with one logit scale (the paper's CLIP heads, spec §10.4).</summary>
+    public HeadKind Heads { get; init; } = HeadKind.Linear;
     public required string OutDir { get; init; }
     public required string DataDir { get; init; }
     public Device Device { get; init; } = CPU;
@@ -48,6 +50,7 @@ public static class VitBench
 
     const int Batch = 128;
     const int Rank = 8;
+    const int Width = 64;
 
     /// <summary>A trained method's options for about <paramref name="steps"/> AdamW + OneCycle steps over <paramref name="items"/> merge items.</summary>
     static Dictionary<string, string> Trained(int steps, int items, params (string, string)[] extra)
@@ -121,7 +124,7 @@ public static class VitBench
             var done = results.Select(r => r.Setting).ToHashSet();
             var clock = Stopwatch.StartNew();
             // The whole bench reproduces every section (a section alone needs the pairs' learning rates first).
-            string command = $"./fsmerge bench vit{(o.Quick ? " --quick" : $" --seeds {seeds}")} --threads {get_num_threads()} --out {o.OutDir}";
+            string command = $"./fsmerge bench vit{(o.Quick ? " --quick" : $" --seeds {seeds}")}{(o.Heads == HeadKind.Cosine ? " --head cosine" : "")} --threads {get_num_threads()} --out {o.OutDir}";
             if (section == "pairs") RestoreChosen(chosen, PairName(Pairs[0]), lrs);
             else if (lrs.Count == 0)
             {
@@ -132,7 +135,7 @@ public static class VitBench
 
             void Write() => BenchRunner.Write(o.OutDir, name, $"ViT merging benchmark: {SectionTitle(section)}", command,
                 "tiny ViTs (width 64, depth 4, 4 heads, patch 7)", results, chosen, clock.Elapsed,
-                SectionTitle, (_, setting) => setting, Protocol(scale, sourceNotes));
+                SectionTitle, (_, setting) => setting, Protocol(scale, o.Heads, sourceNotes));
 
             /// <summary>Runs one setting on tasks <paramref name="taskIds"/> for every seed, unless a resumed run finished it.</summary>
             void Setting(string setting, int[] taskIds, int originals, int augmented, Func<List<BenchMethod>> methods)
@@ -216,11 +219,14 @@ public static class VitBench
         _ => section,
     };
 
-    static string Protocol(Scale s, IReadOnlyDictionary<string, double> sources)
+    static string Protocol(Scale s, HeadKind heads, IReadOnlyDictionary<string, double> sources)
     {
         var text = new StringBuilder();
         text.AppendLine("## Protocol\n");
         text.AppendLine($"- Source models: ViT width 64, depth 4, 4 heads, MLP 256, patch 7 on 28×28 images. Model k (one per task, {string.Join(", ", Tasks)}) is pre-trained on all of Fashion-MNIST for {s.PretrainEpochs} epochs from seed 100·seed + k (its own initialization and data order), then fine-tuned on its task for {s.FinetuneEpochs} epochs with a fresh head (AdamW, batch 128, best validation epoch kept).");
+        text.AppendLine(heads == HeadKind.Cosine
+            ? $"- Heads: cosine (a projection to width {Width}, L2 normalization, logit scale {HeadInfo.DefaultLogitScale} × cosine with each class, no bias), so the heads' logits share one scale as in the paper's CLIP heads (spec §10.4)."
+            : "- Heads: linear (W·f + b), trained separately, so their logits are not calibrated against each other; joint accuracy reflects that.");
         text.AppendLine($"- Merging: unlabeled images from each task's train split plus augmentations (spec §11.3). Trained methods (distillation, FS-Merge) use AdamW (weight decay 1e-3), OneCycle, batch {Batch}, about {s.Steps} steps for distillation and {2 * s.Steps} for FS-Merge whatever the data size (the paper's 100 vs 200 epochs, spec §7.7; FS-Merge seq. {2 * s.Steps} per stage). FS-Merge: task-restricted reconstruction (targets own, no normalization, spec §7.2), init first unless stated, low rank {Rank} (4·{Rank} at MLP sites); seq.: rank {Rank / 2}. Distillation: first init, target scaling (spec §9.5). RegMean α 0.9; Opt: Sinkhorn ε 0.08 on the full token sequence of at most 2,048 merge images (all of a pair's 1,632).");
         text.AppendLine("- Learning rates: chosen from a two-value grid on the validation splits of the first pair (seed 1) and reused in every section; never on test.");
         text.AppendLine("- Accuracy: per-task = each task's test split through its own head; joint = argmax over all heads' logits (spec §10).");
@@ -256,8 +262,7 @@ public static class VitBench
     static Model Source(int k, int seed, Scale scale, VitBenchOptions o, TaskSplits task, SortedDictionary<string, double> notes, Action<string> log)
     {
         long modelSeed = 100L * seed + k;
-        string suffix = o.Quick ? "-quick" : "";
-        var pretrainDir = Path.Combine(o.OutDir, "models", $"vit-pretrain-fashion-seed{modelSeed}{suffix}");
+        var pretrainDir = Path.Combine(o.OutDir, "models", $"vit-pretrain-fashion-seed{modelSeed}{Suffix(o)}");
         var finetuneDir = FinetuneDir(k, seed, o, task);
         var model = BenchRunner.Cached(finetuneDir, o.Device);
         if (model is null)
@@ -269,8 +274,9 @@ public static class VitBench
                 if (scale.TrainSubset is { } subset) fashion = fashion with { Train = MergeData.Sample(fashion.Train, subset, modelSeed) };
                 var config = new ModelConfig
                 {
-                    Architecture = "vit", ImageSize = 28, NumChannels = 1, PatchSize = 7, HiddenSize = 64, NumHiddenLayers = 4,
-                    NumAttentionHeads = 4, IntermediateSize = 256, Heads = [new HeadInfo("fashion", fashion.Train.LabelNames)],
+                    Architecture = "vit", ImageSize = 28, NumChannels = 1, PatchSize = 7, HiddenSize = Width, NumHiddenLayers = 4,
+                    NumAttentionHeads = 4, IntermediateSize = 256,
+                    Heads = [HeadInfo.Create(o.Heads, "fashion", fashion.Train.LabelNames, Width)],
                 };
                 using var initial = Model.Create(config, modelSeed, o.Device);
                 pretrained = BenchRunner.TrainSource(initial, fashion, new TrainOptions { Epochs = scale.PretrainEpochs, BatchSize = 128, Seed = modelSeed },
@@ -278,7 +284,7 @@ public static class VitBench
                 fashion.Dispose();
             }
             using (pretrained)
-            using (var initial = pretrained.WithFreshHead(new HeadInfo(task.Task.ToString(), task.Train.LabelNames), modelSeed + 1))
+            using (var initial = pretrained.WithFreshHead(pretrained.Config.Heads[0].Fresh(task.Task.ToString(), task.Train.LabelNames, Width), modelSeed + 1))
             {
                 var data = scale.TrainSubset is { } subset ? task with { Train = MergeData.Sample(task.Train, subset, modelSeed) } : task;
                 model = BenchRunner.TrainSource(initial, data, new TrainOptions { Epochs = scale.FinetuneEpochs, BatchSize = 128, Seed = modelSeed },
@@ -290,7 +296,10 @@ public static class VitBench
     }
 
     static string FinetuneDir(int k, int seed, VitBenchOptions o, TaskSplits task) =>
-        Path.Combine(o.OutDir, "models", $"vit-{task.Task.ToString().Replace(':', '-')}-seed{100L * seed + k}{(o.Quick ? "-quick" : "")}");
+        Path.Combine(o.OutDir, "models", $"vit-{task.Task.ToString().Replace(':', '-')}-seed{100L * seed + k}{Suffix(o)}");
+
+    /// <summary>Cached source models differ by scale and head kind.</summary>
+    static string Suffix(VitBenchOptions o) => (o.Quick ? "-quick" : "") + (o.Heads == HeadKind.Cosine ? "-cosine" : "");
 
     static void NoteAccuracy(Model model, int k, int seed, TaskSplits task, SortedDictionary<string, double> notes, Device device) =>
         notes[$"{task.Task} (seed {100L * seed + k})"] = Evaluator.Accuracy(model, 0, task.Test, device);

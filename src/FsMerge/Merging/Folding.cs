@@ -83,8 +83,9 @@ public static class Folding
 
     /// <summary>
     /// Heads are never merged: head h of source i reads block i of the head-input unmerge (or, when it has
-    /// one block per task, the block of its task), which, heads
-    /// being linear, folds into the head itself: H̄ = H · U_iᵀ (spec §4.1).
+    /// one block per task, the block of its task), which folds into the head's first linear map, the one that
+    /// reads the feature: H̄ = H · U_iᵀ (spec §4.1). That is a linear head's weight, or a cosine head's projection
+    /// (its normalization and class weights come after, and are copied).
     /// </summary>
     internal static void FoldHeads(SiteTable table, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources, IReadOnlyList<int> headCounts,
         Tensor u, Dictionary<string, Tensor> folded)
@@ -100,8 +101,12 @@ public static class Folding
                 var block = u.narrow(1, site.Offset(b), site.ModelWidths[b]);
                 var from = Heads.Prefix(h, headCounts[i]);
                 var to = Heads.Prefix(task, total);
-                folded[$"{to}.weight"] = sources[i][$"{from}.weight"].matmul(block.t());
-                folded[$"{to}.bias"] = sources[i][$"{from}.bias"];
+                var reader = sources[i].ContainsKey($"{from}.projection") ? "projection" : "weight";
+                foreach (var field in new[] { "projection", "weight", "bias" }.Where(f => sources[i].ContainsKey($"{from}.{f}")))
+                {
+                    var tensor = sources[i][$"{from}.{field}"];
+                    folded[$"{to}.{field}"] = field == reader ? tensor.matmul(block.t()) : tensor;
+                }
             }
         }
     }

@@ -29,7 +29,7 @@ public sealed class Model : IDisposable
 
     public Tensor Features(Tensor images, Probe? probe = null) => Config.Arch.Features(Config, Weights, images, probe);
 
-    public Tensor Logits(Tensor features, int task) => Heads.Logits(Weights, features, task, HeadCount);
+    public Tensor Logits(Tensor features, int task) => Heads.Logits(Weights, features, Config.Heads[task], task, HeadCount);
 
     /// <summary>Every weight the config implies, backbone then heads.</summary>
     public static IEnumerable<WeightSpec> ExpectedWeights(ModelConfig config) =>
@@ -68,8 +68,7 @@ public sealed class Model : IDisposable
         var config = Config with { Heads = [Config.Heads[task]] };
         var weights = config.Arch.BackboneWeights(config).ToDictionary(w => w.Name, w => Weights[w.Name]);
         var prefix = Heads.Prefix(task, HeadCount);
-        weights["classifier.weight"] = Weights[$"{prefix}.weight"];
-        weights["classifier.bias"] = Weights[$"{prefix}.bias"];
+        foreach (var spec in Heads.Weights(config)) weights[spec.Name] = Weights[$"{prefix}.{Heads.Field(spec.Name)}"];
         return new Model(config, weights);
     }
 

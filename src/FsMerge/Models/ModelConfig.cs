@@ -3,11 +3,42 @@ using System.Text.Json.Nodes;
 
 namespace FsMerge.Models;
 
-/// <summary>One classification head: the task it serves and its class names (index = class id).</summary>
+/// <summary>How a head turns features into logits (<see cref="Heads"/>).</summary>
+public enum HeadKind { Linear, Cosine }
+
+/// <summary>
+/// One classification head: the task it serves and its class names (index = class id). A linear head is
+/// W·f + b. A cosine head is CLIP's: a projection P [EmbedWidth, feature width], then
+/// LogitScale · cos(P·f, w_c) for every class c, with no bias; all cosine heads of one model share one logit
+/// scale, so their logits are comparable without calibration (the paper's joint accuracy, spec §10.4).
+/// </summary>
 public sealed record HeadInfo(string Task, string[] Labels)
 {
     /// <summary>The task name of a head whose config.json does not record one (a Hugging Face checkpoint).</summary>
     public const string Unrecorded = "task";
+
+    /// <summary>The default logit scale of cosine heads: moderate, so they train from scratch (the argmax does not depend on it).</summary>
+    public const double DefaultLogitScale = 16;
+
+    public HeadKind Kind { get; init; } = HeadKind.Linear;
+    public double LogitScale { get; init; } = DefaultLogitScale;
+
+    /// <summary>Cosine heads: the width of the projected embedding (0 = linear head).</summary>
+    public int EmbedWidth { get; init; }
+
+    /// <summary>A new head; a cosine one projects to <paramref name="embedWidth"/>.</summary>
+    public static HeadInfo Create(HeadKind kind, string task, string[] labels, int embedWidth, double logitScale = DefaultLogitScale) =>
+        new(task, labels) { Kind = kind, LogitScale = logitScale, EmbedWidth = kind == HeadKind.Cosine ? embedWidth : 0 };
+
+    /// <summary>A fresh head of this head's kind and scale for another task.</summary>
+    public HeadInfo Fresh(string task, string[] labels, int embedWidth) => Create(Kind, task, labels, embedWidth, LogitScale);
+
+    public static HeadKind ParseKind(string text, string what) => text switch
+    {
+        "linear" => HeadKind.Linear,
+        "cosine" => HeadKind.Cosine,
+        _ => throw new FsMergeException($"{what}: head kind '{text}' is not supported (expected linear or cosine)"),
+    };
 }
 
 /// <summary>
@@ -104,7 +135,7 @@ public sealed record ModelConfig
             {
                 var labels = (h?["labels"] as JsonArray)?.Select(l => l?.GetValue<string>() ?? "").ToArray()
                              ?? throw new FsMergeException($"{source}: fsmerge.heads[].labels missing");
-                heads.Add(new HeadInfo(h!["task"]?.GetValue<string>() ?? HeadInfo.Unrecorded, labels));
+                heads.Add(ReadHead(h!.AsObject(), labels, source));
             }
         }
         else if (root["id2label"] is JsonObject id2label)
@@ -241,14 +272,38 @@ public sealed record ModelConfig
         }
         root["fsmerge"] = new JsonObject
         {
-            ["heads"] = new JsonArray(Heads.Select(h => (JsonNode)new JsonObject
-            {
-                ["task"] = h.Task,
-                ["labels"] = new JsonArray(h.Labels.Select(l => (JsonNode)l).ToArray()),
-            }).ToArray()),
+            ["heads"] = new JsonArray(Heads.Select(h => (JsonNode)WriteHead(h)).ToArray()),
             ["training"] = Training.DeepClone(),
         };
         return root;
+    }
+
+    /// <summary>One fsmerge.heads[] entry: a linear head unless "kind" says otherwise.</summary>
+    static HeadInfo ReadHead(JsonObject h, string[] labels, string source)
+    {
+        var head = new HeadInfo(h["task"]?.GetValue<string>() ?? HeadInfo.Unrecorded, labels);
+        if (h["kind"] is null) return head;
+        var kind = HeadInfo.ParseKind(h["kind"] is JsonValue k && k.TryGetValue<string>(out var text) ? text : "", $"{source}: fsmerge.heads[].kind");
+        if (kind == HeadKind.Linear) return head;
+        double scale = h["logit_scale"] is JsonValue v && v.TryGetValue<double>(out var d) && d > 0 && double.IsFinite(d) ? d
+            : throw new FsMergeException($"{source}: fsmerge.heads[].logit_scale missing or not a positive number (a cosine head needs it)");
+        return head with { Kind = kind, LogitScale = scale, EmbedWidth = Int(h, "embed_width", $"{source}: fsmerge.heads[]") };
+    }
+
+    static JsonObject WriteHead(HeadInfo h)
+    {
+        var entry = new JsonObject
+        {
+            ["task"] = h.Task,
+            ["labels"] = new JsonArray(h.Labels.Select(l => (JsonNode)l).ToArray()),
+        };
+        if (h.Kind == HeadKind.Cosine)
+        {
+            entry["kind"] = "cosine";
+            entry["logit_scale"] = h.LogitScale;
+            entry["embed_width"] = h.EmbedWidth;
+        }
+        return entry;
     }
 
     public void Write(string path) =>
