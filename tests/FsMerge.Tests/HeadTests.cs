@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using FsMerge.Data;
 using FsMerge.Evaluation;
 using FsMerge.Merging;
 using FsMerge.Merging.Methods;
@@ -94,5 +95,36 @@ public class HeadTests
         var merged = new AverageMerge().Merge(MergeTests.Inputs(sources), Settings(new AverageMerge())).Merged!;
         var single = merged.SingleTask(1);
         Assert.True(single.Logits(single.Features(Images), 0).Equals(merged.Logits(merged.Features(Images), 1)));
+    }
+}
+
+/// <summary>Per-task, joint and task-identification accuracy on hand-made logits.</summary>
+[Collection("torch")]
+public class EvaluatorTests
+{
+    [Fact]
+    public void Task_identification_counts_a_joint_argmax_among_the_own_heads_classes_whatever_the_class()
+    {
+        // Task 0 (2 classes, 4 images), task 1 (3 classes, 2 images); the "images" are just row ids.
+        var sets = new[]
+        {
+            new ImageSet(torch.arange(4, dtype: ScalarType.Float32).view(4, 1, 1, 1), [0, 1, 0, 1], ["a", "b"]),
+            new ImageSet(torch.arange(4, 6, dtype: ScalarType.Float32).view(2, 1, 1, 1), [2, 0], ["c", "d", "e"]),
+        };
+        // Row → (head 0 logits, head 1 logits). Task 0: right; right head, wrong class; wrong head (and wrong
+        // class); right. Task 1: right; wrong head (but head 1 alone is right).
+        float[][] head0 = [[5, 1], [5, 1], [0, 1], [1, 6], [0, 0], [9, 0]];
+        float[][] head1 = [[0, 0, 0], [0, 0, 0], [0, 0, 4], [0, 0, 0], [1, 2, 3], [1, 0, 0]];
+        AllHeadLogits heads = images =>
+        {
+            var rows = images.view(-1).to(ScalarType.Int64);
+            return [torch.tensor(head0.SelectMany(r => r).ToArray(), [6, 2]).index_select(0, rows),
+                    torch.tensor(head1.SelectMany(r => r).ToArray(), [6, 3]).index_select(0, rows)];
+        };
+        var result = Evaluator.Evaluate(heads, sets, CPU);
+        Assert.Equal((2 / 4.0 + 2 / 2.0) / 2, result.PerTaskMean, 12);
+        Assert.Equal((2 / 4.0 + 1 / 2.0) / 2, result.Joint, 12);
+        Assert.Equal((3 / 4.0 + 1 / 2.0) / 2, result.TaskIdentified, 12);
+        Assert.Equal(result.TaskIdentified, (double)result.ToJson()["task_identified"]!, 12);
     }
 }

@@ -22,7 +22,7 @@ public class ReportTests
     }
 
     static EvaluationResult Accuracies(double a, double b) =>
-        new([new TaskAccuracy("t0", a, 100), new TaskAccuracy("t1", b, 100)], (a + b) / 2, Math.Min(a, b) - 0.1);
+        new([new TaskAccuracy("t0", a, 100), new TaskAccuracy("t1", b, 100)], (a + b) / 2, Math.Min(a, b) - 0.1, Math.Min(a, b));
 
     [Fact]
     public void Training_records_a_loss_curve_of_bounded_length_that_ends_at_the_last_step()

@@ -17,7 +17,7 @@ sealed class EvalCommand : ICommand
         new("model", "DIR", "model directory (config.json + model.safetensors)", Repeatable: true),
         new("task", "TASK", "task of each head in order (default: the tasks recorded in the model)", Repeatable: true),
         new("split", "test|validation", "which split to evaluate on", "test"),
-        new("json", null, "print JSON: tasks[{task, accuracy}], per_task_mean, joint"),
+        new("json", null, "print JSON: tasks[{task, accuracy}], per_task_mean, joint, task_identified (the joint argmax falls among the task's own head's classes)"),
         Common.Data, Common.Device, Common.Threads, Common.Quiet,
     ];
 
@@ -78,6 +78,7 @@ sealed class EvalCommand : ICommand
         lines.AddRange(result.Tasks.Select(t => $"{t.Task.PadRight(width)}{t.Count,8}{Common.Percent(t.Accuracy),12}"));
         lines.Add($"{"per-task mean".PadRight(width)}{"",8}{Common.Percent(result.PerTaskMean),12}");
         lines.Add($"{"joint".PadRight(width)}{"",8}{Common.Percent(result.Joint),12}");
+        lines.Add($"{"task identified".PadRight(width)}{"",8}{Common.Percent(result.TaskIdentified),12}");
         return string.Join(Environment.NewLine, lines);
     }
 }

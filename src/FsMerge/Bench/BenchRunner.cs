@@ -16,8 +16,9 @@ namespace FsMerge.Bench;
 public sealed record BenchMethod(string Label, string Method, Dictionary<string, string> Options, double[] LrGrid);
 
 /// <param name="PeakMegabytes">The process's peak resident memory while the method ran (sources and data included).</param>
+/// <param name="TaskIdentified">See <see cref="EvaluationResult.TaskIdentified"/>; NaN in results written before it was measured.</param>
 public sealed record BenchResult(string Setting, string Section, string Label, int Seed, double PerTask, double Joint,
-    double Seconds, string Options, long Parameters = 0, double PeakMegabytes = 0);
+    double Seconds, string Options, long Parameters = 0, double PeakMegabytes = 0, double TaskIdentified = double.NaN);
 
 /// <summary>
 /// What the benches share: cached source models, running every method on one set of sources (learning
@@ -47,7 +48,7 @@ public static class BenchRunner
     {
         var tests = splits.Select(s => s.Test).ToList();
         var original = Evaluator.Evaluate(Evaluator.SeparateModels(sources), tests, device);
-        results.Add(new(setting, section, "original models", seed, original.PerTaskMean, original.Joint, 0, ""));
+        results.Add(new(setting, section, "original models", seed, original.PerTaskMean, original.Joint, 0, "", TaskIdentified: original.TaskIdentified));
         var target = sources[0].Config with { Heads = sources.SelectMany(s => s.Config.Heads).ToList(), Training = new() };
         var inputs = new MergeInputs { Sources = sources, Data = data, HeldOut = heldOut, Target = target, Device = device, Seed = seed };
         foreach (var m in methods)
@@ -76,8 +77,8 @@ public static class BenchRunner
             var test = Evaluator.Evaluate(outcome.Predict, tests, device);
             outcome.Merged?.Dispose();
             results.Add(new(setting, section, m.Label, seed, test.PerTaskMean, test.Joint, seconds,
-                string.Join(" ", options.Select(kv => $"--{kv.Key} {kv.Value}")), OptimizedParameters(outcome.Details), peak));
-            log($"  {setting} seed {seed} {m.Label,-28} per-task {100 * test.PerTaskMean:F2}  joint {100 * test.Joint:F2}  ({seconds:F1} s)");
+                string.Join(" ", options.Select(kv => $"--{kv.Key} {kv.Value}")), OptimizedParameters(outcome.Details), peak, test.TaskIdentified));
+            log($"  {setting} seed {seed} {m.Label,-28} per-task {100 * test.PerTaskMean:F2}  joint {100 * test.Joint:F2}  task identified {100 * test.TaskIdentified:F2}  ({seconds:F1} s)");
         }
     }
 
@@ -158,9 +159,9 @@ public static class BenchRunner
         JsonObject chosen, TimeSpan elapsed, Func<string, string> sectionTitle, Func<string, string, string> column, string? protocol = null)
     {
         Directory.CreateDirectory(outDir);
-        var csv = new StringBuilder("setting,section,method,seed,per_task,joint,seconds,optimized_parameters,peak_mb,options\n");
+        var csv = new StringBuilder("setting,section,method,seed,per_task,joint,task_identified,seconds,optimized_parameters,peak_mb,options\n");
         foreach (var r in results)
-            csv.AppendLine(string.Join(",", r.Setting, r.Section, $"\"{r.Label}\"", r.Seed, F(r.PerTask), F(r.Joint), F(r.Seconds),
+            csv.AppendLine(string.Join(",", r.Setting, r.Section, $"\"{r.Label}\"", r.Seed, F(r.PerTask), F(r.Joint), F(r.TaskIdentified), F(r.Seconds),
                 r.Parameters, F(r.PeakMegabytes), $"\"{r.Options}\""));
         AtomicFile.WriteAllText(Path.Combine(outDir, $"{name}.csv"), csv.ToString());
         var json = new JsonObject
@@ -180,7 +181,9 @@ public static class BenchRunner
         {
             var inSection = results.Where(r => r.Section == section).ToList();
             var settings = inSection.Select(r => r.Setting).Distinct().ToList();
-            foreach (var (metric, pick) in new (string, Func<BenchResult, double>)[] { ("per-task", r => r.PerTask), ("joint", r => r.Joint) })
+            // Task identification joined the results later: earlier runs (NaN) keep their two tables.
+            var metrics = new (string, Func<BenchResult, double>)[] { ("per-task", r => r.PerTask), ("joint", r => r.Joint), ("task-identification", r => r.TaskIdentified) };
+            foreach (var (metric, pick) in metrics.Where(m => inSection.Any(r => !double.IsNaN(m.Item2(r)))))
             {
                 md.AppendLine($"## {sectionTitle(section)} — {metric} accuracy\n");
                 md.AppendLine($"| method | {string.Join(" | ", settings.Select(s => column(section, s)))} |");

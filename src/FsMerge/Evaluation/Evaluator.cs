@@ -9,7 +9,9 @@ namespace FsMerge.Evaluation;
 
 public sealed record TaskAccuracy(string Task, double Accuracy, int Count);
 
-public sealed record EvaluationResult(IReadOnlyList<TaskAccuracy> Tasks, double PerTaskMean, double Joint)
+/// <param name="TaskIdentified">Mean over tasks of the fraction of task t's test images whose joint argmax falls
+/// among head t's classes: joint accuracy's upper bound, and what its errors of routing cost.</param>
+public sealed record EvaluationResult(IReadOnlyList<TaskAccuracy> Tasks, double PerTaskMean, double Joint, double TaskIdentified)
 {
     public JsonObject ToJson() => new()
     {
@@ -19,6 +21,7 @@ public sealed record EvaluationResult(IReadOnlyList<TaskAccuracy> Tasks, double 
         }).ToArray()),
         ["per_task_mean"] = PerTaskMean,
         ["joint"] = Joint,
+        ["task_identified"] = TaskIdentified,
     };
 }
 
@@ -50,7 +53,7 @@ public static class Evaluator
     /// <summary>
     /// Per-task accuracy: task t's test set classified by head t alone. Joint accuracy: the logits of all
     /// heads are concatenated in task order and the global argmax must hit task t's label plus the class
-    /// offset of head t. <paramref name="names"/> labels the rows (defaults to task indices); <paramref name="progress"/> hears of every batch ("evaluate", images done, images).
+    /// offset of head t. Task identified: the global argmax falls among head t's classes, right label or not. <paramref name="names"/> labels the rows (defaults to task indices); <paramref name="progress"/> hears of every batch ("evaluate", images done, images).
     /// </summary>
     public static EvaluationResult Evaluate(AllHeadLogits heads, IReadOnlyList<ImageSet> testSets, Device device,
         IReadOnlyList<string>? names = null, MergeProgress? progress = null)
@@ -58,13 +61,12 @@ public static class Evaluator
         long totalImages = testSets.Sum(s => (long)s.Count), doneImages = 0;
         using var _ = torch.no_grad();
         var tasks = new List<TaskAccuracy>();
-        long jointCorrectSum = 0;
-        double jointMean = 0;
+        double jointMean = 0, identifiedMean = 0;
         for (int t = 0; t < testSets.Count; t++)
         {
             var set = testSets[t];
             if (set.Count == 0) throw new FsMergeException($"task {names?[t] ?? t.ToString()}: the evaluation set is empty");
-            long correct = 0, jointCorrect = 0;
+            long correct = 0, jointCorrect = 0, identified = 0;
             for (int start = 0; start < set.Count; start += BatchSize)
             {
                 using var scope = torch.NewDisposeScope();
@@ -75,14 +77,16 @@ public static class Evaluator
                 if (t >= logits.Length) throw new FsMergeException($"task {t + 1} has no head (the model has {logits.Length})");
                 correct += logits[t].argmax(1).eq(labels).sum().item<long>();
                 long offset = logits.Take(t).Sum(l => l.shape[1]);
-                jointCorrect += torch.cat(logits, 1).argmax(1).eq(labels + offset).sum().item<long>();
+                var joint = torch.cat(logits, 1).argmax(1);
+                jointCorrect += joint.eq(labels + offset).sum().item<long>();
+                identified += joint.ge(offset).logical_and(joint.lt(offset + logits[t].shape[1])).sum().item<long>();
                 doneImages += count;
                 progress?.Invoke("evaluate", doneImages, totalImages, null);
             }
             tasks.Add(new TaskAccuracy(names?[t] ?? $"task {t + 1}", (double)correct / set.Count, set.Count));
             jointMean += (double)jointCorrect / set.Count;
-            jointCorrectSum += jointCorrect;
+            identifiedMean += (double)identified / set.Count;
         }
-        return new EvaluationResult(tasks, tasks.Average(a => a.Accuracy), jointMean / testSets.Count);
+        return new EvaluationResult(tasks, tasks.Average(a => a.Accuracy), jointMean / testSets.Count, identifiedMean / testSets.Count);
     }
 }
