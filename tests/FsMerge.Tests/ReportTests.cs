@@ -75,7 +75,14 @@ public class ReportTests
             Assert.Contains("fs-merge,64,accuracy,t0,0.9", csv);
             var card = File.ReadAllText(Path.Combine(dir, "README.md"));
             Assert.Contains("| 1 | t1 | `classifier.1.weight`, `.bias` | 3 | a, b, c |", card);
+            Assert.Contains("| task identified (joint argmax in the task's own head) | | 80.00 |", card);
+            Assert.Contains("not calibrated against each other", card);
             Assert.Contains("## Limitations", card);
+
+            var cosine = inputs.Target with { Heads = inputs.Target.Heads.Select(h => HeadInfo.Create(HeadKind.Cosine, h.Task, h.Labels, 12, 20)).ToList() };
+            var cosineCard = ModelCard.Markdown(run, fs, cosine);
+            Assert.Contains("| 1 | t1 | `classifier.1.projection`, `.weight` (cosine, logit scale 20) | 3 | a, b, c |", cosineCard);
+            Assert.Contains("share one logit scale", cosineCard);
         }
         finally
         {

@@ -192,7 +192,7 @@ public static class BenchRunner
                 {
                     var cells = settings.Select(s =>
                     {
-                        var values = inSection.Where(r => r.Setting == s && r.Label == label).Select(pick).Select(v => 100 * v).ToList();
+                        var values = inSection.Where(r => r.Setting == s && r.Label == label).Select(pick).Where(v => !double.IsNaN(v)).Select(v => 100 * v).ToList();
                         if (values.Count == 0) return "";
                         double mean = values.Average();
                         double std = values.Count > 1 ? Math.Sqrt(values.Sum(v => (v - mean) * (v - mean)) / (values.Count - 1)) : 0;

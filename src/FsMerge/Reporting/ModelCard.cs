@@ -28,7 +28,11 @@ public static class ModelCard
         {
             var h = config.Heads[t];
             var labels = h.Labels.Length <= 12 ? string.Join(", ", h.Labels) : string.Join(", ", h.Labels.Take(12)) + ", …";
-            md.AppendLine($"| {t} | {h.Task} | `{Heads.Prefix(t, config.Heads.Count)}.weight`, `.bias` | {h.Labels.Length} | {labels} |");
+            var prefix = Heads.Prefix(t, config.Heads.Count);
+            var tensors = h.Kind == HeadKind.Cosine
+                ? $"`{prefix}.projection`, `.weight` (cosine, logit scale {h.LogitScale.ToString(CultureInfo.InvariantCulture)})"
+                : $"`{prefix}.weight`, `.bias`";
+            md.AppendLine($"| {t} | {h.Task} | {tensors} | {h.Labels.Length} | {labels} |");
         }
         md.AppendLine();
 
@@ -49,6 +53,7 @@ public static class ModelCard
             foreach (var t in test.Tasks) md.AppendLine($"| {t.Task} | {t.Count} | {100 * t.Accuracy:F2} |");
             md.AppendLine($"| per-task mean | | {100 * test.PerTaskMean:F2} |");
             md.AppendLine($"| joint (task not given) | | {100 * test.Joint:F2} |");
+            md.AppendLine($"| task identified (joint argmax in the task's own head) | | {100 * test.TaskIdentified:F2} |");
             md.AppendLine();
         }
 
@@ -62,7 +67,9 @@ public static class ModelCard
 
         md.AppendLine("## Limitations\n");
         md.AppendLine("- A merged model is usually less accurate than each source model on its own task; the accuracies above are measured, others are not.");
-        md.AppendLine("- Joint accuracy (the model is not told the task) is lower than per-task accuracy: heads were trained separately, so their logits are not calibrated against each other.");
+        md.AppendLine(config.Heads.All(h => h.Kind == HeadKind.Cosine) && config.Heads.Select(h => h.LogitScale).Distinct().Count() == 1
+            ? "- Joint accuracy (the model is not told the task) is lower than per-task accuracy: the cosine heads share one logit scale, but each was trained on its own task only, so none learned to stay quiet on another task's images."
+            : "- Joint accuracy (the model is not told the task) is lower than per-task accuracy: heads were trained separately, so their logits are not calibrated against each other.");
         md.AppendLine("- Inputs must be prepared exactly as for the source models (size, channels, normalization).");
         md.AppendLine("- The merge saw only the unlabeled images listed above; behaviour on other data distributions is untested.");
         return md.ToString();
