@@ -89,6 +89,19 @@ public class HeadTests
     }
 
     [Fact]
+    public void Sequential_merging_carries_cosine_heads_through_its_stages()
+    {
+        var sources = new[] { "t0", "t1", "t2" }.Select((t, i) => Model.Create(CosineMlp(t), 60 + i, CPU)).ToList();
+        var method = new FsMergeSeqMethod();
+        var zero = method.Merge(MergeTests.Inputs(sources), Settings(method, ("epochs", "0"))).Merged!;
+        Assert.Equal(3, zero.HeadCount);
+        Assert.All(zero.Config.Heads, h => Assert.Equal(HeadKind.Cosine, h.Kind));
+        Assert.True(torch.allclose(zero.Logits(zero.Features(Images), 0), sources[0].Logits(sources[0].Features(Images), 0), atol: 1e-5));
+        var trained = method.Merge(MergeTests.Inputs(sources), Settings(method, ("stage-epochs", "5,5"), ("lr", "0.05"))).Merged!;
+        Assert.Equal(new long[] { 6, 10 }, trained.Weights["classifier.2.projection"].shape);
+    }
+
+    [Fact]
     public void A_single_task_model_of_a_merged_cosine_model_keeps_its_projection()
     {
         var sources = new[] { "t0", "t1" }.Select((t, i) => Model.Create(CosineMlp(t), 50 + i, CPU)).ToList();

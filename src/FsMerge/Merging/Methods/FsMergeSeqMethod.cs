@@ -89,8 +89,8 @@ public sealed class FsMergeSeqMethod : IMergeMethod
         var config = inputs.Target with { Heads = inputs.Sources.Take(tasks).SelectMany(s => s.Config.Heads).ToList() };
         var weights = config.Arch.BackboneWeights(config).ToDictionary(w => w.Name, w => stage.Weights[w.Name]);
         for (int t = 0; t < tasks; t++)
-            foreach (var part in new[] { "weight", "bias" })
-                weights[$"{Heads.Prefix(t, tasks)}.{part}"] = inputs.Sources[t].Weights[$"{Heads.Prefix(0, 1)}.{part}"];
+            foreach (var spec in Heads.Weights(inputs.Sources[t].Config))
+                weights[$"{Heads.Prefix(t, tasks)}.{Heads.Field(spec.Name)}"] = inputs.Sources[t].Weights[spec.Name];
         return new Model(config, weights);
     }
 }
