@@ -19,8 +19,7 @@ public class HeadTests
         Heads = [HeadInfo.Create(HeadKind.Cosine, task, ["a", "b", "c"], 6, scale)],
     };
 
-    static MethodSettings Settings(IMergeMethod method, params (string, string)[] options) =>
-        new(method, options.ToDictionary(o => o.Item1, o => o.Item2));
+    static MethodSettings Settings(IMergeMethod method, params (string, string)[] options) => MergeTests.Settings(method, options);
 
     static readonly Tensor Images = torch.rand(7, 1, 28, 28, generator: new Generator(31));
 

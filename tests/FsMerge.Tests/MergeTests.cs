@@ -30,7 +30,7 @@ public class MergeTests
         return new MergeInputs { Sources = sources, Data = data, Target = target, Device = CPU, Seed = 3 };
     }
 
-    static MethodSettings Settings(IMergeMethod method, params (string, string)[] options) =>
+    internal static MethodSettings Settings(IMergeMethod method, params (string, string)[] options) =>
         new(method, options.ToDictionary(o => o.Item1, o => o.Item2));
 
     static List<Model> Sources(int n, int[] hidden) =>
