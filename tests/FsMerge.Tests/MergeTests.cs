@@ -233,6 +233,27 @@ public class MergeTests
     }
 
     [Fact]
+    public void Zipit_reaches_the_merged_width_when_groups_of_n_cannot_form()
+    {
+        // Three models, two features each, zipped into 2: the three most correlated pairs each join two models
+        // ({1a,2a}, {1b,3b}, {2b,3a}), and no two of those pairs fit in one group of three.
+        var basis = torch.randn(200, 3, generator: new Generator(5));
+        var noise = torch.randn(200, 3, generator: new Generator(6)) * 0.01;
+        Tensor Col(int i, Tensor? n = null) => (n is null ? basis : basis + noise).narrow(1, i, 1);
+        var f1 = torch.cat([Col(0), Col(1)], 1);            // 1a = x, 1b = y
+        var f2 = torch.cat([Col(0, noise), Col(2)], 1);     // 2a ≈ x, 2b = z
+        var f3 = torch.cat([Col(2, noise), Col(1, noise)], 1);   // 3a ≈ z, 3b ≈ y
+        var (m, u) = ZipItMerge.Zip([f1, f2, f3], 2, CPU);
+        Assert.Equal(new long[] { 6, 2 }, m.shape);
+        Assert.True(torch.allclose(m.sum(dim: 0), torch.ones(2)), "each merged feature averages its members");
+        Assert.True(torch.allclose(u.sum(dim: 0), torch.ones(6)), "every source feature is copied back from one merged feature");
+        long Group(int feature) => m[feature].argmax().item<long>();
+        Assert.Equal(Group(0), Group(2));   // 1a with 2a
+        Assert.Equal(Group(1), Group(5));   // 1b with 3b
+        Assert.Equal(Group(3), Group(4));   // 2b with 3a
+    }
+
+    [Fact]
     public void Different_widths_merge_into_a_chosen_width()
     {
         var sources = new List<Model> { Model.Create(Mlp([12, 10], "t0"), 1, CPU), Model.Create(Mlp([16, 8], "t1"), 2, CPU) };

@@ -9,7 +9,8 @@ namespace FsMerge.Merging.Methods;
 /// greedily zip the most correlated pairs, across or within models, until the merged width is reached.
 /// A zipped feature averages its members (M entries 1/k) and is copied back to each (U entries 1).
 /// It is a special M/U, folded by the common fold. For two models this is ZipIt's greedy pairing; for
-/// more, the same greedy pass joins groups of up to N features (single linkage).
+/// more, the same greedy pass joins groups of up to N features (single linkage), then, if that cannot reach
+/// the merged width, larger ones.
 /// </summary>
 public sealed class ZipItMerge : IMergeMethod
 {
@@ -56,16 +57,22 @@ public sealed class ZipItMerge : IMergeMethod
         var size = Enumerable.Repeat(1, total).ToArray();
         int Find(int x) { while (parent[x] != x) x = parent[x] = parent[parent[x]]; return x; }
         int groups = total;
-        foreach (var (_, a, b) in pairs)
+        void Join(int maxSize)
         {
-            if (groups == mergedWidth) break;
-            int ra = Find(a), rb = Find(b);
-            if (ra == rb || size[ra] + size[rb] > models) continue;
-            parent[rb] = ra;
-            size[ra] += size[rb];
-            groups--;
+            foreach (var (_, a, b) in pairs)
+            {
+                if (groups == mergedWidth) return;
+                int ra = Find(a), rb = Find(b);
+                if (ra == rb || size[ra] + size[rb] > maxSize) continue;
+                parent[rb] = ra;
+                size[ra] += size[rb];
+                groups--;
+            }
         }
-        if (groups != mergedWidth) throw new FsMergeException($"zipit: could not zip {total} features into {mergedWidth}");
+        Join(models);
+        // With three or more models the capped pass can get stuck (say, only pairs left, none of which fit
+        // together under the cap of N); the rest is then joined without the cap, still most correlated first.
+        Join(total);
 
         var roots = Enumerable.Range(0, total).Select(Find).Distinct().OrderBy(r => r).ToList();
         var column = roots.Select((r, q) => (r, q)).ToDictionary(x => x.r, x => x.q);
