@@ -19,8 +19,6 @@ public class HeadTests
         Heads = [HeadInfo.Create(HeadKind.Cosine, task, ["a", "b", "c"], 6, scale)],
     };
 
-    static MethodSettings Settings(IMergeMethod method, params (string, string)[] options) => MergeTests.Settings(method, options);
-
     static readonly Tensor Images = torch.rand(7, 1, 28, 28, generator: new Generator(31));
 
     [Fact]
@@ -76,14 +74,14 @@ public class HeadTests
     {
         // Zero-step FS-Merge with first init: U = [I, I], so head 1 reads model 1's feature through model 2's head.
         var sources = new[] { "t0", "t1" }.Select((t, i) => Model.Create(CosineMlp(t), 40 + i, CPU)).ToList();
-        var merged = new FsMergeMethod().Merge(MergeTests.Inputs(sources), Settings(new FsMergeMethod(), ("epochs", "0"), ("type", "diagonal"))).Merged!;
+        var merged = new FsMergeMethod().Merge(MergeTests.Inputs(sources), MergeTests.Settings(new FsMergeMethod(), ("epochs", "0"), ("type", "diagonal"))).Merged!;
         Assert.Equal(HeadKind.Cosine, merged.Config.Heads[1].Kind);
         var f = sources[0].Features(Images);
         Assert.True(torch.allclose(merged.Logits(merged.Features(Images), 0), sources[0].Logits(f, 0), atol: 1e-5));
         Assert.True(torch.allclose(merged.Logits(merged.Features(Images), 1), sources[1].Logits(f, 0), atol: 1e-5));
 
         // Distillation's heads read the student through I/s_t: a cosine head is blind to that scale.
-        var distilled = new DistillationMerge().Merge(MergeTests.Inputs(sources), Settings(new DistillationMerge(), ("epochs", "0"))).Merged!;
+        var distilled = new DistillationMerge().Merge(MergeTests.Inputs(sources), MergeTests.Settings(new DistillationMerge(), ("epochs", "0"))).Merged!;
         Assert.True(torch.allclose(distilled.Logits(distilled.Features(Images), 0), sources[0].Logits(f, 0), atol: 1e-4));
     }
 
@@ -92,11 +90,11 @@ public class HeadTests
     {
         var sources = new[] { "t0", "t1", "t2" }.Select((t, i) => Model.Create(CosineMlp(t), 60 + i, CPU)).ToList();
         var method = new FsMergeSeqMethod();
-        var zero = method.Merge(MergeTests.Inputs(sources), Settings(method, ("epochs", "0"))).Merged!;
+        var zero = method.Merge(MergeTests.Inputs(sources), MergeTests.Settings(method, ("epochs", "0"))).Merged!;
         Assert.Equal(3, zero.HeadCount);
         Assert.All(zero.Config.Heads, h => Assert.Equal(HeadKind.Cosine, h.Kind));
         Assert.True(torch.allclose(zero.Logits(zero.Features(Images), 0), sources[0].Logits(sources[0].Features(Images), 0), atol: 1e-5));
-        var trained = method.Merge(MergeTests.Inputs(sources), Settings(method, ("stage-epochs", "5,5"), ("lr", "0.05"))).Merged!;
+        var trained = method.Merge(MergeTests.Inputs(sources), MergeTests.Settings(method, ("stage-epochs", "5,5"), ("lr", "0.05"))).Merged!;
         Assert.Equal(new long[] { 6, 10 }, trained.Weights["classifier.2.projection"].shape);
     }
 
@@ -104,7 +102,7 @@ public class HeadTests
     public void A_single_task_model_of_a_merged_cosine_model_keeps_its_projection()
     {
         var sources = new[] { "t0", "t1" }.Select((t, i) => Model.Create(CosineMlp(t), 50 + i, CPU)).ToList();
-        var merged = new AverageMerge().Merge(MergeTests.Inputs(sources), Settings(new AverageMerge())).Merged!;
+        var merged = new AverageMerge().Merge(MergeTests.Inputs(sources), MergeTests.Settings(new AverageMerge())).Merged!;
         var single = merged.SingleTask(1);
         Assert.True(single.Logits(single.Features(Images), 0).Equals(merged.Logits(merged.Features(Images), 1)));
     }

@@ -29,9 +29,9 @@ public static class ModelCard
             var h = config.Heads[t];
             var labels = h.Labels.Length <= 12 ? string.Join(", ", h.Labels) : string.Join(", ", h.Labels.Take(12)) + ", …";
             var prefix = Heads.Prefix(t, config.Heads.Count);
-            var tensors = h.Kind == HeadKind.Cosine
-                ? $"`{prefix}.projection`, `.weight` (cosine, logit scale {h.LogitScale.ToString(CultureInfo.InvariantCulture)})"
-                : $"`{prefix}.weight`, `.bias`";
+            var names = Heads.Weights(config).Select(w => w.Name).Where(n => n == $"{prefix}.{Heads.Field(n)}").ToList();
+            var tensors = string.Join(", ", names.Select((n, i) => i == 0 ? $"`{n}`" : $"`.{Heads.Field(n)}`"))
+                + (h.Kind == HeadKind.Cosine ? $" (cosine, logit scale {h.LogitScale.ToString(CultureInfo.InvariantCulture)})" : "");
             md.AppendLine($"| {t} | {h.Task} | {tensors} | {h.Labels.Length} | {labels} |");
         }
         md.AppendLine();
