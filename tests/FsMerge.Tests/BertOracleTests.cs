@@ -96,71 +96,13 @@ public class BertOracleTests
         return torch.cat(Unmerge(pooled.tanh(), mu["task.unmerge"], n).ToArray(), 1);
     }
 
-    sealed class Case
-    {
-        public required ModelConfig Merged { get; init; }
-        public required List<Model> Models { get; init; }
-        public required SiteTable Table { get; init; }
-        public required Dictionary<string, SiteMatrix> Mu { get; init; }
-        public required Dictionary<string, Tensor> Ln { get; init; }
-        public required Tensor Ids { get; init; }
-        public List<IReadOnlyDictionary<string, Tensor>> Weights => Models.Select(m => (IReadOnlyDictionary<string, Tensor>)m.Weights).ToList();
-        public Dictionary<string, Dictionary<string, Tensor>> Factors => Mu.ToDictionary(kv => kv.Key, kv => kv.Value.Factors);
-    }
+    static Model Rough(int i, long seed, ScalarType dtype) =>
+        OracleCase.Rough(Config($"t{i}"), i, seed, dtype, name => name.Contains("LayerNorm") || name.EndsWith(".bias"));
 
-    /// <summary>Source weights off HF's near-trivial init: O(1/√fan_in) weights and tables, O(0.3) biases, γ around 1.</summary>
-    static Model Rough(int i, long seed, ScalarType dtype)
-    {
-        var created = Model.Create(Config($"t{i}"), 50 + seed * 10 + i, CPU);
-        var g = new Generator((ulong)(500 + seed * 10 + i));
-        var weights = new Dictionary<string, Tensor>();
-        foreach (var (name, weight) in created.Weights.OrderBy(kv => kv.Key, StringComparer.Ordinal))
-        {
-            var noise = torch.randn(weight.shape, generator: g);
-            var t = name.Contains("LayerNorm") || name.EndsWith(".bias")
-                ? weight + noise * (name.Contains("LayerNorm") && name.EndsWith(".weight") ? 0.4 : 0.3)
-                : noise * (1.5 / Math.Sqrt(weight.shape[^1]));
-            weights[name] = t.to(dtype).detach();
-        }
-        return new Model(created.Config, weights);
-    }
+    static OracleCase Make(int n, MuType type, MuInit init, ScalarType dtype, long seed = 0) =>
+        OracleCase.Make(new Bert(), Enumerable.Range(0, n).Select(i => Rough(i, seed, dtype)).ToList(), type, init, dtype, 3, seed, Ids(77 + seed));
 
-    static Case Make(int n, MuType type, MuInit init, ScalarType dtype, long seed = 0)
-    {
-        var models = Enumerable.Range(0, n).Select(i => Rough(i, seed, dtype)).ToList();
-        var merged = models[0].Config with { Heads = models.SelectMany(m => m.Config.Heads).ToList() };
-        var table = new Bert().Sites(models.Select(m => m.Config).ToList(), merged);
-        var g = new Generator((ulong)(900 + seed));
-        var mu = new Dictionary<string, SiteMatrix>();
-        foreach (var site in table.Sites)
-        {
-            var matrix = SiteMatrix.Initialize(site, type, init, 3, g, CPU);
-            foreach (var key in matrix.Factors.Keys.ToList())
-            {
-                var f = matrix.Factors[key];
-                if (init == MuInit.Random) f = f + torch.randn(f.shape, generator: g) * (key == "diag" ? 0.8 : 0.15);
-                matrix.Factors[key] = f.to(dtype).detach();
-            }
-            mu[site.Name] = matrix;
-        }
-        var ln = new Dictionary<string, Tensor>();
-        foreach (var entry in table.Tensors.Where(t => t.Role == TensorRole.MergedSpace))
-        {
-            var noise = torch.randn(models[0].Weights[entry.Name].shape, generator: g);
-            ln[entry.Name] = init == MuInit.First ? models[0].Weights[entry.Name]
-                : (entry.Name.EndsWith(".weight") ? 1 + 0.4 * noise : 0.3 * noise).to(dtype);
-        }
-        return new Case { Merged = merged, Models = models, Table = table, Mu = mu, Ln = ln, Ids = Ids(77 + seed) };
-    }
-
-    /// <summary>The library's training path: the batched fold through the M/U factors, one forward, x̄·U_headinput.</summary>
-    static (Tensor Output, Dictionary<string, Tensor> Folded) FoldPath(Case k)
-    {
-        var folded = Folding.Fold(k.Table, k.Weights, k.Models.Select(_ => 1).ToList(), k.Mu, k.Ln, new StackedFold(k.Table, k.Weights, k.Mu));
-        return (new Bert().Features(k.Merged, folded, k.Ids).matmul(k.Mu[k.Table.HeadInput].Materialize()), folded);
-    }
-
-    static Tensor Oracle(Case k) => SuperNet(k.Merged, k.Weights, k.Factors, k.Ln, k.Ids);
+    static Tensor Oracle(OracleCase k) => SuperNet(k.Merged, k.Weights, k.Factors, k.Ln, k.Input);
 
     [Fact]
     public void Weights_have_hugging_face_bert_names_and_shapes_and_the_site_table_folds_each_once()
@@ -221,7 +163,7 @@ public class BertOracleTests
         using var scope = torch.NewDisposeScope();
         var k = Make(n, Parse(type), MuInit.Random, Dtype(dtype));
         var oracle = Oracle(k);
-        var (folded, weights) = FoldPath(k);
+        var (folded, weights) = k.FoldPath();
         Assert.Equal(new long[] { 5, n * Width }, oracle.shape);
         double rel = Relative(folded, oracle);
         double rowChange = Relative(oracle[1], oracle[3]), modelChange = Relative(oracle.narrow(1, 0, Width), oracle.narrow(1, Width, Width));
@@ -229,7 +171,7 @@ public class BertOracleTests
         Assert.True(rel < Tolerance(Dtype(dtype)), $"max relative difference {rel:G3}");
         Assert.True(rowChange > 0.02 && modelChange > 0.1, "a trivial regime");
         // Each folded head reads block i.
-        var features = new Bert().Features(k.Merged, weights, k.Ids);
+        var features = new Bert().Features(k.Merged, weights, k.Input);
         for (int i = 0; i < n; i++)
         {
             var expected = oracle.narrow(1, i * Width, Width).matmul(k.Weights[i]["classifier.weight"].t()) + k.Weights[i]["classifier.bias"];
@@ -246,7 +188,7 @@ public class BertOracleTests
         var k = Make(n, Parse(type), MuInit.Random, ScalarType.Float64, seed: 2);
         var leaves = VitOracleTests.MakeLeaves(k.Mu, k.Ln);
         var target = torch.randn(5, n * Width, generator: new Generator(5)).to(ScalarType.Float64);
-        var gradFold = Gradients((FoldPath(k).Output - target).pow(2).mean(), leaves);
+        var gradFold = Gradients((k.FoldPath().Output - target).pow(2).mean(), leaves);
         var gradOracle = Gradients((Oracle(k) - target).pow(2).mean(), leaves);
         double worst = 0;
         string worstName = "";

@@ -173,7 +173,7 @@ public class VitOracleTests
     }
 
     /// <summary>Source head i applied to block i of the SuperNet output.</summary>
-    static Tensor OracleLogits(Case k, Tensor output, int i)
+    static Tensor OracleLogits(OracleCase k, Tensor output, int i)
     {
         long d = k.Merged.HiddenSize;
         return output.narrow(1, i * d, d).matmul(k.Weights[i]["classifier.weight"].t()) + k.Weights[i]["classifier.bias"];
@@ -183,95 +183,14 @@ public class VitOracleTests
     // Test cases
     // ------------------------------------------------------------------------------------------------
 
-    sealed class Case
-    {
-        public required ModelConfig Merged { get; init; }
-        public required List<Model> Models { get; init; }
-        public required SiteTable Table { get; init; }
-        public required Dictionary<string, SiteMatrix> Mu { get; init; }
-        public required Dictionary<string, Tensor> Ln { get; set; }
-        public required Tensor Images { get; init; }
-        public List<IReadOnlyDictionary<string, Tensor>> Weights => Models.Select(m => (IReadOnlyDictionary<string, Tensor>)m.Weights).ToList();
-        public Dictionary<string, Dictionary<string, Tensor>> Factors => Mu.ToDictionary(kv => kv.Key, kv => kv.Value.Factors);
-        public int N => Models.Count;
-    }
+    static bool IsShifted(string name) =>
+        name.Contains("layernorm") || name.EndsWith(".bias") || name.Contains("cls_token") || name.Contains("position_embeddings");
 
-    /// <summary>
-    /// Source weights that are not near-trivial: Model.Create's init (N(0, 0.02²), zero biases, unit
-    /// LayerNorms) replaced by O(1/√fan_in) weights, O(0.3) biases / CLS / positions, γ around 1.
-    /// </summary>
-    static Dictionary<string, Tensor> Roughen(Model model, long seed, ScalarType dtype)
-    {
-        var g = new Generator((ulong)seed);
-        var result = new Dictionary<string, Tensor>();
-        foreach (var (name, weight) in model.Weights.OrderBy(kv => kv.Key, StringComparer.Ordinal))
-        {
-            var noise = torch.randn(weight.shape, generator: g);
-            Tensor t;
-            if (name.Contains("layernorm") || name.EndsWith(".bias") || name.Contains("cls_token") || name.Contains("position_embeddings"))
-                t = weight + noise * (name.Contains("layernorm") && name.EndsWith(".weight") ? 0.4 : 0.3);
-            else
-                t = noise * (1.5 / Math.Sqrt(weight[0].numel()));   // linear/conv weights [out, in, ...], heads
-            result[name] = t.to(dtype).detach();
-        }
-        return result;
-    }
+    static OracleCase Make(int n, MuType type, MuInit init, ScalarType dtype, int rank = 3, long seed = 0) =>
+        OracleCase.Make(new Vit(), Enumerable.Range(0, n).Select(i => OracleCase.Rough(Config($"t{i}"), i, seed, dtype, IsShifted)).ToList(),
+            type, init, dtype, rank, seed, torch.rand(Batch, 1, 28, 28, generator: new Generator((ulong)(77 + seed))).to(dtype));
 
-    static Case Make(int n, MuType type, MuInit init, ScalarType dtype, int rank = 3, long seed = 0)
-    {
-        var models = Enumerable.Range(0, n).Select(i =>
-        {
-            var created = Model.Create(Config($"t{i}"), 50 + seed * 10 + i, CPU);
-            return new Model(created.Config, Roughen(created, 500 + seed * 10 + i, dtype));
-        }).ToList();
-        var merged = models[0].Config with { Heads = models.SelectMany(m => m.Config.Heads).ToList() };
-        var inputs = new MergeInputs { Sources = models, Data = [], Target = merged, Device = CPU };
-        var table = new Vit().Sites(models.Select(m => m.Config).ToList(), merged);
-
-        var g = new Generator((ulong)(900 + seed));
-        var mu = new Dictionary<string, SiteMatrix>();
-        foreach (var site in table.Sites)
-        {
-            var matrix = SiteMatrix.Initialize(site, type, init, rank, g, CPU);
-            foreach (var key in matrix.Factors.Keys.ToList())
-            {
-                var f = matrix.Factors[key];
-                if (init == MuInit.Random)   // random init, then every factor moved off its initial distribution
-                    f = f + torch.randn(f.shape, generator: g) * (key == "diag" ? 0.8 : 0.15);
-                matrix.Factors[key] = f.to(dtype).detach();
-            }
-            mu[site.Name] = matrix;
-        }
-
-        Dictionary<string, Tensor> ln;
-        if (init == MuInit.Random)
-        {
-            ln = [];
-            foreach (var entry in table.Tensors.Where(t => t.Role == TensorRole.MergedSpace))
-            {
-                var shape = models[0].Weights[entry.Name].shape;
-                var noise = torch.randn(shape, generator: g);
-                ln[entry.Name] = (entry.Name.EndsWith(".weight") ? 1 + 0.4 * noise : 0.3 * noise).to(dtype);
-            }
-        }
-        else ln = FoldedMerge.MergedSpace(inputs, init);   // the library's rule: model 1's LayerNorms, or their mean
-
-        var images = torch.rand(Batch, 1, 28, 28, generator: new Generator((ulong)(77 + seed))).to(dtype);
-        return new Case { Merged = merged, Models = models, Table = table, Mu = mu, Ln = ln, Images = images };
-    }
-
-    /// <summary>
-    /// The library's training path: the batched fold applying M/U through their factors, one forward of the
-    /// merged ViT, then x̄·U_headinput.
-    /// </summary>
-    static (Tensor Output, Dictionary<string, Tensor> Folded) FoldPath(Case k)
-    {
-        var folded = Folding.Fold(k.Table, k.Weights, k.Models.Select(_ => 1).ToList(), k.Mu, k.Ln, new StackedFold(k.Table, k.Weights, k.Mu));
-        var features = new Vit().Features(k.Merged, folded, k.Images);
-        return (features.matmul(k.Mu[k.Table.HeadInput].Materialize()), folded);
-    }
-
-    static Tensor Oracle(Case k, Diagnostics? diagnostics = null) => SuperNet(k.Merged, k.Weights, k.Factors, k.Ln, k.Images, diagnostics);
+    static Tensor Oracle(OracleCase k, Diagnostics? diagnostics = null) => SuperNet(k.Merged, k.Weights, k.Factors, k.Ln, k.Input, diagnostics);
 
     internal static double MaxAbs(Tensor t) => t.abs().max().ToDouble();
 
@@ -344,7 +263,7 @@ public class VitOracleTests
         var k = Make(n, Parse(type), MuInit.Random, Dtype(dtype));
         var diagnostics = new Diagnostics();
         var oracle = Oracle(k, diagnostics);
-        var (folded, weights) = FoldPath(k);
+        var (folded, weights) = k.FoldPath();
         Assert.Equal(new long[] { Batch, n * 16 }, oracle.shape);
         double rel = Relative(folded, oracle);
         output.WriteLine($"N={n} {type} {dtype}: max|out|={MaxAbs(oracle):G3} max rel diff={rel:G3}; attention score std {diagnostics.ScoreStd.Average():G3}; " +
@@ -363,7 +282,7 @@ public class VitOracleTests
         Assert.True(modelChange > 0.1, $"block 0 vs 1: {modelChange:G3}");
 
         // The folded heads are the source heads after block i of the head-input unmerge.
-        var features = new Vit().Features(k.Merged, weights, k.Images);
+        var features = new Vit().Features(k.Merged, weights, k.Input);
         for (int i = 0; i < n; i++)
         {
             var logits = Heads.Logits(weights, features, k.Merged.Heads[i], i, n);
@@ -389,7 +308,7 @@ public class VitOracleTests
             var original = matrix.Factors[key];
             matrix.Factors[key] = original + torch.randn(original.shape, generator: g).to(ScalarType.Float64) * 0.3;
             var oracle = Oracle(k);
-            var (folded, _) = FoldPath(k);
+            var (folded, _) = k.FoldPath();
             matrix.Factors[key] = original;
             double change = Relative(oracle, baseline), rel = Relative(folded, oracle);
             Assert.True(change > 1e-3, $"perturbing {name}/{key} left the SuperNet output unchanged ({change:G3})");
@@ -405,7 +324,7 @@ public class VitOracleTests
             var original = k.Ln[name];
             k.Ln[name] = original + 0.5;
             var change = Relative(Oracle(k), baseline);
-            var rel = Relative(FoldPath(k).Output, Oracle(k));
+            var rel = Relative(k.FoldPath().Output, Oracle(k));
             k.Ln[name] = original;
             Assert.True(change > 1e-3 && rel < 1e-11, $"{name}: change {change:G3}, diff {rel:G3}");
         }
@@ -414,7 +333,7 @@ public class VitOracleTests
             var original = k.Models[1].Weights[name];
             k.Models[1].Weights[name] = original * 1.5 + 0.1;
             var change = Relative(Oracle(k), baseline);
-            var rel = Relative(FoldPath(k).Output, Oracle(k));
+            var rel = Relative(k.FoldPath().Output, Oracle(k));
             k.Models[1].Weights[name] = original;
             Assert.True(change > 1e-3 && rel < 1e-11, $"model 2 {name}: change {change:G3}, diff {rel:G3}");
         }
@@ -433,7 +352,7 @@ public class VitOracleTests
         var leaves = VitOracleTests.MakeLeaves(k.Mu, k.Ln);
         var target = torch.randn(Batch, n * 16, generator: new Generator(5)).to(dt);
 
-        var lossFold = (FoldPath(k).Output - target).pow(2).mean();
+        var lossFold = (k.FoldPath().Output - target).pow(2).mean();
         var gradFold = Gradients(lossFold, leaves);
         var lossOracle = (Oracle(k) - target).pow(2).mean();
         var gradOracle = Gradients(lossOracle, leaves);
@@ -473,7 +392,7 @@ public class VitOracleTests
     {
         using var scope = torch.NewDisposeScope();
         var k = Make(3, Parse(type), MuInit.First, Dtype(dtype), seed: 3);
-        var (folded, weights) = FoldPath(k);
+        var (folded, weights) = k.FoldPath();
         var model1 = k.Models[0].Weights;
         foreach (var spec in new Vit().BackboneWeights(k.Merged))
             Assert.True(weights[spec.Name].Equals(model1[spec.Name]), spec.Name);
@@ -483,7 +402,7 @@ public class VitOracleTests
             Assert.True(weights[$"classifier.{i}.bias"].Equals(k.Models[i].Weights["classifier.bias"]), $"head {i}");
         }
 
-        var reference = new Vit().Features(k.Merged, model1, k.Images);
+        var reference = new Vit().Features(k.Merged, model1, k.Input);
         var oracle = Oracle(k);
         double worst = 0;
         for (int i = 0; i < 3; i++)
@@ -497,7 +416,7 @@ public class VitOracleTests
             Assert.True(rel < Tolerance(Dtype(dtype)), $"SuperNet block {i}: {rel:G3}");
         }
         // Model 1 is not model 2: the identity is not an accident of equal sources.
-        Assert.True(Relative(new Vit().Features(k.Merged, k.Models[1].Weights, k.Images), reference) > 0.1);
+        Assert.True(Relative(new Vit().Features(k.Merged, k.Models[1].Weights, k.Input), reference) > 0.1);
         output.WriteLine($"first {type} {dtype}: folded weights equal model 1; SuperNet blocks vs model 1 max rel diff {worst:G3}");
     }
 
@@ -509,7 +428,7 @@ public class VitOracleTests
     {
         using var scope = torch.NewDisposeScope();
         var k = Make(3, Parse(type), MuInit.Average, ScalarType.Float32, seed: 4);
-        var (folded, weights) = FoldPath(k);
+        var (folded, weights) = k.FoldPath();
         double worst = 0;
         foreach (var spec in new Vit().BackboneWeights(k.Merged))
         {
