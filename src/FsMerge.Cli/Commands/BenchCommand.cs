@@ -13,7 +13,7 @@ sealed class BenchCommand : ICommand
     public IReadOnlyList<OptionSpec> Options =>
     [
         new("mlp", null, "the MLP experiments: MNIST / Fashion-MNIST halves by depth and width (also accepted as 'bench mlp')"),
-        new("vit", null, "four tiny ViTs pre-trained on Fashion-MNIST from distinct seeds, fine-tuned on distinct tasks: pairs, all four, data curve, ablations, cost (also 'bench vit')"),
+        new("vit", null, "four tiny ViTs pre-trained on Fashion-MNIST from distinct seeds, fine-tuned on distinct tasks: pairs, all four, data curve, ablations, model order, cost (also 'bench vit')"),
         new("bert", null, "pairs of tiny BERTs MLM-pre-trained from distinct seeds, fine-tuned on distinct text tasks, and a data-amount curve (also 'bench bert')"),
         new("per-task", "N", "bert: unlabeled sequences per task in the pairs table", "200"),
         new("perf", null, "step time and peak memory: fold every step vs explicit SuperNet vs distillation (also 'bench perf')"),

@@ -30,8 +30,8 @@ public sealed class VitBenchOptions
 /// Fashion-MNIST from its own seed (so its own initialization and data order) and fine-tuned with a fresh
 /// head on its own task, are merged (a) in pairs from 16 original + 800 augmented unlabeled images per
 /// task, (b) all four from 100 + 1000, (c) as one pair with 16…1024 original images topped up with
-/// augmentations, and (d) in FS-Merge ablations; (e) every table also reports time, peak memory and
-/// optimized parameters. Trained methods get a fixed number of optimizer steps whatever the data size
+/// augmentations, (d) in FS-Merge ablations, and (f) in pairs again with their order reversed; (e) every table
+/// also reports time, peak memory and optimized parameters. Trained methods get a fixed number of optimizer steps whatever the data size
 /// (FS-Merge twice distillation's, as the paper's epochs); learning rates are chosen on validation splits:
 /// each pair's own in (a), since a rate chosen on one pair can be far off on another (with cosine heads,
 /// distillation's), and the first pair's in the other sections.
@@ -95,7 +95,7 @@ public static class VitBench
     }
 
     /// <summary>The sections, in the order they run; each writes OUT/vit-SECTION.{md,csv,json}.</summary>
-    public static readonly string[] SectionNames = ["pairs", "four", "data", "ablation"];
+    public static readonly string[] SectionNames = ["pairs", "four", "data", "ablation", "order"];
 
     /// <summary>
     /// Runs the chosen sections (all by default). Learning rates are chosen in "pairs" (each pair, seed 1);
@@ -196,6 +196,22 @@ public static class VitBench
                         ]);
                     }
                     break;
+                case "order":   // (f) each pair with its sources the other way round: "first" init now starts from the other model
+                    var pairsChosen = BenchRunner.Finished(o.OutDir, "vit-pairs", seeds).Chosen;
+                    foreach (var pair in o.Quick ? Pairs.Take(1) : Pairs)
+                    {
+                        var pairLrs = new Dictionary<string, double>();
+                        RestoreChosen(pairsChosen, PairName(pair), pairLrs);
+                        double Rate(string label) => pairLrs.TryGetValue(label, out var lr) ? lr : lrs[label];
+                        int items = 2 * (scale.PairOriginals + scale.PairAugmented);
+                        Setting(PairName((pair.B, pair.A)), [pair.B, pair.A], scale.PairOriginals, scale.PairAugmented, () =>
+                        [
+                            new(Distillation, "distill", Trained(scale.Steps, items), [Rate(Distillation)]),
+                            new(FsDiagonal, "fs-merge", Trained(2 * scale.Steps, items, Diagonal()), [Rate(FsDiagonal)]),
+                            new($"{FsLowRank} (r {Rank})", "fs-merge", Trained(2 * scale.Steps, items, LowRank()), [Rate(FsLowRank)]),
+                        ]);
+                    }
+                    break;
             }
             Write();
         }
@@ -219,6 +235,7 @@ public static class VitBench
         "four" => "(b) Four models, 100 + 1000 images per task (paper Table 4)",
         "data" => "(c) Accuracy against original images per task, topped up with augmentations (paper Figure 4)",
         "ablation" => "(d) Ablations on the mnist:0-4 + fashion:5-9 pair, 16 originals (paper Table 23)",
+        "order" => "(f) Model order: the pairs of (a) with their sources listed the other way round",
         _ => section,
     };
 
@@ -231,7 +248,8 @@ public static class VitBench
             ? $"- Heads: cosine (a projection to width {Width}, L2 normalization, logit scale {HeadInfo.DefaultLogitScale} × cosine with each class, no bias), so the heads' logits share one scale as in the paper's CLIP heads (spec §10.4)."
             : "- Heads: linear (W·f + b), trained separately, so their logits are not calibrated against each other; joint accuracy reflects that.");
         text.AppendLine($"- Merging: unlabeled images from each task's train split plus augmentations (spec §11.3). Trained methods (distillation, FS-Merge) use AdamW (weight decay 1e-3), OneCycle, batch {Batch}, about {s.Steps} steps for distillation and {2 * s.Steps} for FS-Merge whatever the data size (the paper's 100 vs 200 epochs, spec §7.7; FS-Merge seq. {2 * s.Steps} per stage). FS-Merge: task-restricted reconstruction (targets own, no normalization, spec §7.2), init first unless stated, low rank {Rank} (4·{Rank} at MLP sites); seq.: rank {Rank / 2}. Distillation: first init, target scaling (spec §9.5). RegMean α 0.9; Opt: Sinkhorn ε 0.08 on the full token sequence of at most 2,048 merge images (all of a pair's 1,632).");
-        text.AppendLine("- Learning rates: chosen from a two-value grid on validation splits (seed 1), never on test: in (a) each pair's own; the other sections reuse the first pair's.");
+        text.AppendLine("- Learning rates: chosen from a two-value grid on validation splits (seed 1), never on test: in (a) each pair's own, which (f) reuses for the pair reversed; the other sections reuse the first pair's.");
+        text.AppendLine("- Order: the first source listed is where init first (FS-Merge) and distillation's student start; (f) lists each pair's sources the other way round.");
         text.AppendLine("- Accuracy: per-task = each task's test split through its own head; joint = argmax over all heads' logits (spec §10).");
         if (sources.Count > 0)
         {
