@@ -77,7 +77,6 @@ public static class VitBench
     /// <summary>The rows of tables (a) and (b): every baseline and FS-Merge; learning rates from <paramref name="lrs"/> once chosen.</summary>
     static List<BenchMethod> Compared(int steps, int items, Dictionary<string, double> lrs, bool sequential)
     {
-        double[] Grid(string label, params double[] grid) => lrs.TryGetValue(label, out var lr) ? [lr] : grid;
         var methods = new List<BenchMethod>
         {
             new("ensemble", "ensemble", new(), []),
@@ -85,13 +84,23 @@ public static class VitBench
             new("SLERP", "slerp", new(), []),
             new("RegMean", "regmean", new() { ["alpha"] = "0.9" }, []),
             new("Opt", "opt", new() { ["max-images"] = "2048" }, []),
-            new(Distillation, "distill", Trained(steps, items), Grid(Distillation, 1e-3, 1e-4)),
-            new(FsDiagonal, "fs-merge", Trained(2 * steps, items, Diagonal()), Grid(FsDiagonal, 1e-2, 1e-3)),
-            new($"{FsLowRank} (r {Rank})", "fs-merge", Trained(2 * steps, items, LowRank()), Grid(FsLowRank, 1e-3, 1e-4)),
         };
+        methods.AddRange(TrainedMethods(steps, items, lrs));
         if (sequential)
             methods.Add(new($"FS-Merge seq. (r {Rank / 2})", "fs-merge-seq", Trained(2 * steps, items, SequentialLowRank(Rank / 2)), [lrs[FsLowRank]]));
         return methods;
+    }
+
+    /// <summary>Distillation and FS-Merge diagonal and low rank, each at its rate in <paramref name="lrs"/>, or with a grid to choose from.</summary>
+    static List<BenchMethod> TrainedMethods(int steps, int items, Dictionary<string, double> lrs)
+    {
+        double[] Grid(string label, params double[] grid) => lrs.TryGetValue(label, out var lr) ? [lr] : grid;
+        return
+        [
+            new(Distillation, "distill", Trained(steps, items), Grid(Distillation, 1e-3, 1e-4)),
+            new(FsDiagonal, "fs-merge", Trained(2 * steps, items, Diagonal()), Grid(FsDiagonal, 1e-2, 1e-3)),
+            new($"{FsLowRank} (r {Rank})", "fs-merge", Trained(2 * steps, items, LowRank()), Grid(FsLowRank, 1e-3, 1e-4)),
+        ];
     }
 
     /// <summary>The sections, in the order they run; each writes OUT/vit-SECTION.{md,csv,json}.</summary>
@@ -196,20 +205,12 @@ public static class VitBench
                         ]);
                     }
                     break;
-                case "order":   // (f) each pair with its sources the other way round: "first" init now starts from the other model
-                    var pairsChosen = BenchRunner.Finished(o.OutDir, "vit-pairs", seeds).Chosen;
+                case "order":   // (f) each pair with its sources the other way round: init first and distillation's student start from the other model
                     foreach (var pair in o.Quick ? Pairs.Take(1) : Pairs)
                     {
-                        var pairLrs = new Dictionary<string, double>();
-                        RestoreChosen(pairsChosen, PairName(pair), pairLrs);
-                        double Rate(string label) => pairLrs.TryGetValue(label, out var lr) ? lr : lrs[label];
-                        int items = 2 * (scale.PairOriginals + scale.PairAugmented);
-                        Setting(PairName((pair.B, pair.A)), [pair.B, pair.A], scale.PairOriginals, scale.PairAugmented, () =>
-                        [
-                            new(Distillation, "distill", Trained(scale.Steps, items), [Rate(Distillation)]),
-                            new(FsDiagonal, "fs-merge", Trained(2 * scale.Steps, items, Diagonal()), [Rate(FsDiagonal)]),
-                            new($"{FsLowRank} (r {Rank})", "fs-merge", Trained(2 * scale.Steps, items, LowRank()), [Rate(FsLowRank)]),
-                        ]);
+                        var reversedLrs = new Dictionary<string, double>();   // the student's start changed, so the rates are chosen again
+                        Setting(PairName((pair.B, pair.A)), [pair.B, pair.A], scale.PairOriginals, scale.PairAugmented,
+                            () => TrainedMethods(scale.Steps, 2 * (scale.PairOriginals + scale.PairAugmented), reversedLrs), reversedLrs);
                     }
                     break;
             }
@@ -248,7 +249,7 @@ public static class VitBench
             ? $"- Heads: cosine (a projection to width {Width}, L2 normalization, logit scale {HeadInfo.DefaultLogitScale} × cosine with each class, no bias), so the heads' logits share one scale as in the paper's CLIP heads (spec §10.4)."
             : "- Heads: linear (W·f + b), trained separately, so their logits are not calibrated against each other; joint accuracy reflects that.");
         text.AppendLine($"- Merging: unlabeled images from each task's train split plus augmentations (spec §11.3). Trained methods (distillation, FS-Merge) use AdamW (weight decay 1e-3), OneCycle, batch {Batch}, about {s.Steps} steps for distillation and {2 * s.Steps} for FS-Merge whatever the data size (the paper's 100 vs 200 epochs, spec §7.7; FS-Merge seq. {2 * s.Steps} per stage). FS-Merge: task-restricted reconstruction (targets own, no normalization, spec §7.2), init first unless stated, low rank {Rank} (4·{Rank} at MLP sites); seq.: rank {Rank / 2}. Distillation: first init, target scaling (spec §9.5). RegMean α 0.9; Opt: Sinkhorn ε 0.08 on the full token sequence of at most 2,048 merge images (all of a pair's 1,632).");
-        text.AppendLine("- Learning rates: chosen from a two-value grid on validation splits (seed 1), never on test: in (a) each pair's own, which (f) reuses for the pair reversed; the other sections reuse the first pair's.");
+        text.AppendLine("- Learning rates: chosen from a two-value grid on validation splits (seed 1), never on test: in (a) and (f) each pair's own (in (f) for the order it is merged in); the other sections reuse the first pair's.");
         text.AppendLine("- Order: the first source listed is where init first (FS-Merge) and distillation's student start; (f) lists each pair's sources the other way round.");
         text.AppendLine("- Accuracy: per-task = each task's test split through its own head; joint = argmax over all heads' logits (spec §10).");
         if (sources.Count > 0)
