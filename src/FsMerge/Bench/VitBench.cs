@@ -30,11 +30,11 @@ public sealed class VitBenchOptions
 /// Fashion-MNIST from its own seed (so its own initialization and data order) and fine-tuned with a fresh
 /// head on its own task, are merged (a) in pairs from 16 original + 800 augmented unlabeled images per
 /// task, (b) all four from 100 + 1000, (c) as one pair with 16…1024 original images topped up with
-/// augmentations, (d) in FS-Merge ablations, and (f) in pairs again with their order reversed; (e) every table
-/// also reports time, peak memory and optimized parameters. Trained methods get a fixed number of optimizer steps whatever the data size
-/// (FS-Merge twice distillation's, as the paper's epochs); learning rates are chosen on validation splits:
-/// each pair's own in (a), since a rate chosen on one pair can be far off on another (with cosine heads,
-/// distillation's), and the first pair's in the other sections.
+/// augmentations, (d) in FS-Merge ablations, and (f) in pairs again with their order reversed; (e) every
+/// table also reports time, peak memory and optimized parameters. Trained methods get a fixed number of
+/// optimizer steps whatever the data size (FS-Merge twice distillation's, as the paper's epochs); learning
+/// rates are chosen on validation splits: each pair's own in (a) and (f), since a rate chosen on one pair can
+/// be far off on another (with cosine heads, distillation's), and the first pair's in the other sections.
 /// </summary>
 public static class VitBench
 {
