@@ -190,15 +190,7 @@ public class BertOracleTests
         var target = torch.randn(5, n * Width, generator: new Generator(5)).to(ScalarType.Float64);
         var gradFold = Gradients((k.FoldPath().Output - target).pow(2).mean(), leaves);
         var gradOracle = Gradients((Oracle(k) - target).pow(2).mean(), leaves);
-        double worst = 0;
-        string worstName = "";
-        for (int j = 0; j < leaves.Count; j++)
-        {
-            double scale = MaxAbs(gradOracle[j]);
-            Assert.True(scale > 1e-8, $"{leaves[j].Name}: no gradient");
-            double rel = MaxAbs(gradFold[j] - gradOracle[j]) / scale;
-            if (rel > worst) (worst, worstName) = (rel, leaves[j].Name);
-        }
+        var (worst, worstName) = OracleCase.WorstDifference(gradFold, gradOracle, leaves);
         output.WriteLine($"N={n} {type}: {leaves.Count} leaves; worst gradient max rel diff {worst:G3} ({worstName})");
         Assert.True(worst < 1e-9, $"gradient of {worstName} differs: {worst:G3}");
     }

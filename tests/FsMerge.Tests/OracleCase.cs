@@ -85,4 +85,19 @@ sealed class OracleCase
         var folded = Folding.Fold(Table, Weights, Models.Select(_ => 1).ToList(), Mu, Ln, new StackedFold(Table, Weights, Mu));
         return (Arch.Features(Merged, folded, Input).matmul(Mu[Table.HeadInput].Materialize()), folded);
     }
+
+    /// <summary>The largest of max|a_j − b_j| / max|b_j| over the leaves' gradients, and whose; every b_j must be non-zero.</summary>
+    public static (double Worst, string Name) WorstDifference(List<Tensor> a, List<Tensor> b, List<(string Name, Tensor Leaf)> leaves)
+    {
+        double worst = 0;
+        string name = "";
+        for (int j = 0; j < leaves.Count; j++)
+        {
+            double scale = VitOracleTests.MaxAbs(b[j]);
+            Xunit.Assert.True(scale > 1e-8, $"{leaves[j].Name}: no gradient");
+            double rel = VitOracleTests.MaxAbs(a[j] - b[j]) / scale;
+            if (rel > worst) (worst, name) = (rel, leaves[j].Name);
+        }
+        return (worst, name);
+    }
 }

@@ -360,15 +360,8 @@ public class VitOracleTests
         double lossRel = Math.Abs(lossFold.ToDouble() - lossOracle.ToDouble()) / lossOracle.ToDouble();
         Assert.True(lossRel < Tolerance(dt), $"loss differs: {lossRel:G3}");
         // Relative to each gradient's own largest entry (every factor receives a non-zero gradient).
-        double tolerance = dt == ScalarType.Float64 ? 1e-9 : 1e-4, worst = 0;
-        string worstName = "";
-        for (int j = 0; j < leaves.Count; j++)
-        {
-            double scale = MaxAbs(gradOracle[j]);
-            Assert.True(scale > 1e-8, $"{leaves[j].Name}: no gradient");
-            double rel = MaxAbs(gradFold[j] - gradOracle[j]) / scale;
-            if (rel > worst) (worst, worstName) = (rel, leaves[j].Name);
-        }
+        double tolerance = dt == ScalarType.Float64 ? 1e-9 : 1e-4;
+        var (worst, worstName) = OracleCase.WorstDifference(gradFold, gradOracle, leaves);
         output.WriteLine($"N={n} {type} {dtype}: {leaves.Count} leaves; loss rel diff {lossRel:G3}; worst gradient max rel diff {worst:G3} ({worstName})");
         Assert.True(worst < tolerance, $"gradient of {worstName} differs: {worst:G3}");
     }
