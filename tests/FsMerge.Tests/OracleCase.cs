@@ -1,6 +1,7 @@
 using FsMerge.Merging;
 using FsMerge.Models;
 using TorchSharp;
+using Xunit;
 using static TorchSharp.torch;
 
 namespace FsMerge.Tests;
@@ -20,7 +21,6 @@ sealed class OracleCase
     public required Tensor Input { get; init; }
     public List<IReadOnlyDictionary<string, Tensor>> Weights => Models.Select(m => (IReadOnlyDictionary<string, Tensor>)m.Weights).ToList();
     public Dictionary<string, Dictionary<string, Tensor>> Factors => Mu.ToDictionary(kv => kv.Key, kv => kv.Value.Factors);
-    public int N => Models.Count;
 
     /// <summary>
     /// Source model <paramref name="i"/> off the architecture's near-trivial init: O(1/√fan_in) weights and
@@ -94,7 +94,7 @@ sealed class OracleCase
         for (int j = 0; j < leaves.Count; j++)
         {
             double scale = VitOracleTests.MaxAbs(b[j]);
-            Xunit.Assert.True(scale > 1e-8, $"{leaves[j].Name}: no gradient");
+            Assert.True(scale > 1e-8, $"{leaves[j].Name}: no gradient");
             double rel = VitOracleTests.MaxAbs(a[j] - b[j]) / scale;
             if (rel > worst) (worst, name) = (rel, leaves[j].Name);
         }
