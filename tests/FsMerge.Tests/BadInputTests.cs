@@ -456,6 +456,9 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
     public void Bench_perf_with_an_unknown_type() =>
         Fails("unknown --type 'dense' (expected diagonal-low-rank, diagonal, low-rank)", "bench", "perf", "--type", "dense", "--out", "OUT");
     [Fact]
+    public void Bench_perf_with_an_unknown_size() =>
+        Fails("unknown --size 'huge' (expected tiny, small)", "bench", "perf", "--size", "huge", "--out", "OUT");
+    [Fact]
     public void Checkpoint_of_an_older_format()
     {
         var partial = Out + ".partial";

@@ -179,7 +179,7 @@ public class CliTests : IClassFixture<CliTests.TrainedPair>
         });
         Assert.All(results.Values, r => Assert.True(r.MillisecondsPerStep > 0 && r.Models == 2, r.Variant));
         Assert.Equal(results["fold-every-step"].Parameters, results["explicit-supernet"].Parameters);
-        var config = Bench.PerfBench.Config(0);
+        var config = Bench.PerfBench.Config(0, Bench.PerfSettings.Sizes[0]);
         Assert.Equal(config.Arch.BackboneWeights(config).Sum(w => w.Shape.Aggregate(1L, (a, b) => a * b)), results["distillation"].Parameters);
     }
 

@@ -8,7 +8,7 @@ sealed class BenchCommand : ICommand
 {
     public string Name => "bench";
     public string Summary => "benchmarks: 'bench mlp' and 'bench vit' reproduce the paper's MLP and ViT experiments at CPU scale; 'bench bert' merges pairs of tiny BERTs on text tasks; 'bench perf' measures training-step cost";
-    public string Usage => "bench mlp|vit|bert [--quick] [--seeds N] [--resume] --out DIR  |  bench perf [--models 2,4] [--thread-counts 1,2] [--rounds 3] [--type T] --out DIR";
+    public string Usage => "bench mlp|vit|bert [--quick] [--seeds N] [--resume] --out DIR  |  bench perf [--models 2,4] [--thread-counts 1,2] [--rounds 3] [--type T] [--size tiny|small] --out DIR";
 
     public IReadOnlyList<OptionSpec> Options =>
     [
@@ -25,10 +25,11 @@ sealed class BenchCommand : ICommand
         new("data-per-task", "N", "mlp: unlabeled merge images per task", "64"),
         new("models", "N,N,..", "perf: numbers of merged models", "2,4"),
         new("thread-counts", "T,T,..", "perf: LibTorch thread counts to measure", "1,2"),
-        new("rank", "R", "perf: low-rank rank of FS-Merge", "8"),
-        new("steps", "S", "perf: timed training steps per measurement", "48"),
+        new("rank", "R", "perf: low-rank rank of FS-Merge", PerfSettings.DefaultRank.ToString()),
+        new("steps", "S", "perf: timed training steps per measurement", PerfSettings.DefaultSteps.ToString()),
         new("rounds", "R", "perf: rounds of measurements (each variant's median is reported)", "3"),
         new("type", "T", "perf: FS-Merge's M/U: diagonal-low-rank, diagonal or low-rank", "diagonal-low-rank"),
+        new("size", "S", $"perf: the ViT measured: {string.Join("; ", PerfSettings.Sizes.Select(z => $"{z.Name} = {z.Description}, {z}"))}", "tiny"),
         new("child", "VARIANT", "perf: measure one variant in this process (used by bench perf itself)", Hidden: true),
         new("out", "DIR", "output directory", "runs/bench"),
         Common.Data, Common.Device, Common.Threads, Common.Quiet,
@@ -80,7 +81,7 @@ sealed class BenchCommand : ICommand
 
     static int Perf(ParsedArgs args)
     {
-        var settings = new PerfSettings(args.Int("rank", min: 1), args.Int("steps", min: 1), args.Require("type"));
+        var settings = new PerfSettings(args.Int("rank", min: 1), args.Int("steps", min: 1), args.Require("type"), args.Require("size"));
         settings.Check();
         if (args.Get("child") is { } variant)
         {
@@ -94,7 +95,7 @@ sealed class BenchCommand : ICommand
         }
         var outDir = args.Require("out");
         Directory.CreateDirectory(outDir);
-        Console.WriteLine("measuring each variant in its own process (tiny ViT, batch 128)");
+        Console.WriteLine($"measuring each variant in its own process ({settings.Shape}, batch {PerfBench.Batch})");
         PerfBench.Run(args.IntList("models"), args.IntList("thread-counts"), settings, args.Int("rounds", min: 1), outDir, Console.WriteLine);
         Console.WriteLine($"wrote {Path.Combine(outDir, "perf.md")}, perf.json");
         return 0;

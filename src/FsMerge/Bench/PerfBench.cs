@@ -12,14 +12,37 @@ using static TorchSharp.torch;
 
 namespace FsMerge.Bench;
 
-/// <summary>The FS-Merge parameterization measured, and how many steps are timed.</summary>
-public sealed record PerfSettings(int Rank, int Steps, string Type = "diagonal-low-rank")
+/// <summary>A ViT shape the perf bench measures on 28×28 single-channel images.</summary>
+public sealed record PerfSize(string Name, int Width, int Depth, int AttentionHeads, int MlpWidth, int Patch, string Description)
 {
+    public override string ToString() =>
+        $"ViT width {Width}, depth {Depth}, {AttentionHeads} heads, MLP {MlpWidth}, patch {Patch} ({(28 / Patch) * (28 / Patch) + 1} tokens), 28×28";
+}
+
+/// <summary>The FS-Merge parameterization measured, the model size, and how many steps are timed.</summary>
+public sealed record PerfSettings(int Rank, int Steps, string Type = "diagonal-low-rank", string Size = "tiny")
+{
+    public const int DefaultRank = 8, DefaultSteps = 48;
+
     public static readonly string[] Types = ["diagonal-low-rank", "diagonal", "low-rank"];
+
+    /// <summary>
+    /// "tiny" is the shape `bench vit` merges; its matrices are so small that per-operation overhead, not arithmetic,
+    /// sets the step time. "small" has DeiT-Tiny's width, heads and MLP at half its depth, closer to a hub model.
+    /// </summary>
+    public static readonly PerfSize[] Sizes =
+    [
+        new("tiny", 64, 4, 4, 256, 7, "the bench vit model"),
+        new("small", 192, 6, 3, 768, 4, "DeiT-Tiny's width, heads and MLP at half its depth"),
+    ];
+
+    public PerfSize Shape => Sizes.First(z => z.Name == Size);
 
     public void Check()
     {
         if (!Types.Contains(Type)) throw new FsMergeException($"bench perf: unknown --type '{Type}' (expected {string.Join(", ", Types)})");
+        if (Sizes.All(z => z.Name != Size))
+            throw new FsMergeException($"bench perf: unknown --size '{Size}' (expected {string.Join(", ", Sizes.Select(z => z.Name))})");
     }
 }
 
@@ -47,20 +70,20 @@ public static class PerfBench
     public const int Batch = 128;
     public static readonly string[] Variants = ["fold-every-step", "explicit-supernet", "distillation"];
 
-    public static ModelConfig Config(int task) => new()
+    public static ModelConfig Config(int task, PerfSize size) => new()
     {
-        Architecture = "vit", ImageSize = 28, NumChannels = 1, PatchSize = 7, HiddenSize = 64,
-        NumHiddenLayers = 4, NumAttentionHeads = 4, IntermediateSize = 256,
+        Architecture = "vit", ImageSize = 28, NumChannels = 1, PatchSize = size.Patch, HiddenSize = size.Width,
+        NumHiddenLayers = size.Depth, NumAttentionHeads = size.AttentionHeads, IntermediateSize = size.MlpWidth,
         Heads = [new HeadInfo($"task{task}", Enumerable.Range(0, 5).Select(c => c.ToString()).ToArray())],
     };
 
     /// <summary>The sources, data and merged shape of one measurement; <paramref name="epochEnd"/> runs at each epoch's end.</summary>
-    static MergeInputs Inputs(int models, Action epochEnd)
+    static MergeInputs Inputs(int models, PerfSize size, Action epochEnd)
     {
         var device = CPU;
-        var sources = Enumerable.Range(0, models).Select(i => Model.Create(Config(i), 100 + i, device)).ToList();
+        var sources = Enumerable.Range(0, models).Select(i => Model.Create(Config(i, size), 100 + i, device)).ToList();
         var data = Enumerable.Range(0, models).Select(i => new ImageSet(
-            torch.rand(Batch, 1, 28, 28, generator: new Generator((ulong)(7 + i))), new long[Batch], Config(i).Heads[0].Labels)).ToList();
+            torch.rand(Batch, 1, 28, 28, generator: new Generator((ulong)(7 + i))), new long[Batch], sources[i].Config.Heads[0].Labels)).ToList();
         var target = sources[0].Config with { Heads = sources.SelectMany(s => s.Config.Heads).ToList() };
         return new MergeInputs { Sources = sources, Data = data, Target = target, Device = device, Seed = 1, Progress = (_, _, _, _) => epochEnd() };
     }
@@ -104,7 +127,7 @@ public static class PerfBench
         s.Check();
         var clock = Stopwatch.StartNew();
         var epochEnds = new List<double>();
-        var inputs = Inputs(models, () => epochEnds.Add(clock.Elapsed.TotalMilliseconds));
+        var inputs = Inputs(models, s.Shape, () => epochEnds.Add(clock.Elapsed.TotalMilliseconds));
         PeakMemory.Reset();
         long parameters = Train(variant, inputs, Epochs(models, s), s);
         var perStep = epochEnds.Zip(epochEnds.Skip(1), (a, b) => (b - a) / models).ToArray();
@@ -136,7 +159,7 @@ public static class PerfBench
             try
             {
                 double start = clock.Elapsed.TotalMilliseconds;
-                var inputs = Inputs(models, () =>
+                var inputs = Inputs(models, s.Shape, () =>
                 {
                     epochMs[i].Add(clock.Elapsed.TotalMilliseconds - start);
                     if (!Volatile.Read(ref finished[other])) { turns[other].Release(); turns[i].Wait(); }
@@ -210,7 +233,7 @@ public static class PerfBench
         var start = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
         if (entry.EndsWith(".dll")) start.ArgumentList.Add(entry);
         foreach (var a in new[] { "bench", "--perf", "--child", variant, "--models", models.ToString(), "--threads", threads.ToString(),
-                     "--rank", s.Rank.ToString(), "--steps", s.Steps.ToString(), "--type", s.Type })
+                     "--rank", s.Rank.ToString(), "--steps", s.Steps.ToString(), "--type", s.Type, "--size", s.Size })
             start.ArgumentList.Add(a);
         using var process = Process.Start(start)!;
         var output = process.StandardOutput.ReadToEnd();
@@ -231,9 +254,12 @@ public static class PerfBench
         var models = results.Select(r => r.Models).Distinct().ToArray();
         var threads = results.Select(r => r.Threads).Distinct().ToArray();
         string flags = (s.Type == PerfSettings.Types[0] ? "" : $" --type {s.Type}")
+            + (s.Size == PerfSettings.Sizes[0].Name ? "" : $" --size {s.Size}")
+            + (s.Rank == PerfSettings.DefaultRank ? "" : $" --rank {s.Rank}")
+            + (s.Steps == PerfSettings.DefaultSteps ? "" : $" --steps {s.Steps}")
             + (models.SequenceEqual([2, 4]) ? "" : $" --models {string.Join(",", models)}")
             + (threads.SequenceEqual([1, 2]) ? "" : $" --thread-counts {string.Join(",", threads)}");
-        md.AppendLine($"Produced by `./fsmerge bench perf{flags} --rounds {rounds} --out {outDir}`. Tiny ViT (width 64, depth 4, 4 heads, MLP 256, patch 7, 28×28), " +
+        md.AppendLine($"Produced by `./fsmerge bench perf{flags} --rounds {rounds} --out {outDir}`. {s.Shape} ({s.Shape.Description}), " +
                       $"batch {Batch}, FS-Merge {type}, AdamW; distillation trains all student weights. " +
                       $"Step time: the median of {rounds} rounds (variants interleaved; every round in the last column). " +
                       "Peak memory: the largest peak resident set (VmHWM) of the child processes, LibTorch included.\n");
