@@ -29,7 +29,7 @@ sealed class BenchCommand : ICommand
         new("steps", "S", "perf: timed training steps per measurement", PerfSettings.DefaultSteps.ToString()),
         new("rounds", "R", "perf: rounds of measurements (each variant's median is reported)", "3"),
         new("type", "T", "perf: FS-Merge's M/U: diagonal-low-rank, diagonal or low-rank", "diagonal-low-rank"),
-        new("size", "S", $"perf: the ViT measured: {string.Join("; ", PerfSettings.Sizes.Select(z => $"{z.Name} = {z.Description}, {z}"))}", "tiny"),
+        new("size", "S", $"perf: the ViT measured: {string.Join("; ", PerfSettings.Sizes.Select(z => $"{z.Name} = {z.Description}, {z}"))}", PerfSettings.Sizes[0].Name),
         new("child", "VARIANT", "perf: measure one variant in this process (used by bench perf itself)", Hidden: true),
         new("out", "DIR", "output directory", "runs/bench"),
         Common.Data, Common.Device, Common.Threads, Common.Quiet,
