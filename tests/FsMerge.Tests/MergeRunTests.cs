@@ -105,7 +105,10 @@ public class MergeRunTests : IClassFixture<BadInputTests.Models>
         File.WriteAllText(config, $"sources:\n  - model: {models.A}\n    samples: 8\n  - model: {models.B}\n    samples: 8\nmethod: fs-merge\noptions:\n  epochs: 10\n  type: low-rank\n  init: random\n  rank: 4\nthreads: 1\noutput: {output}\n");
         var (code, stdout, err) = CliTests.Run("merge", config, "--dry-run", "--rank", "2");
         Assert.True(code == 0, err);
-        Assert.Contains("options given: init=random, type=low-rank, rank=2, epochs=10", stdout);
+        Assert.Matches(@"--rank +2 +flag", stdout);
+        Assert.Matches(@"--type +low-rank +config file", stdout);
+        Assert.Matches(@"--optimizer +sgd +default for mlp", stdout);
+        Assert.Matches(@"--lr +auto +default", stdout);
         Assert.Contains("layer0.merge", stdout);
         Assert.Contains("steps: 10 epochs x 1 batch(es) of 16", stdout);
         Assert.Contains("optimized parameters: ", stdout);
@@ -149,7 +152,8 @@ public class MergeRunTests : IClassFixture<BadInputTests.Models>
         Assert.True(code == 0, err);
         var sources = Json(Path.Combine(output, "merge.json"))["sources"]!.AsArray();
         Assert.Equal($"images: {images}", (string?)sources[0]!["data"]);
-        Assert.Equal(5, (int)sources[0]!["samples"]!);     // all 5 of the folder (64 asked)
+        Assert.Equal(4, (int)sources[0]!["samples"]!);     // 5 in the folder (64 asked): a quarter, one, is held out
+        Assert.Equal(new[] { 1, 1 }, Json(Path.Combine(output, "merge.json"))["held_out_per_task"]!.AsArray().Select(n => (int)n!));
         Assert.Equal(6, (int)sources[1]!["samples"]!);
         Assert.Contains("merging 2 models with average", stdout);
     }

@@ -30,8 +30,13 @@ public class MergeTests
         return new MergeInputs { Sources = sources, Data = data, Target = target, Device = CPU, Seed = 3 };
     }
 
-    internal static MethodSettings Settings(IMergeMethod method, params (string, string)[] options) =>
-        new(method, options.ToDictionary(o => o.Item1, o => o.Item2));
+    /// <summary>A method's settings; a trained method gets the rate 0.1 unless one is given (these tests have no held-out samples for --lr auto).</summary>
+    internal static MethodSettings Settings(IMergeMethod method, params (string, string)[] options)
+    {
+        var given = options.ToDictionary(o => o.Item1, o => o.Item2);
+        if (method.Options.Any(o => o.Name == "lr")) given.TryAdd("lr", "0.1");
+        return new(method, given);
+    }
 
     static List<Model> Sources(int n, int[] hidden) =>
         Enumerable.Range(0, n).Select(i => Model.Create(Mlp(hidden, $"t{i}"), 10 + i, CPU)).ToList();

@@ -29,7 +29,7 @@ public class ReportTests
     {
         var sources = Enumerable.Range(0, 2).Select(i => Model.Create(MergeTests.Mlp([12], $"t{i}"), 10 + i, CPU)).ToList();
         var outcome = new FsMergeMethod().Merge(MergeTests.Inputs(sources), new MethodSettings(new FsMergeMethod(),
-            new Dictionary<string, string> { ["epochs"] = "450", ["batch"] = "0" }));
+            new Dictionary<string, string> { ["epochs"] = "450", ["batch"] = "0", ["lr"] = "0.1" }));
         var curve = Assert.Single(outcome.LossCurves);
         Assert.InRange(curve.Points.Count, MergeTrainer.CurvePoints / 2, MergeTrainer.CurvePoints + 1);
         Assert.Equal(450, curve.Points[^1].Step);

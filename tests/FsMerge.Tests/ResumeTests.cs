@@ -85,7 +85,7 @@ public class ResumeTests
     public void A_multi_phase_merge_interrupted_in_a_later_phase_resumes_to_the_same_weights(string name)
     {
         var method = MergeMethods.Get(name);
-        var options = new Dictionary<string, string> { ["epochs"] = "30" };
+        var options = new Dictionary<string, string> { ["epochs"] = "30", ["lr"] = "0.1" };
         if (name == "fs-merge") options["scope"] = "local";
         var sources = Enumerable.Range(0, name == "fs-merge" ? 2 : 3).Select(i => Model.Create(MergeTests.Mlp([12, 10], $"t{i}"), 10 + i, CPU)).ToList();
         var dir = Directory.CreateTempSubdirectory("fsmerge-resume").FullName;

@@ -71,6 +71,26 @@ sealed class EvalCommand : ICommand
 
     public static string ToJson(EvaluationResult result) => result.ToJson().ToJsonString(JsonFormat.Indented);
 
+    /// <summary>The label-free estimate, with the accuracies beside it when labels were given.</summary>
+    public static string ToTable(LabelFreeEstimate estimate, EvaluationResult? test)
+    {
+        int width = Math.Max(14, estimate.Tasks.Max(t => t.Task.Length)) + 2;
+        var header = $"{"task".PadRight(width)}{"held-out",9}{"agreement %",13}{"logit error",13}";
+        var lines = new List<string> { test is null ? header : header + $"{"accuracy %",12}" };
+        for (int t = 0; t < estimate.Tasks.Count; t++)
+        {
+            var a = estimate.Tasks[t];
+            lines.Add($"{a.Task.PadRight(width)}{a.Count,9}{Common.Percent(a.Agreement),13}{a.LogitError,13:F4}"
+                + (test is null ? "" : $"{Common.Percent(test.Tasks[t].Accuracy),12}"));
+        }
+        lines.Add($"{"per-task mean".PadRight(width)}{"",9}{Common.Percent(estimate.Agreement),13}{estimate.LogitError,13:F4}"
+            + (test is null ? "" : $"{Common.Percent(test.PerTaskMean),12}"));
+        lines.Add($"{"joint".PadRight(width)}{"",9}{Common.Percent(estimate.JointAgreement),13}{"",13}" + (test is null ? "" : $"{Common.Percent(test.Joint),12}"));
+        lines.Add("(agreement: held-out unlabeled samples on which head t predicts what source model t predicts; joint: the argmax over all heads");
+        lines.Add(" is the source models' ensemble's; logit error: squared error of head t's logits relative to their spread, 0 = the source's");
+        return string.Join(Environment.NewLine, lines);
+    }
+
     public static string ToTable(EvaluationResult result)
     {
         int width = Math.Max(14, result.Tasks.Max(t => t.Task.Length)) + 2;

@@ -19,7 +19,7 @@ sealed class MergeCommand : ICommand
         new("task", "TASK", "task of each model, in order (default: the task recorded in the model)", Repeatable: true),
         new("data-per-task", "N", "unlabeled merge images per task, drawn from its data (default: its train split)", MergeRequest.DefaultSamples.ToString()),
         new("augment", "N", "augmented images per task made from the originals (crop, flip, one of grayscale/solarize/blur, MixUp/CutMix; spec §11.3)", "0"),
-        new("held-out", "N", "unlabeled held-out samples per task from its validation split, for a method's --early-stop (spec §6)", "0"),
+        new("held-out", "N", "unlabeled held-out samples per task, drawn from the same data as the merge samples and never trained on: they choose --lr auto, give the label-free estimate (agreement with the source models) and serve --early-stop; 0 = none", MergeRequest.DefaultHeldOut.ToString()),
         new("width", "W,W,..", "merged MLP hidden widths (default: model 1's)"),
         new("seed", "S", "seed for the merge data draw and the method", "1"),
         new("out", "DIR", "output directory: config.json, model.safetensors, tasks/ (one single-task model per head), merge.json, report.md, metrics.json/.csv, plots, README.md (model card), merge.log"),
@@ -64,8 +64,11 @@ sealed class MergeCommand : ICommand
         {
             Console.WriteLine($"merging {prepared.Plan.Sources.Count} models with {prepared.Method.Name}: {string.Join(", ", prepared.Plan.Tasks)} ({string.Join(", ", prepared.Plan.Data.Select(d => d.Count))} unlabeled images per task)");
             var checkpoints = run.Checkpoints(prepared.Method.Name, prepared.Settings, prepared.Plan, request.Seed);
-            var (outcome, result) = prepared.Execute(prepared.Method, prepared.Settings, Progress(), checkpoints);
-            if (result.Test is { } test) Console.WriteLine(EvalCommand.ToTable(test));
+            var (outcome, result) = prepared.Execute(prepared.Method, prepared.Settings, Progress(), checkpoints, Console.WriteLine);
+            foreach (var recovery in outcome.LossCurves.SelectMany(c => c.Recoveries.Select(r => (c.Phase, r))))
+                Console.WriteLine($"{recovery.Phase}: recovered from a loss of {recovery.r.Loss:G4} at step {recovery.r.Step}: back to step {recovery.r.RestoredStep}, rate x{recovery.r.ToScale:G3}");
+            if (result.LabelFree is { } estimate) Console.WriteLine(EvalCommand.ToTable(estimate, result.Test));
+            else if (result.Test is { } test) Console.WriteLine(EvalCommand.ToTable(test));
             var summary = prepared.Summary([result], outcome.Merged?.Config, outcome.Merged != null ? result.Method : null);
             OutputWriter.WriteMerge(request.Output!, request.Overwrite, outcome.Merged, prepared.Record(result), staging =>
             {
@@ -96,8 +99,9 @@ sealed class MergeCommand : ICommand
         var request = args.Get("config") is { } file ? MergeRequestFile.Read(file) : new MergeRequest();
         if (args.Has("method")) request = request with { Method = args.Require("method") };
         var options = new Dictionary<string, string>(request.Options);
-        foreach (var name in MethodOptions.Select(o => o.Name).Where(args.Has)) options[name] = args.Get(name)!;
-        request = request with { Options = options };
+        var origins = request.Options.Keys.ToDictionary(k => k, _ => "config file");
+        foreach (var name in MethodOptions.Select(o => o.Name).Where(args.Has)) (options[name], origins[name]) = (args.Get(name)!, "flag");
+        request = request with { Options = options, OptionOrigins = origins };
         if (args.GetAll("model") is { Count: > 0 } models)
             request = request with { Sources = models.Select(m => new SourceRequest { Model = m }).ToList() };
         if (args.GetAll("task") is { Count: > 0 } tasks)

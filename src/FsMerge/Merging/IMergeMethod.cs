@@ -50,6 +50,16 @@ public sealed class MergeInputs
         ? Target.Arch.Sites(Sources.Select(s => s.Config).ToList(), Target)
         : Target.Arch.Sites(Sources.Select(s => s.Config).ToList(), Target).WithHeadInputWidths(Targets.Select(t => t.shape[1]).ToArray());
 
+    /// <summary>Hears notable events (the --lr auto sweep's trials) for the run's log; null = none.</summary>
+    public Action<string>? Log { get; init; }
+
+    /// <summary>These inputs with other checkpoints and progress (the --lr auto sweep's trials run without checkpoints).</summary>
+    public MergeInputs With(TrainingCheckpoints? checkpoints, MergeProgress? progress) => new()
+    {
+        Sources = Sources, Data = Data, Target = Target, Device = Device, Seed = Seed, Targets = Targets, HeldOut = HeldOut,
+        HeadInputInit = HeadInputInit, Log = Log, Checkpoints = checkpoints, Progress = progress,
+    };
+
     public IReadOnlyList<int> HeadCounts => Sources.Select(s => s.HeadCount).ToList();
     public IReadOnlyList<IReadOnlyDictionary<string, Tensor>> SourceWeights => Sources.Select(s => (IReadOnlyDictionary<string, Tensor>)s.Weights).ToList();
 
@@ -64,6 +74,10 @@ public sealed class MergeInputs
 public sealed record MergeOutcome(Model? Merged, AllHeadLogits Predict, JsonObject Details)
 {
     public IReadOnlyList<LossCurve> LossCurves { get; init; } = [];
+    /// <summary>The settings the result was trained with (--lr auto resolved); null = those given.</summary>
+    public MethodSettings? Settings { get; init; }
+    /// <summary>The --lr auto sweep, when one ran.</summary>
+    public IReadOnlyList<RateTrial> RateTrials { get; init; } = [];
 }
 
 /// <summary>A merge method, registered by name in <see cref="MergeMethods"/>.</summary>
@@ -81,25 +95,50 @@ public interface ITrainedMergeMethod : IMergeMethod
     long OptimizedParameterCount(MergeInputs inputs, MethodSettings settings);
 }
 
-/// <summary>A method's option values (defaults filled in), with typed reads that fail with clear messages.</summary>
+/// <summary>
+/// A method's option values with typed reads that fail with clear messages. Each value comes from the first of:
+/// the user's (<paramref name="given"/>, named by <paramref name="givenFrom"/>: "flag", "config file"), the
+/// architecture's defaults (<see cref="IArchitecture.MergeDefaults"/>), the method's own default.
+/// </summary>
 public sealed class MethodSettings
 {
     readonly IMergeMethod method;
     readonly Dictionary<string, string> values;
+    readonly Dictionary<string, string> origins;
 
-    public MethodSettings(IMergeMethod method, IReadOnlyDictionary<string, string> given)
+    public MethodSettings(IMergeMethod method, IReadOnlyDictionary<string, string> given, IArchitecture? architecture = null,
+        Func<string, string>? givenFrom = null)
     {
         this.method = method;
         values = method.Options.ToDictionary(o => o.Name, o => o.Default);
+        origins = method.Options.ToDictionary(o => o.Name, _ => "default");
+        foreach (var (key, value) in architecture?.MergeDefaults ?? new Dictionary<string, string>())
+            if (values.ContainsKey(key))
+                (values[key], origins[key]) = (value, $"default for {architecture!.Name}");
         foreach (var (key, value) in given)
         {
             if (!values.ContainsKey(key))
                 throw new FsMergeException($"method '{method.Name}' has no option --{key} (options: {string.Join(", ", method.Options.Select(o => "--" + o.Name))})");
-            values[key] = value;
+            (values[key], origins[key]) = (value, givenFrom?.Invoke(key) ?? "given");
         }
     }
 
+    MethodSettings(IMergeMethod method, Dictionary<string, string> values, Dictionary<string, string> origins) =>
+        (this.method, this.values, this.origins) = (method, values, origins);
+
     public IReadOnlyDictionary<string, string> All => values;
+
+    /// <summary>Where each value came from: "default", "default for ARCH", "flag", "config file", or what changed it (<see cref="With"/>).</summary>
+    public IReadOnlyDictionary<string, string> Origins => origins;
+
+    /// <summary>These settings with <paramref name="name"/> set to <paramref name="value"/>, recorded as coming from <paramref name="origin"/>.</summary>
+    public MethodSettings With(string name, string value, string origin)
+    {
+        if (!values.ContainsKey(name)) throw new ArgumentException($"method '{method.Name}' has no option {name}", nameof(name));
+        return new(method, new(values) { [name] = value }, new(origins) { [name] = origin });
+    }
+
+    public bool Has(string name) => values.ContainsKey(name);
 
     public string String(string name, params string[] allowed)
     {
@@ -125,5 +164,19 @@ public sealed class MethodSettings
         return d;
     }
 
+    /// <summary>A comma-separated list of numbers in [min, max], at least one.</summary>
+    public double[] Doubles(string name, double min = double.NegativeInfinity, double max = double.PositiveInfinity)
+    {
+        var parts = values[name].Split(',', StringSplitOptions.TrimEntries);
+        var parsed = parts.Select(p => double.TryParse(p, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) && double.IsFinite(d) && d >= min && d <= max ? d : (double?)null).ToArray();
+        if (parts.Length == 0 || parts.Length > 64 || parsed.Any(d => d is null))
+            throw new FsMergeException($"{method.Name}: --{name} '{values[name]}' is not a comma-separated list of 1 to 64 numbers in [{min}, {max}]");
+        return parsed.Select(d => d!.Value).ToArray();
+    }
+
+    /// <summary>Values only, as merge.json has always stored them.</summary>
     public JsonObject ToJson() => new(values.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
+
+    /// <summary>Each option's value and where it came from.</summary>
+    public JsonObject OriginsJson() => new(values.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)new JsonObject { ["value"] = kv.Value, ["from"] = origins[kv.Key] })));
 }

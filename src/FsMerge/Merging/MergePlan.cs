@@ -97,7 +97,7 @@ public sealed class MergePlan
             throw new FsMergeException($"{name}: its head has {classes} classes but {what} has {set.LabelNames.Length} ({string.Join(", ", set.LabelNames.Take(12))}{(set.LabelNames.Length > 12 ? ", ..." : "")})");
     }
 
-    public MergeInputs Inputs(Device device, long seed, MergeProgress? progress, TrainingCheckpoints? checkpoints = null) =>
-        new() { Sources = Sources, Data = Data, HeldOut = HeldOut, Target = Target, Device = device, Seed = seed, Progress = progress, Checkpoints = checkpoints };
+    public MergeInputs Inputs(Device device, long seed, MergeProgress? progress, TrainingCheckpoints? checkpoints = null, Action<string>? log = null) =>
+        new() { Sources = Sources, Data = Data, HeldOut = HeldOut, Target = Target, Device = device, Seed = seed, Progress = progress, Checkpoints = checkpoints, Log = log };
 
 }

@@ -5,26 +5,52 @@ using static TorchSharp.torch;
 namespace FsMerge.Merging;
 
 /// <summary>Optimizer settings shared by FS-Merge and distillation (spec §4.6, §7.4-7.5).</summary>
+/// <param name="Recoveries">How many times a divergent loss may be recovered from (see <see cref="MergeTrainer"/>); 0 = fail at once.</param>
 public sealed record OptimizerSettings(string Optimizer, double LearningRate, int Epochs, int BatchSize,
-    double Momentum, double WeightDecay, double WarmupFraction, string Schedule = "cosine")
+    double Momentum, double WeightDecay, double WarmupFraction, string Schedule = "cosine", int Recoveries = OptimizerSettings.DefaultRecoveries)
 {
-    /// <summary>The options behind these settings, with per-method defaults.</summary>
-    public static IReadOnlyList<MethodOption> Options(string optimizer, string lr, string epochs, string batch) =>
+    public const int DefaultRecoveries = 6;
+
+    /// <summary>
+    /// The options behind these settings. Their defaults are the paper's MLP setting (spec §4.6); an architecture
+    /// overrides them with its own (<see cref="Models.IArchitecture.MergeDefaults"/>, spec §7.7 for transformers).
+    /// </summary>
+    public static IReadOnlyList<MethodOption> Options =>
     [
-        new("optimizer", optimizer, "sgd (with momentum; the paper's MLP setting) or adamw (the paper's transformer setting)"),
-        new("lr", lr, "peak learning rate"),
-        new("epochs", epochs, "passes over all merge samples"),
-        new("batch", batch, "batch size; 0 = full batch"),
+        new("optimizer", "sgd", "sgd (with momentum; the paper's MLP setting) or adamw (the paper's transformer setting)"),
+        new("lr", "auto", "peak learning rate, or auto: a short sweep over --lr-grid scored on held-out unlabeled samples picks it (see --held-out)"),
+        new("lr-grid", "0.3,0.1,0.03,0.01,0.003", "the rates --lr auto tries, each for --sweep-fraction of the steps"),
+        new("sweep-fraction", "0.2", "--lr auto: the fraction of the full run's steps each candidate rate trains for"),
+        new("epochs", "auto", "passes over all merge samples, or auto: as many as give about --steps optimizer steps"),
+        new("steps", "1000", "optimizer steps of a run when --epochs is auto"),
+        new("batch", "0", "batch size; 0 = full batch"),
         new("momentum", "0.9", "SGD momentum"),
         new("weight-decay", "0.001", "decoupled weight decay (AdamW) or L2 (SGD)"),
         new("warmup", "0.02", "fraction of steps of linear warm-up before cosine decay"),
         new("schedule", "cosine", "cosine (linear warm-up, then cosine; the paper's MLP setting) or onecycle (the reference's transformer setting, spec §7.5: OneCycle with linear annealing, 30% warm-up, cycling Adam's beta1 0.95-0.85)"),
+        new("recoveries", DefaultRecoveries.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            $"times a NaN/Inf or exploding loss is recovered from (last good parameters restored, rate divided by {1 / MergeTrainer.RecoveryFactor:G3}) before the merge fails"),
     ];
 
-    public static OptimizerSettings From(MethodSettings s) => new(
-        s.String("optimizer", "sgd", "adamw"), s.Double("lr", min: 0), s.Int("epochs", min: 0), s.Int("batch", min: 0),
-        s.Double("momentum", 0, 1), s.Double("weight-decay", min: 0), s.Double("warmup", 0, 1),
-        s.String("schedule", "cosine", "onecycle"));
+    /// <summary>The settings of a run over <paramref name="samples"/> merge items; --lr must be a number by now (auto is resolved by <see cref="LearningRateSearch"/>).</summary>
+    public static OptimizerSettings From(MethodSettings s, long samples)
+    {
+        if (s.String("lr") == "auto" && s.String("epochs") != "0")
+            throw new InvalidOperationException("--lr auto reached the trainer: the method's Merge runs LearningRateSearch first");
+        int batch = s.Int("batch", min: 0);
+        return new(s.String("optimizer", "sgd", "adamw"), s.String("lr") == "auto" ? 0 : s.Double("lr", min: 0), EpochsFor(s, samples, batch), batch,
+            s.Double("momentum", 0, 1), s.Double("weight-decay", min: 0), s.Double("warmup", 0, 1),
+            s.String("schedule", "cosine", "onecycle"), s.Int("recoveries", min: 0));
+    }
+
+    /// <summary>--epochs, or with auto the epochs of about --steps steps at this batch size.</summary>
+    public static int EpochsFor(MethodSettings s, long samples, int batch)
+    {
+        if (s.String("epochs") != "auto") return s.Int("epochs", min: 0);
+        int steps = s.Int("steps", min: 1);
+        long perEpoch = batch == 0 || samples == 0 ? 1 : (samples + Math.Min(batch, samples) - 1) / Math.Min(batch, samples);
+        return (int)Math.Max(1, (steps + perEpoch - 1) / perEpoch);
+    }
 }
 
 /// <summary>
@@ -45,14 +71,38 @@ public sealed class EarlyStopping(int CheckEvery, int Patience, Func<double> Hel
 /// <summary>A point of a training-loss curve: the mean loss of the batches since the previous point, after <see cref="Step"/> steps.</summary>
 public sealed record LossPoint(long Step, double Loss);
 
-/// <summary>The loss curve of one training phase and its last epoch's mean loss (NaN for zero epochs).</summary>
-public sealed record LossCurve(string Phase, IReadOnlyList<LossPoint> Points, double FinalLoss);
+/// <summary>
+/// One recovery from a divergent loss: at step <see cref="Step"/> the loss was <see cref="Loss"/>; the parameters of
+/// step <see cref="RestoredStep"/> were restored and training went on with the rate scaled from <see cref="FromScale"/>
+/// to <see cref="ToScale"/> of the chosen rate.
+/// </summary>
+public sealed record Recovery(long Step, double Loss, long RestoredStep, double FromScale, double ToScale);
 
-/// <summary>The optimization loop of FS-Merge and distillation: shuffled batches, warm-up then cosine decay.</summary>
+/// <summary>The loss curve of one training phase, its last epoch's mean loss (NaN for zero epochs) and its recoveries.</summary>
+public sealed record LossCurve(string Phase, IReadOnlyList<LossPoint> Points, double FinalLoss)
+{
+    public IReadOnlyList<Recovery> Recoveries { get; init; } = [];
+}
+
+/// <summary>The loss diverged and no recovery was left (or none was allowed): the learning-rate sweep scores such a rate as failed.</summary>
+public sealed class DivergenceException(string message) : FsMergeException(message);
+
+/// <summary>
+/// The optimization loop of FS-Merge and distillation: shuffled batches, warm-up then cosine decay (or OneCycle).
+/// A NaN/Inf loss, or one above <see cref="ExplosionFactor"/> times the first step's, never ends a run at once:
+/// the last good parameters come back (taken at every epoch end and checkpoint), the optimizer restarts with
+/// its moments cleared, and the rate is multiplied by <see cref="RecoveryFactor"/>, up to
+/// <see cref="OptimizerSettings.Recoveries"/> times. Recovery is deterministic, and its rate scale is part of
+/// the checkpointed state, so a killed and resumed run recovers the same way.
+/// </summary>
 public static class MergeTrainer
 {
     /// <summary>At most this many points per loss curve (one every ⌈total steps / this⌉ steps, and the last step).</summary>
     public const int CurvePoints = 200;
+    /// <summary>Each recovery divides the rate by about 3 (one step of the paper's rate grids, spec §4.6, §7.7).</summary>
+    public const double RecoveryFactor = 1 / 3.0;
+    /// <summary>A loss this many times the first step's counts as divergent.</summary>
+    public const double ExplosionFactor = 100;
 
     /// <summary>
     /// Minimizes <paramref name="lossOf"/>(batch indices) over <paramref name="samples"/> items and returns the
@@ -71,15 +121,23 @@ public static class MergeTrainer
         long total = stepsPerEpoch * s.Epochs;
         long warmup = Math.Max(1, (long)(s.WarmupFraction * total));
         long every = (total + CurvePoints - 1) / CurvePoints;
-        OptimizerHelper optimizer = s.Optimizer == "adamw"
-            ? torch.optim.AdamW(parameters, s.LearningRate, weight_decay: s.WeightDecay)
-            : torch.optim.SGD(parameters, s.LearningRate, momentum: s.Momentum, weight_decay: s.WeightDecay);
-        var scheduler = s.Schedule == "onecycle"
-            ? torch.optim.lr_scheduler.OneCycleLR(optimizer, s.LearningRate, total_steps: (int)total,
-                anneal_strategy: optim.lr_scheduler.impl.OneCycleLR.AnnealStrategy.Linear)
-            : torch.optim.lr_scheduler.LambdaLR(optimizer, step => step < warmup
-                ? (step + 1.0) / warmup
-                : 0.5 * (1 + Math.Cos(Math.PI * Math.Min(1.0, (step - warmup) / (double)Math.Max(1, total - warmup)))));
+        OptimizerHelper optimizer = null!;
+        optim.lr_scheduler.LRScheduler scheduler = null!;
+        // The optimizer and schedule at a rate scale, with the schedule moved to step `at` (schedules are functions of the step count).
+        void Build(double scale, long at)
+        {
+            double lr = s.LearningRate * scale;
+            optimizer = s.Optimizer == "adamw"
+                ? torch.optim.AdamW(parameters, lr, weight_decay: s.WeightDecay)
+                : torch.optim.SGD(parameters, lr, momentum: s.Momentum, weight_decay: s.WeightDecay);
+            scheduler = s.Schedule == "onecycle"
+                ? torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps: (int)total,
+                    anneal_strategy: optim.lr_scheduler.impl.OneCycleLR.AnnealStrategy.Linear)
+                : torch.optim.lr_scheduler.LambdaLR(optimizer, step => step < warmup
+                    ? (step + 1.0) / warmup
+                    : 0.5 * (1 + Math.Cos(Math.PI * Math.Min(1.0, (step - warmup) / (double)Math.Max(1, total - warmup)))));
+            for (long i = 0; i < at; i++) scheduler.step();
+        }
         var generator = new Generator((ulong)seed);
         var file = checkpoints?.NextPhaseFile();
         var state = new TrainingCheckpoints.LoopState();
@@ -87,16 +145,19 @@ public static class MergeTrainer
             throw new ArgumentException("early stopping keeps its best parameters in memory: a phase with it is not checkpointed", nameof(stop));
         Tensor[]? best = null;
         int misses = 0;
-        if (checkpoints is { Resume: true } && checkpoints.Load(file!, phase, total, parameters, optimizer) is { } saved)
+        if (checkpoints is { Resume: true } && checkpoints.Load(file!, phase, total, parameters, scale => { Build(scale, 0); return optimizer; }) is { } saved)
         {
-            // The schedules are functions of the step count: replaying it puts the scheduler where it was; the
-            // optimizer's saved hyper-parameters (learning rate, OneCycle's betas) were restored with its state.
+            // The optimizer's saved hyper-parameters (learning rate, OneCycle's betas) were restored with its state.
             state = saved;
-            checkpoints.Log?.Invoke($"{phase}: resumed at step {state.Step} of {total} from {file}");
+            checkpoints.Log?.Invoke($"{phase}: resumed at step {state.Step} of {total} from {file}{(state.RateScale != 1 ? $" (rate scale {state.RateScale:G3} after {state.Recoveries.Count} recoveries)" : "")}");
             for (long i = 0; i < state.Step; i++) scheduler.step();
             using var generatorState = torch.tensor(state.GeneratorState);
             generator.set_state(generatorState);
         }
+        else Build(1, 0);
+        GoodState good;
+        using (var generatorState = generator.get_state())
+            good = new GoodState(parameters, state.Clone(generatorState.bytes.ToArray()));
         Tensor? order = state.Order is { } savedOrder ? torch.tensor(savedOrder) : null;
         while (state.Step < total)
         {
@@ -107,21 +168,43 @@ public static class MergeTrainer
                 state.EpochSum = 0;
             }
             long start = state.Step % stepsPerEpoch * batch;
+            double value;
             using (var scope = torch.NewDisposeScope())
             {
                 // The order is drawn on the CPU (seeded generator); the index must live where the data do.
                 var index = order!.narrow(0, start, Math.Min(batch, samples - start)).to(parameters[0].device);
                 var loss = lossOf(index);
-                optimizer.zero_grad();
-                loss.backward();
-                optimizer.step();
-                scheduler.step();
-                double value = loss.item<float>();
-                if (!double.IsFinite(value))
-                    throw new FsMergeException($"{phase}: the loss became {value} at step {state.Step + 1}; lower --lr");
-                state.EpochSum += value * index.shape[0];
-                state.WindowSum += value * index.shape[0];
-                state.WindowSamples += index.shape[0];
+                value = loss.item<float>();
+                if (state.FirstLoss is null && double.IsFinite(value)) state.FirstLoss = value;
+                if (!Diverged(value, state.FirstLoss))
+                {
+                    good.Confirm(value);
+                    optimizer.zero_grad();
+                    loss.backward();
+                    optimizer.step();
+                    scheduler.step();
+                    state.EpochSum += value * index.shape[0];
+                    state.WindowSum += value * index.shape[0];
+                    state.WindowSamples += index.shape[0];
+                }
+            }
+            if (Diverged(value, state.FirstLoss))
+            {
+                if (state.Recoveries.Count >= s.Recoveries)
+                    throw new DivergenceException(state.Recoveries.Count == 0
+                        ? $"{phase}: the loss became {value:G4} at step {state.Step + 1} (lr {s.LearningRate:G3}); lower --lr"
+                        : $"{phase}: the loss diverged {state.Recoveries.Count + 1} times (lr {s.LearningRate:G3}, each recovery divided it by {1 / RecoveryFactor:G3}, down to {s.LearningRate * state.RateScale:G3}); lower --lr or check the data");
+                double from = state.RateScale;
+                state.RateScale *= RecoveryFactor;
+                state.Recoveries.Add(new Recovery(state.Step + 1, value, good.Step, from, state.RateScale));
+                checkpoints?.Log?.Invoke($"{phase}: loss {value:G4} at step {state.Step + 1}; restored step {good.Step}, rate x{state.RateScale:G3}");
+                good.Restore(parameters, state);
+                using (var generatorState = torch.tensor(state.GeneratorState))
+                    generator.set_state(generatorState);
+                order?.Dispose();
+                order = state.Order is { } o ? torch.tensor(o) : null;
+                Build(state.RateScale, state.Step);
+                continue;
             }
             state.Step++;
             if (state.Step % every == 0 || state.Step == total)
@@ -135,18 +218,24 @@ public static class MergeTrainer
                 state.EpochLoss = state.EpochSum / samples;
                 progress?.Invoke(phase, state.Step, total, state.EpochLoss);
             }
-            if (checkpoints != null && (state.Step % checkpoints.Every == 0 || state.Step == total || checkpoints.Interrupted))
+            bool save = checkpoints != null && (state.Step % checkpoints.Every == 0 || state.Step == total || checkpoints.Interrupted);
+            if (save || epochEnd)
             {
                 state.Order = epochEnd ? null : order!.data<long>().ToArray();
                 using (var generatorState = generator.get_state())
                     state.GeneratorState = generatorState.bytes.ToArray();
-                checkpoints.Save(file!, phase, total, parameters, optimizer, state);
+                good.Take(parameters, state, save);
+            }
+            if (save)
+            {
+                checkpoints!.Save(file!, phase, total, parameters, optimizer, state);
                 if (checkpoints.Interrupted && state.Step < total)
                     throw new FsMergeException($"interrupted: {phase} saved at step {state.Step} of {total} in {checkpoints.Directory}; run the same command with --resume to continue");
             }
             if (stop != null && epochEnd && state.Step / stepsPerEpoch % stop.CheckEvery == 0
                 && Check(stop, (int)(state.Step / stepsPerEpoch), parameters, ref best, ref misses)) break;
         }
+        good.Dispose();
         if (best != null)
         {
             using (torch.no_grad())
@@ -154,7 +243,69 @@ public static class MergeTrainer
             foreach (var t in best) t.Dispose();
         }
         order?.Dispose();
-        return new LossCurve(phase, state.Points, state.EpochLoss);
+        return new LossCurve(phase, state.Points, state.EpochLoss) { Recoveries = state.Recoveries };
+    }
+
+    static bool Diverged(double loss, double? first) =>
+        !double.IsFinite(loss) || first is > 0 && loss > ExplosionFactor * first;
+
+    /// <summary>
+    /// The parameters to recover to and the loop state to go on from: those of the lowest loss so far. Parameters
+    /// are taken at every epoch end as a candidate, which becomes the good state once the next loss, computed on
+    /// it, is the lowest yet (a run about to diverge has finite parameters whose losses already climb; going back
+    /// to the latest ones would diverge again). At a checkpoint the candidate is taken whatever its loss and the
+    /// lowest loss restarts from it: a resumed run knows nothing before its checkpoint, and recovers to the same
+    /// points as an uninterrupted one.
+    /// </summary>
+    sealed class GoodState : IDisposable
+    {
+        Tensor[] good, candidate;
+        TrainingCheckpoints.LoopState goodLoop;
+        TrainingCheckpoints.LoopState? candidateLoop;
+        double lowest = double.PositiveInfinity;
+        bool candidateResets = true;   // the first loss confirms the starting point
+        public long Step => goodLoop.Step;
+
+        public GoodState(IReadOnlyList<Parameter> parameters, TrainingCheckpoints.LoopState start)
+        {
+            good = parameters.Select(p => p.detach().clone().DetachFromDisposeScope()).ToArray();
+            candidate = parameters.Select(p => p.detach().clone().DetachFromDisposeScope()).ToArray();
+            (goodLoop, candidateLoop) = (start, start);
+        }
+
+        /// <summary>Takes the current parameters as the candidate; <paramref name="checkpoint"/>: whatever their loss.</summary>
+        public void Take(IReadOnlyList<Parameter> parameters, TrainingCheckpoints.LoopState state, bool checkpoint)
+        {
+            using (torch.no_grad())
+                for (int i = 0; i < candidate.Length; i++) candidate[i].copy_(parameters[i]);
+            candidateLoop = state.Clone(state.GeneratorState);
+            candidateResets = checkpoint;
+        }
+
+        /// <summary>A loss <paramref name="loss"/> (not divergent) on the current parameters: the candidate is good if it is the lowest.</summary>
+        public void Confirm(double loss)
+        {
+            if (candidateResets) lowest = double.PositiveInfinity;
+            if (candidateLoop is null || loss > lowest) { candidateLoop = null; return; }
+            lowest = loss;
+            candidateResets = false;
+            (good, candidate) = (candidate, good);
+            (goodLoop, candidateLoop) = (candidateLoop, null);
+        }
+
+        /// <summary>Puts the parameters and the loop position back; the recovery bookkeeping stays the current one's.</summary>
+        public void Restore(IReadOnlyList<Parameter> parameters, TrainingCheckpoints.LoopState state)
+        {
+            using (torch.no_grad())
+                for (int i = 0; i < good.Length; i++) parameters[i].copy_(good[i]);
+            state.RestoreLoop(goodLoop);
+            candidateLoop = null;
+        }
+
+        public void Dispose()
+        {
+            foreach (var v in good.Concat(candidate)) v.Dispose();
+        }
     }
 
     /// <summary>One early-stopping check; true when training should stop.</summary>

@@ -20,8 +20,8 @@ namespace FsMerge.Merging;
 /// </summary>
 public sealed class TrainingCheckpoints
 {
-    /// <summary>Format 2: FS-Merge's θ keeps same-shaped entries side by side, so a format-1 θ would be read out of order.</summary>
-    const string Magic = "fsmerge-train-checkpoint-2";
+    /// <summary>Format 3: the divergence-recovery state (rate scale, recoveries). Format 2: FS-Merge's θ keeps same-shaped entries side by side.</summary>
+    const string Magic = "fsmerge-train-checkpoint-3";
     const string MagicPrefix = "fsmerge-train-checkpoint-";
 
     /// <summary>Checkpoint folder (created on the first save).</summary>
@@ -88,6 +88,24 @@ public sealed class TrainingCheckpoints
         public List<LossPoint> Points = [];
         public long[]? Order;          // the current epoch's sample order (null at an epoch boundary)
         public byte[] GeneratorState = [];
+        // Divergence recovery (see MergeTrainer): the first step's loss, the rate scale now, and every recovery so far.
+        public double? FirstLoss;
+        public double RateScale = 1;
+        public List<Recovery> Recoveries = [];
+
+        /// <summary>A copy of the loop position, with the data-order generator's state <paramref name="generatorState"/>.</summary>
+        public LoopState Clone(byte[] generatorState) => new()
+        {
+            Step = Step, EpochSum = EpochSum, EpochLoss = EpochLoss, WindowSum = WindowSum, WindowSamples = WindowSamples,
+            Points = [.. Points], Order = Order, GeneratorState = generatorState, FirstLoss = FirstLoss, RateScale = RateScale, Recoveries = [.. Recoveries],
+        };
+
+        /// <summary>Goes back to <paramref name="saved"/>'s position; the recovery bookkeeping (first loss, scale, recoveries) is kept.</summary>
+        public void RestoreLoop(LoopState saved)
+        {
+            (Step, EpochSum, EpochLoss, WindowSum, WindowSamples) = (saved.Step, saved.EpochSum, saved.EpochLoss, saved.WindowSum, saved.WindowSamples);
+            (Points, Order, GeneratorState) = ([.. saved.Points], saved.Order, saved.GeneratorState);
+        }
     }
 
     /// <summary>Writes θ, optimizer state and loop state atomically to <paramref name="path"/>.</summary>
@@ -101,6 +119,7 @@ public sealed class TrainingCheckpoints
             writer.Write(RunKey);
             writer.Write(phase);
             writer.Write(total);
+            writer.Write(state.RateScale);   // before the optimizer state: the optimizer to load it into is built at this scale
             writer.Write(parameters.Count);
             foreach (var p in parameters)
             {
@@ -121,12 +140,21 @@ public sealed class TrainingCheckpoints
             foreach (var i in state.Order ?? []) writer.Write(i);
             writer.Write(state.GeneratorState.Length);
             writer.Write(state.GeneratorState);
+            writer.Write(state.FirstLoss ?? double.NaN);
+            writer.Write(state.Recoveries.Count);
+            foreach (var r in state.Recoveries)
+            {
+                writer.Write(r.Step); writer.Write(r.Loss); writer.Write(r.RestoredStep); writer.Write(r.FromScale); writer.Write(r.ToScale);
+            }
             stream.Flush(flushToDisk: true);
         });
     }
 
-    /// <summary>Restores θ and the optimizer from <paramref name="path"/> and returns the loop state; null when there is no file.</summary>
-    internal LoopState? Load(string path, string phase, long total, IReadOnlyList<Parameter> parameters, OptimizerHelper optimizer)
+    /// <summary>
+    /// Restores θ and the optimizer from <paramref name="path"/> and returns the loop state; null when there is no file.
+    /// <paramref name="optimizerAt"/> builds the optimizer at the saved rate scale (divergence recoveries lower it).
+    /// </summary>
+    internal LoopState? Load(string path, string phase, long total, IReadOnlyList<Parameter> parameters, Func<double, OptimizerHelper> optimizerAt)
     {
         if (!File.Exists(path)) return null;
         try
@@ -141,6 +169,7 @@ public sealed class TrainingCheckpoints
                 throw new FsMergeException($"{path}: the checkpoint belongs to a run with other models, data or options; rerun with the same ones, or without --resume to start over");
             var savedPhase = reader.ReadString();
             long savedTotal = reader.ReadInt64();
+            double rateScale = reader.ReadDouble();
             int count = reader.ReadInt32();
             if (savedPhase != phase || savedTotal != total || count != parameters.Count)
                 throw new FsMergeException($"{path}: the checkpoint is of phase '{savedPhase}' ({savedTotal} steps, {count} tensors), this run's is '{phase}' ({total} steps, {parameters.Count} tensors)");
@@ -155,7 +184,7 @@ public sealed class TrainingCheckpoints
                     value.bytes = bytes;
                     p.copy_(value);
                 }
-            optimizer.load_state_dict(reader);
+            optimizerAt(rateScale).load_state_dict(reader);
             var state = new LoopState
             {
                 Step = reader.ReadInt64(), EpochSum = reader.ReadDouble(), EpochLoss = reader.ReadDouble(),
@@ -166,6 +195,13 @@ public sealed class TrainingCheckpoints
             int orderLength = reader.ReadInt32();
             if (orderLength >= 0) state.Order = Enumerable.Range(0, orderLength).Select(_ => reader.ReadInt64()).ToArray();
             state.GeneratorState = reader.ReadBytes(reader.ReadInt32());
+            double firstLoss = reader.ReadDouble();
+            state.FirstLoss = double.IsNaN(firstLoss) ? null : firstLoss;
+            state.RateScale = rateScale;
+            int recoveries = reader.ReadInt32();
+            if (recoveries is < 0 or > 1000) throw new InvalidDataException($"{recoveries} recoveries recorded");
+            for (int i = 0; i < recoveries; i++)
+                state.Recoveries.Add(new Recovery(reader.ReadInt64(), reader.ReadDouble(), reader.ReadInt64(), reader.ReadDouble(), reader.ReadDouble()));
             return state;
         }
         catch (Exception e) when (e is EndOfStreamException or IOException or InvalidDataException or ArgumentException)

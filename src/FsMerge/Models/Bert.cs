@@ -64,6 +64,10 @@ public sealed class Bert : IArchitecture
 
     public long FeatureWidth(ModelConfig config) => config.HiddenSize;
 
+    /// <summary>The ViT's transformer setting with weight decay 0, as the paper's BERT runs (spec §7.4, §7.7).</summary>
+    public IReadOnlyDictionary<string, string> MergeDefaults { get; } =
+        new Dictionary<string, string>(Vit.TransformerMergeDefaults) { ["weight-decay"] = "0" };
+
     public int? TokensPerInput(ModelConfig config) => null;
 
     /// <summary>Checks what the shapes need: heads divide the width, and token type 0 exists.</summary>

@@ -54,4 +54,10 @@ public interface IArchitecture
     /// spec §9.6); null when the count varies (BERT reports only non-padding tokens) or there are no tokens (MLP).
     /// </summary>
     int? TokensPerInput(ModelConfig config);
+
+    /// <summary>
+    /// This architecture's defaults for the trained merge methods' options, by option name (the paper's settings:
+    /// spec §4.6 for MLPs, §7.4-7.7 for transformers). A method takes those it has; the user's values override them.
+    /// </summary>
+    IReadOnlyDictionary<string, string> MergeDefaults { get; }
 }

@@ -27,6 +27,15 @@ public sealed class Mlp : IArchitecture
 
     public long FeatureWidth(ModelConfig config) => config.HiddenSizes[^1];
 
+    /// <summary>The paper's MLP setting (spec §4.6): full-batch SGD with momentum, cosine with warm-up, full M/U
+    /// reconstructing every model's feature with normalized targets, its rate grid; 1,000 steps (its global epochs).</summary>
+    public IReadOnlyDictionary<string, string> MergeDefaults { get; } = new Dictionary<string, string>
+    {
+        ["optimizer"] = "sgd", ["schedule"] = "cosine", ["batch"] = "0", ["momentum"] = "0.9", ["weight-decay"] = "0.001",
+        ["steps"] = "1000", ["lr-grid"] = "0.3,0.1,0.03,0.01,0.003",
+        ["type"] = "full", ["targets"] = "all", ["normalize"] = "true",
+    };
+
     public int? TokensPerInput(ModelConfig config) => null;
 
     public Dictionary<string, Tensor> InitBackbone(ModelConfig config, Generator generator, Device device) =>

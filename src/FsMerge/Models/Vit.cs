@@ -54,6 +54,20 @@ public sealed class Vit : IArchitecture
 
     public long FeatureWidth(ModelConfig config) => config.HiddenSize;
 
+    /// <summary>
+    /// The paper's transformer setting (spec §7.4-7.7): AdamW, weight decay 1e-3, batch 128, OneCycle, diagonal +
+    /// low-rank M/U reconstructing each sample's own model without normalization, rates 1e-2…1e-4; 800 steps
+    /// (the CPU-scale bench's FS-Merge budget, 200 epochs of the paper's 4 steps each).
+    /// </summary>
+    public static readonly IReadOnlyDictionary<string, string> TransformerMergeDefaults = new Dictionary<string, string>
+    {
+        ["optimizer"] = "adamw", ["schedule"] = "onecycle", ["batch"] = "128", ["weight-decay"] = "0.001",
+        ["steps"] = "800", ["lr-grid"] = "0.01,0.003,0.001,0.0003,0.0001",
+        ["type"] = "diagonal-low-rank", ["targets"] = "own", ["normalize"] = "false",
+    };
+
+    public IReadOnlyDictionary<string, string> MergeDefaults => TransformerMergeDefaults;
+
     public int? TokensPerInput(ModelConfig config) => (int)Patches(config) + 1;   // CLS first (Embed)
 
     public static long Patches(ModelConfig c)

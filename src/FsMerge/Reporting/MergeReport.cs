@@ -25,13 +25,22 @@ public sealed record MethodResult
     public EvaluationResult? Test { get; init; }
     /// <summary>The method's own details (merge.json's "details").</summary>
     public JsonObject Details { get; init; } = new();
+    /// <summary>Where each option value came from (default, default for the architecture, flag, config file, --lr auto).</summary>
+    public IReadOnlyDictionary<string, string> OptionOrigins { get; init; } = new Dictionary<string, string>();
+    /// <summary>The label-free estimate on held-out unlabeled samples; null when there were none.</summary>
+    public LabelFreeEstimate? LabelFree { get; init; }
+    /// <summary>The --lr auto sweep (empty when the rate was given).</summary>
+    public IReadOnlyList<RateTrial> RateTrials { get; init; } = [];
 
     /// <summary>The result of <paramref name="outcome"/>, with the cost measured by the caller.</summary>
     public static MethodResult From(string method, MethodSettings settings, MergeOutcome outcome, double seconds, double peakMegabytes,
-        EvaluationResult? test) => new()
+        EvaluationResult? test, LabelFreeEstimate? labelFree = null) => new()
     {
         Method = method,
         Options = settings.All,
+        OptionOrigins = settings.Origins,
+        LabelFree = labelFree,
+        RateTrials = outcome.RateTrials,
         Seconds = seconds,
         PeakMegabytes = peakMegabytes,
         OptimizedParameters = outcome.Details["optimized_parameters"]?.GetValue<long>(),
@@ -76,7 +85,7 @@ public sealed record MergeRunSummary
 public static class MergeReport
 {
     public const string ReportFile = "report.md", MetricsJson = "metrics.json", MetricsCsv = "metrics.csv",
-        LossPlot = "loss.png", AccuracyPlot = "accuracy.png", DataPlot = "accuracy-vs-data.png", ModelCardFile = "README.md";
+        LossPlot = "loss.png", AccuracyPlot = "accuracy.png", DataPlot = "accuracy-vs-data.png", SweepPlot = "lr-sweep.png", ModelCardFile = "README.md";
 
     /// <summary>Writes the report files into <paramref name="dir"/> and returns their names.</summary>
     public static IReadOnlyList<string> Write(string dir, MergeRunSummary run)
@@ -118,6 +127,19 @@ public static class MergeReport
             BarChart.Save(Path.Combine(dir, AccuracyPlot), "accuracy per task", "accuracy (%)", categories, series);
             plots.Add(AccuracyPlot);
         }
+        var swept = run.Methods.Where(m => m.RateTrials.Any(t => !t.Diverged)).ToList();
+        if (swept.Count > 0)
+        {
+            var lines = swept.Select(m =>
+            {
+                var fine = m.RateTrials.Where(t => !t.Diverged).OrderBy(t => t.Rate).ToList();
+                return new ChartSeries(m.Method, fine.Select(t => t.Rate).ToList(), fine.Select(t => t.LogitError).ToList());
+            }).ToList();
+            // Log2 of the rate on the x axis (LineChart's log scale); diverged rates are left out.
+            LineChart.Save(Path.Combine(dir, SweepPlot), "--lr auto: held-out logit error against the learning rate (lower is better)",
+                "learning rate (log2)", "held-out logit error", lines, logX: true, legend: ScottPlot.Alignment.UpperLeft);
+            plots.Add(SweepPlot);
+        }
         if (run.DataSeries.Count > 0)
         {
             var lines = run.DataSeries.GroupBy(p => p.Method).Select(g =>
@@ -156,6 +178,9 @@ public static class MergeReport
             ["optimized_parameters"] = m.OptimizedParameters,
             ["final_loss"] = m.FinalLoss,
             ["test"] = m.Test?.ToJson(),
+            ["label_free"] = m.LabelFree?.ToJson(),
+            ["option_origins"] = new JsonObject(m.OptionOrigins.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
+            ["recoveries"] = RecoveriesJson(m.LossCurves),
             ["loss_curves"] = new JsonArray(m.LossCurves.Select(c => (JsonNode)new JsonObject
             {
                 ["phase"] = c.Phase,
@@ -170,6 +195,13 @@ public static class MergeReport
             ["method"] = p.Method, ["samples_per_task"] = p.SamplesPerTask, ["test"] = p.Test.ToJson(),
         }).ToArray()),
     };
+
+    /// <summary>Every divergence recovery of every phase (merge.json and metrics.json).</summary>
+    public static JsonArray RecoveriesJson(IReadOnlyList<LossCurve> curves) => new(curves.SelectMany(c => c.Recoveries.Select(r => (JsonNode)new JsonObject
+    {
+        ["phase"] = c.Phase, ["step"] = r.Step, ["loss"] = double.IsFinite(r.Loss) ? r.Loss : null, ["restored_step"] = r.RestoredStep,
+        ["rate_scale_before"] = r.FromScale, ["rate_scale_after"] = r.ToScale,
+    })).ToArray());
 
     /// <summary>Long format, one value a row: method, samples_per_task (empty: the run's), metric, task (empty: not per task), value.</summary>
     public static string Csv(MergeRunSummary run)
@@ -186,6 +218,15 @@ public static class MergeReport
         foreach (var m in run.Methods)
         {
             if (m.Test != null) Accuracies(m.Method, null, m.Test);
+            if (m.LabelFree is { } estimate)
+            {
+                foreach (var t in estimate.Tasks)
+                {
+                    Row(m.Method, null, "agreement", t.Task, t.Agreement);
+                    Row(m.Method, null, "logit_error", t.Task, t.LogitError);
+                }
+                Row(m.Method, null, "joint_agreement", "", estimate.JointAgreement);
+            }
             Row(m.Method, null, "seconds", "", m.Seconds);
             if (m.PeakMegabytes > 0) Row(m.Method, null, "peak_mb", "", m.PeakMegabytes);
             if (m.OptimizedParameters is { } p) Row(m.Method, null, "optimized_parameters", "", p);
@@ -230,9 +271,46 @@ public static class MergeReport
         foreach (var m in run.Methods)
         {
             md.AppendLine($"**{m.Method}** options:\n");
-            md.AppendLine("| option | value |");
-            md.AppendLine("|---|---|");
-            foreach (var (k, value) in m.Options) md.AppendLine($"| `--{k}` | {(value.Length == 0 ? "(empty)" : value)} |");
+            md.AppendLine("| option | value | from |");
+            md.AppendLine("|---|---|---|");
+            foreach (var (k, value) in m.Options)
+                md.AppendLine($"| `--{k}` | {(value.Length == 0 ? "(empty)" : value)} | {m.OptionOrigins.GetValueOrDefault(k, "")} |");
+            md.AppendLine();
+            if (m.RateTrials.Count > 0)
+            {
+                md.AppendLine($"`--lr auto` tried {m.RateTrials.Count} rates, each for a fraction of the steps, and scored each merged model on the " +
+                              "held-out unlabeled samples (mean over tasks of head t's logit error against source model t; lower is better):\n");
+                md.AppendLine("| learning rate | held-out logit error | held-out agreement | seconds |");
+                md.AppendLine("|---|---|---|---|");
+                foreach (var t in m.RateTrials)
+                    md.AppendLine(t.Diverged ? $"| {t.Rate:G4} | diverged | | {t.Seconds:F1} |"
+                        : $"| {t.Rate:G4}{(t.Rate.ToString("G6", CultureInfo.InvariantCulture) == m.Options["lr"] ? " (chosen)" : "")} | {t.LogitError:F4} | {Percent(t.Agreement)} % | {t.Seconds:F1} |");
+                md.AppendLine();
+            }
+            var recoveries = m.LossCurves.SelectMany(c => c.Recoveries.Select(r => (c.Phase, r))).ToList();
+            if (recoveries.Count > 0)
+            {
+                md.AppendLine("Divergence recoveries (the parameters of the lowest loss so far restored, the rate lowered):\n");
+                md.AppendLine("| phase | step | loss | restored step | rate scale after |");
+                md.AppendLine("|---|---|---|---|---|");
+                foreach (var (phase, r) in recoveries) md.AppendLine($"| {phase} | {r.Step} | {r.Loss:G4} | {r.RestoredStep} | {r.ToScale:G3} |");
+                md.AppendLine();
+            }
+        }
+
+        var estimated = run.Methods.Where(m => m.LabelFree != null).ToList();
+        if (estimated.Count > 0)
+        {
+            var tasks = estimated[0].LabelFree!.Tasks;
+            md.AppendLine("## Label-free estimate\n");
+            md.AppendLine("On held-out unlabeled samples that no method trained on: agreement is the share of task t's samples on which head t " +
+                          "predicts what source model t predicts; logit error is the squared error of head t's logits against source t's, relative " +
+                          "to their spread (0: the same logits); joint agreement: the argmax over all heads is the source models' ensemble's.\n");
+            md.AppendLine($"| method | {string.Join(" | ", tasks.Select(t => $"{t.Task} agreement / logit error (n={t.Count})"))} | mean agreement | mean logit error | joint agreement |");
+            md.AppendLine($"|---|{string.Concat(tasks.Select(_ => "---|"))}---|---|---|");
+            foreach (var m in estimated)
+                md.AppendLine($"| {m.Method} | {string.Join(" | ", m.LabelFree!.Tasks.Select(t => $"{Percent(t.Agreement)} / {t.LogitError:F4}"))} | " +
+                              $"{Percent(m.LabelFree.Agreement)} | {m.LabelFree.LogitError:F4} | {Percent(m.LabelFree.JointAgreement)} |");
             md.AppendLine();
         }
 
@@ -271,6 +349,7 @@ public static class MergeReport
                 {
                     LossPlot => "Training loss (mean over the batches since the previous point)",
                     AccuracyPlot => "Accuracy per task",
+                    SweepPlot => "--lr auto: held-out logit error of each candidate rate's short run",
                     _ => "Per-task mean accuracy against the number of unlabeled merge images per task",
                 };
                 md.AppendLine($"{caption}:\n\n![{caption}]({p})\n");

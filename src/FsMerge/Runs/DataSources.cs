@@ -39,6 +39,26 @@ public static class DataSources
         return MergeData.Sample(all, count, seed);
     }
 
+    /// <summary>
+    /// <paramref name="count"/> merge images and <paramref name="heldOut"/> held-out ones, disjoint, from one seeded
+    /// shuffle of the source: the merge images are the same as <see cref="Sample"/>'s. A source with fewer images
+    /// than both gives the held-out samples what is left; one with no more than <paramref name="count"/> lends a
+    /// quarter of them (at least one) to held-out, so that the label-free choices can always be made. Null held-out
+    /// when <paramref name="heldOut"/> is 0 or the source has a single image.
+    /// </summary>
+    public static (ImageSet Merge, ImageSet? HeldOut) SampleWithHeldOut(DataSource source, string dataDir, int count, int heldOut, long seed)
+    {
+        if (heldOut == 0) return (Sample(source, dataDir, count, seed), null);
+        using var all = Sample(source, dataDir, checked(count + heldOut), seed);
+        int n = all.Count;
+        int held = n >= count + heldOut ? heldOut : n > count ? n - count : Math.Min(heldOut, Math.Max(1, n / 4));
+        if (n < 2) return (Slice(all, 0, n), null);
+        return (Slice(all, 0, n - held > count ? count : n - held), Slice(all, n - held, held));
+    }
+
+    static ImageSet Slice(ImageSet set, int start, int count) =>
+        new(set.Images.narrow(0, start, count).clone(), set.Labels.AsSpan(start, count).ToArray(), set.LabelNames);
+
     public static ImageSet Labelled(DataSource source, string dataDir) =>
         (Get(source.Kind).Labelled ?? throw new FsMergeException($"{source}: a '{source.Kind}' source has no labels; test data must be one of: "
             + string.Join(", ", All.Where(r => r.Labelled != null).Select(r => r.Kind))))(source.Value, dataDir);

@@ -33,11 +33,14 @@ public sealed record SourceRequest
 public sealed record MergeRequest
 {
     public const int DefaultSamples = 64;
+    public const int DefaultHeldOut = 32;
 
     public IReadOnlyList<SourceRequest> Sources { get; init; } = [];
     public string Method { get; init; } = "fs-merge";
     /// <summary>Method options by name (as on the command line without "--"); the method checks their values.</summary>
     public IReadOnlyDictionary<string, string> Options { get; init; } = new Dictionary<string, string>();
+    /// <summary>Where each of <see cref="Options"/> was given: "flag" or "config file".</summary>
+    public IReadOnlyDictionary<string, string> OptionOrigins { get; init; } = new Dictionary<string, string>();
     public long Seed { get; init; } = 1;
     /// <summary>CPU threads for LibTorch; 0 = LibTorch's default.</summary>
     public int Threads { get; init; }
@@ -47,8 +50,11 @@ public sealed record MergeRequest
     public bool Overwrite { get; init; }
     /// <summary>Augmented images per task made from the originals (spec §11.3).</summary>
     public int Augment { get; init; }
-    /// <summary>Unlabeled held-out samples per task (from a task's validation split) for a method's early stopping (spec §6); 0 = none.</summary>
-    public int HeldOut { get; init; }
+    /// <summary>
+    /// Unlabeled held-out samples per task, drawn from the same data as the merge samples and never trained on:
+    /// they score --lr auto, the label-free estimate and a method's early stopping (spec §6); 0 = none.
+    /// </summary>
+    public int HeldOut { get; init; } = DefaultHeldOut;
     /// <summary>Merged MLP hidden widths; null = model 1's.</summary>
     public int[]? Width { get; init; }
     /// <summary>Evaluate the result on each source's labelled test data after merging.</summary>

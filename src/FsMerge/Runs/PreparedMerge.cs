@@ -24,6 +24,8 @@ public sealed class PreparedMerge : IDisposable
     public MergePlan Plan { get; }
     public Device Device { get; }
     public IReadOnlyList<DataSource> DataUsed { get; }
+    /// <summary>The sources' logits on the held-out samples, for --lr auto and the label-free estimate; null without held-out samples.</summary>
+    public HeldOutReference? HeldOut { get; }
 
     PreparedMerge(MergeRequest request, IMergeMethod method, MethodSettings settings, MergePlan plan, Device device, IReadOnlyList<DataSource> dataUsed)
     {
@@ -33,7 +35,12 @@ public sealed class PreparedMerge : IDisposable
         Plan = plan;
         Device = device;
         DataUsed = dataUsed;
+        HeldOut = plan.HeldOut is { } heldOut ? new HeldOutReference(plan.Sources, heldOut, plan.Tasks, device) : null;
     }
+
+    /// <summary><paramref name="method"/>'s settings for this merge: the request's options over the sources' architecture's defaults.</summary>
+    public MethodSettings SettingsFor(IMergeMethod method, IReadOnlyDictionary<string, string> options) =>
+        new(method, options, Plan.Target.Arch, key => Request.OptionOrigins.GetValueOrDefault(key, "given"));
 
     /// <summary>Checks the request, loads the models and data. <paramref name="writes"/>: the output must be writable (not for a dry run).</summary>
     public static PreparedMerge Prepare(MergeRequest request, bool writes)
@@ -41,7 +48,7 @@ public sealed class PreparedMerge : IDisposable
         if (request.Sources.Count < 2)
             throw new FsMergeException($"a merge needs at least two source models (got {request.Sources.Count})");
         var method = MergeMethods.Get(request.Method);
-        var settings = new MethodSettings(method, request.Options);
+        _ = new MethodSettings(method, request.Options);   // unknown options fail before anything loads
         if (writes) CheckOutput(request);
         TorchRuntime.Configure(request.Threads);
         var device = TorchRuntime.ParseDevice(request.Device);
@@ -67,24 +74,20 @@ public sealed class PreparedMerge : IDisposable
                 tasks.Add(task);
                 var from = source.Data ?? new DataSource("task", task);
                 used.Add(from);
-                var images = DataSources.Sample(from, dataDir, source.Samples, request.Seed + i);
+                var (images, held) = DataSources.SampleWithHeldOut(from, dataDir, source.Samples, request.HeldOut, request.Seed + i);
                 data.Add(images);
+                if (held != null) heldOut.Add(held);
                 if (from.Kind == "task")
                 {
                     MergePlan.CheckClasses(model, source.Model, images, $"task {from.Value}");
                     TextFolder.CheckVocabulary(source.Model, dataDir, TaskSpec.Parse(from.Value).Dataset);
                 }
-                if (request.HeldOut > 0)
-                {
-                    if (from.Kind != "task") throw new FsMergeException($"{source.Model}: held-out samples come from a task's validation split; data from {from} has none");
-                    using var splits = TaskData.Load(TaskSpec.Parse(from.Value), dataDir);
-                    heldOut.Add(MergeData.Sample(splits.Validation, request.HeldOut, request.Seed + 100 + i));
-                }
                 if (request.Eval) tests.Add(DataSources.Labelled(source.Test ?? new DataSource("task", task), dataDir));
             }
             var plan = MergePlan.FromData(sources, names, tasks, data, tests, request.Width, request.Augment, request.Seed,
-                request.HeldOut > 0 ? heldOut : null);
+                heldOut.Count == sources.Count ? heldOut : null);
             foreach (var d in data) d.Dispose();
+            var settings = new MethodSettings(method, request.Options, plan.Target.Arch, key => request.OptionOrigins.GetValueOrDefault(key, "given"));
             return new PreparedMerge(request, method, settings, plan, device, used);
         }
         catch
@@ -120,16 +123,19 @@ public sealed class PreparedMerge : IDisposable
     /// if the request asks for it, and returns the outcome (its merged model is the caller's to dispose) and the
     /// result for the report.
     /// </summary>
+    /// <remarks>With --lr auto the learning-rate sweep runs first (<see cref="LearningRateSearch"/>); the result's
+    /// options hold the chosen rate. Every result carries the label-free estimate when there are held-out samples.</remarks>
     public (MergeOutcome Outcome, MethodResult Result) Execute(IMergeMethod method, MethodSettings settings, MergeProgress? progress,
-        TrainingCheckpoints? checkpoints = null)
+        TrainingCheckpoints? checkpoints = null, Action<string>? log = null)
     {
         PeakMemory.Reset();   // each method's own peak when several run in one process (compare)
         var clock = Stopwatch.StartNew();
-        var outcome = method.Merge(Inputs(progress, checkpoints), settings);
+        var outcome = method.Merge(Plan.Inputs(Device, Request.Seed, progress, checkpoints, log), settings);
         double seconds = clock.Elapsed.TotalSeconds;
         double peak = PeakMemory.Megabytes();
+        var labelFree = HeldOut?.Estimate(outcome.Predict);
         var test = Request.Eval ? Evaluator.Evaluate(outcome.Predict, Plan.Tests, Device, Plan.Tasks, progress) : null;
-        return (outcome, MethodResult.From(method.Name, settings, outcome, seconds, peak, test));
+        return (outcome, MethodResult.From(method.Name, outcome.Settings ?? settings, outcome, seconds, peak, test, labelFree));
     }
 
     /// <summary>The report's description of the sources and the run (methods filled in by the caller).</summary>
@@ -164,9 +170,13 @@ public sealed class PreparedMerge : IDisposable
             ["augmented_per_task"] = Request.Augment,
             ["seed"] = Request.Seed,
             ["seconds"] = Math.Round(result.Seconds, 2),
+            ["held_out_per_task"] = Plan.HeldOut is { } held ? new JsonArray(held.Select(d => (JsonNode)d.Count).ToArray()) : null,
+            ["option_origins"] = new JsonObject(result.OptionOrigins.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
+            ["recoveries"] = MergeReport.RecoveriesJson(result.LossCurves),
             ["heads"] = "one per source task, in source order; each source's final unmerge block is folded into its head",
             ["details"] = result.Details.DeepClone(),
         };
+        if (result.LabelFree is { } estimate) record["label_free"] = estimate.ToJson();
         if (result.Test is { } test) record["test"] = test.ToJson();
         return record;
     }
@@ -202,19 +212,25 @@ public sealed class PreparedMerge : IDisposable
         text.AppendLine($"sites ({sites.Sites.Count}; M merges the stacked widths into one, U unmerges it; head input: {sites.HeadInput}):");
         foreach (var s in sites.Sites)
             text.AppendLine($"  {s.Name,-28} {(s.Kind == SiteKind.Merge ? "M" : "U")} [{string.Join(" + ", s.ModelWidths)}] {(s.Kind == SiteKind.Merge ? "->" : "<-")} {s.MergedWidth}");
-        var options = Settings.All.Where(kv => Request.Options.ContainsKey(kv.Key)).Select(kv => $"{kv.Key}={kv.Value}").ToList();
-        text.AppendLine($"method: {Method.Name} ({Method.Summary}); options given: {(options.Count == 0 ? "none (defaults)" : string.Join(", ", options))}");
+        text.AppendLine($"method: {Method.Name} ({Method.Summary}); options (value, where it came from):");
+        foreach (var (name, value) in Settings.All)
+            text.AppendLine($"  --{name,-16} {(value.Length == 0 ? "(empty)" : value),-26} {Settings.Origins[name]}");
+        if (Plan.HeldOut is { } heldOut)
+            text.AppendLine($"held-out samples (unlabeled, never trained on; for --lr auto and the label-free estimate): {string.Join(", ", heldOut.Select(h => h.Count))} per task");
 
         long samples = Plan.Data.Sum(d => (long)d.Count);
         long optimized = Method is ITrainedMergeMethod trained ? trained.OptimizedParameterCount(inputs, Settings) : 0;
-        long steps = 0, batch = samples;
+        long batch = samples;
         if (Method is ITrainedMergeMethod)
         {
-            var optimizer = OptimizerSettings.From(Settings);
-            batch = optimizer.BatchSize == 0 ? samples : Math.Min(optimizer.BatchSize, samples);
-            steps = optimizer.Epochs * ((samples + batch - 1) / batch);
+            int batchSize = Settings.Int("batch", min: 0);
+            int epochs = OptimizerSettings.EpochsFor(Settings, samples, batchSize);
+            batch = batchSize == 0 ? samples : Math.Min(batchSize, samples);
+            long perEpoch = (samples + batch - 1) / batch;
             text.AppendLine($"optimized parameters: {N(optimized)}");
-            text.AppendLine($"steps: {optimizer.Epochs} epochs x {(samples + batch - 1) / batch} batch(es) of {batch} (of {samples} merge samples) = {N(steps)}");
+            text.AppendLine($"steps: {epochs} epochs x {perEpoch} batch(es) of {batch} (of {samples} merge samples) = {N(epochs * perEpoch)}");
+            if (LearningRateSearch.Applies(Settings))
+                text.AppendLine($"--lr auto: first {Settings.Doubles("lr-grid").Length} short runs of {Settings.String("sweep-fraction")} x the steps, one per rate of --lr-grid, scored on the held-out samples");
         }
         else text.AppendLine("optimized parameters: none (the method computes its result in closed form)");
 
@@ -239,24 +255,35 @@ public sealed class PreparedMerge : IDisposable
         long activations = 2 * batch * tokens * inputs.Sites.Sites.Sum(s => s.StackedWidth + s.MergedWidth);
         long bytes = 4 * (weights + images + 4 * optimized + activations);
 
-        if (Method is ITrainedMergeMethod && Settings.All.TryGetValue("epochs", out var epochsText) && int.Parse(epochsText, CultureInfo.InvariantCulture) > 5)
+        // Timed at a fixed rate (--lr auto's first candidate): the sweep's runs cost what runs of their length cost.
+        var timed = LearningRateSearch.Applies(Settings) ? Settings.With("lr", Settings.Doubles("lr-grid")[0].ToString(CultureInfo.InvariantCulture), "dry run") : Settings;
+        int fullEpochs = Method is ITrainedMergeMethod ? OptimizerSettings.EpochsFor(Settings, samples, Settings.Int("batch", min: 0)) : 0;
+        if (fullEpochs > 5)
         {
             double TimeFor(int epochs)
             {
-                var settings = new MethodSettings(Method, new Dictionary<string, string>(Settings.All) { ["epochs"] = epochs.ToString(CultureInfo.InvariantCulture) });
+                var settings = timed.With("epochs", epochs.ToString(CultureInfo.InvariantCulture), "dry run");
                 var clock = Stopwatch.StartNew();
                 Method.Merge(inputs, settings).Merged?.Dispose();
                 return clock.Elapsed.TotalSeconds;
             }
             TimeFor(1); // warm-up: first calls pay for JIT and allocator growth
             double one = TimeFor(1), five = TimeFor(5);
-            int epochs = int.Parse(epochsText, CultureInfo.InvariantCulture);
             double perEpoch = Math.Max(0, (five - one) / 4), fixedCost = Math.Max(0, one - perEpoch);
-            return (bytes, fixedCost + epochs * perEpoch,
-                $"measured just now by running {Method.Name} for 1 epoch ({one:F2} s) and 5 epochs ({five:F2} s) after a warm-up run: {fixedCost:F2} s fixed + {epochs} x {perEpoch:F3} s per epoch");
+            double total = fixedCost + fullEpochs * perEpoch;
+            string sweep = "";
+            if (LearningRateSearch.Applies(Settings))
+            {
+                int rates = Settings.Doubles("lr-grid").Length;
+                int sweepEpochs = Math.Max(1, (int)Math.Round(fullEpochs * Settings.Double("sweep-fraction")));
+                total += rates * (fixedCost + sweepEpochs * perEpoch);
+                sweep = $" + the --lr auto sweep, {rates} x ({fixedCost:F2} s + {sweepEpochs} x {perEpoch:F3} s)";
+            }
+            return (bytes, total,
+                $"measured just now by running {Method.Name} for 1 epoch ({one:F2} s) and 5 epochs ({five:F2} s) after a warm-up run: {fixedCost:F2} s fixed + {fullEpochs} x {perEpoch:F3} s per epoch{sweep}");
         }
         var watch = Stopwatch.StartNew();
-        Method.Merge(inputs, Settings).Merged?.Dispose();
+        Method.Merge(inputs, timed).Merged?.Dispose();
         double seconds = watch.Elapsed.TotalSeconds;
         return (bytes, seconds, $"measured just now by running {Method.Name} once ({seconds:F2} s; it has no epochs to scale by)");
     }
@@ -271,6 +298,8 @@ public sealed class PreparedMerge : IDisposable
 
     public void Dispose()
     {
+        HeldOut?.Dispose();
+        foreach (var d in Plan.HeldOut ?? []) d.Dispose();
         foreach (var d in Plan.Data.Concat(Plan.Tests)) d.Dispose();
         foreach (var s in Plan.Sources) s.Dispose();
     }

@@ -18,15 +18,17 @@ public sealed class DistillationMerge : ITrainedMergeMethod
 
     public const double TargetMeanAbs = 0.5;
 
-    public IReadOnlyList<MethodOption> Options => OptimizerSettings.Options(optimizer: "sgd", lr: "0.03", epochs: "1000", batch: "0");
+    public IReadOnlyList<MethodOption> Options => OptimizerSettings.Options;
 
     /// <summary>Every backbone parameter of the student (a copy of model 1) is trained.</summary>
     public long OptimizedParameterCount(MergeInputs inputs, MethodSettings settings) =>
         inputs.Target.Arch.BackboneWeights(inputs.Target).Sum(w => w.Shape.Aggregate(1L, (a, b) => a * b));
 
-    public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings)
+    public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings) => LearningRateSearch.Merge(this, inputs, settings, Distill);
+
+    MergeOutcome Distill(MergeInputs inputs, MethodSettings settings)
     {
-        var optimizer = OptimizerSettings.From(settings);
+        var optimizer = OptimizerSettings.From(settings, inputs.Data.Sum(d => (long)d.Count));
         var target = inputs.Target;
         var first = inputs.Sources[0];
         if (first.Config with { Heads = target.Heads, Training = target.Training } != target)

@@ -27,12 +27,13 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         new("rank", "16", "rank r of the low-rank part (sites wider than the head-input width get proportionally more)"),
         new("targets", "all", "all: every model's feature for every sample (MLP, spec §4.2); own: only the sample's own model (transformers, spec §7.2)"),
         new("normalize", "true", "rescale each model's targets to model 1's mean |feature| and undo it in U (spec §4.5)"),
-        .. OptimizerSettings.Options(optimizer: "sgd", lr: "0.1", epochs: "1000", batch: "0"),
+        .. OptimizerSettings.Options,
         new("early-stop", "0", "global: check the loss on the held-out samples every N epochs and keep the best θ (0 = off; needs held-out data, spec §6; such a run is not checkpointed)"),
         new("patience", "5", "global: checks without improvement before early stopping"),
     ];
 
-    public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings) => Train(inputs, settings).Outcome;
+    public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings) =>
+        LearningRateSearch.Merge(this, inputs, settings, (i, s) => Train(i, s).Outcome);
 
     /// <summary>Trains and folds; also returns the final dense M/U per site (FS-Merge seq. carries the head-input U on).</summary>
     internal static (MergeOutcome Outcome, Dictionary<string, Tensor> Dense) Train(MergeInputs inputs, MethodSettings settings)
@@ -44,7 +45,7 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         int rank = settings.Int("rank", min: 1);
         var targetsMode = settings.String("targets", "all", "own");
         bool normalize = settings.String("normalize", "true", "false") == "true";
-        var optimizer = OptimizerSettings.From(settings);
+        var optimizer = OptimizerSettings.From(settings, inputs.Data.Sum(d => (long)d.Count));
         int checkEvery = settings.Int("early-stop", min: 0), patience = settings.Int("patience", min: 1);
         if (checkEvery > 0 && (inputs.HeldOut is null || scope != "global"))
             throw new FsMergeException("fs-merge: --early-stop needs --scope global and held-out samples (fsmerge merge --held-out N)");

@@ -25,7 +25,9 @@ public sealed class FsMergeSeqMethod : IMergeMethod
         new("stage-epochs", "", "comma-separated epochs per stage (N - 1 values); empty = --epochs for every stage"),
     ];
 
-    public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings)
+    public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings) => LearningRateSearch.Merge(this, inputs, settings, Sequential);
+
+    MergeOutcome Sequential(MergeInputs inputs, MethodSettings settings)
     {
         int n = inputs.Sources.Count;
         var stageEpochs = StageEpochs(settings, n);
@@ -60,27 +62,30 @@ public sealed class FsMergeSeqMethod : IMergeMethod
                 Checkpoints = inputs.Checkpoints,
             };
             var options = settings.All.Where(kv => kv.Key != "stage-epochs").ToDictionary(kv => kv.Key, kv => kv.Value);
-            options["epochs"] = stageEpochs[k].ToString(CultureInfo.InvariantCulture);
+            options["epochs"] = stageEpochs[k];
             options["targets"] = "own";
-            var (stageOutcome, dense) = FsMergeMethod.Train(stageInputs, new MethodSettings(fsMerge, options));
+            var stageSettings = new MethodSettings(fsMerge, options);
+            var (stageOutcome, dense) = FsMergeMethod.Train(stageInputs, stageSettings);
             if (k > 0) previous.Dispose();
             previous = stageOutcome.Merged!;
             carried = dense[stageInputs.Sites.HeadInput];
             outcome = stageOutcome;
             curves.AddRange(stageOutcome.LossCurves.Select(c => c with { Phase = $"stage {k + 1}: {c.Phase}" }));
-            stages.Add((JsonNode)new JsonObject { ["stage"] = k, ["epochs"] = stageEpochs[k], ["details"] = stageOutcome.Details.DeepClone() });
+            int epochs = OptimizerSettings.EpochsFor(stageSettings, stageInputs.Data.Sum(d => (long)d.Count), stageSettings.Int("batch", min: 0));
+            stages.Add((JsonNode)new JsonObject { ["stage"] = k, ["epochs"] = epochs, ["details"] = stageOutcome.Details.DeepClone() });
         }
         return outcome! with { Details = new JsonObject { ["stages"] = stages }, LossCurves = curves };
     }
 
-    static int[] StageEpochs(MethodSettings settings, int models)
+    /// <summary>Each stage's --epochs value: --stage-epochs, or --epochs (a number or auto) for every stage.</summary>
+    static string[] StageEpochs(MethodSettings settings, int models)
     {
         var text = settings.String("stage-epochs");
-        if (string.IsNullOrWhiteSpace(text)) return Enumerable.Repeat(settings.Int("epochs", min: 0), models - 1).ToArray();
+        if (string.IsNullOrWhiteSpace(text)) return Enumerable.Repeat(settings.String("epochs"), models - 1).ToArray();
         var parts = text.Split(',', StringSplitOptions.TrimEntries);
-        if (parts.Length != models - 1 || parts.Any(p => !int.TryParse(p, out int e) || e < 0))
+        if (parts.Length != models - 1 || parts.Any(p => !int.TryParse(p, NumberStyles.Integer, CultureInfo.InvariantCulture, out int e) || e < 0))
             throw new FsMergeException($"fs-merge-seq: --stage-epochs '{text}' must list {models - 1} non-negative integers (one per stage)");
-        return parts.Select(int.Parse).ToArray();
+        return parts;
     }
 
     /// <summary>The folded backbone of a stage, with the first <paramref name="tasks"/> sources' original heads.</summary>

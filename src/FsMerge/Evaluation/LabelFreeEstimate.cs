@@ -1,0 +1,97 @@
+using System.Text.Json.Nodes;
+using FsMerge.Data;
+using FsMerge.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FsMerge.Evaluation;
+
+/// <summary>
+/// How closely a merged model's head t reproduces source model t on task t's held-out unlabeled samples.
+/// <see cref="Agreement"/>: the fraction of samples on which both predict the same class. <see cref="LogitError"/>:
+/// Σ‖z_merged − z_source‖² / Σ‖z_source − mean z_source‖² over the samples (0 = the same logits; 1 = no better
+/// than always answering the source's mean logits): the feature reconstruction error as head t reads it.
+/// </summary>
+public sealed record TaskAgreement(string Task, double Agreement, double LogitError, int Count);
+
+/// <summary>
+/// The label-free quality estimate of a merge: per task <see cref="TaskAgreement"/>, their means, and
+/// <see cref="JointAgreement"/>: on every task's held-out samples, how often the argmax over all the merged
+/// heads' logits is the argmax over all source models' logits (the ensemble's joint prediction).
+/// </summary>
+public sealed record LabelFreeEstimate(IReadOnlyList<TaskAgreement> Tasks, double Agreement, double LogitError, double JointAgreement)
+{
+    public JsonObject ToJson() => new()
+    {
+        ["tasks"] = new JsonArray(Tasks.Select(t => (JsonNode)new JsonObject
+        {
+            ["task"] = t.Task, ["agreement"] = t.Agreement, ["logit_error"] = t.LogitError, ["count"] = t.Count,
+        }).ToArray()),
+        ["agreement"] = Agreement,
+        ["logit_error"] = LogitError,
+        ["joint_agreement"] = JointAgreement,
+    };
+}
+
+/// <summary>
+/// The source models' logits on held-out unlabeled samples, computed once, against which any merge is scored
+/// without labels (<see cref="Estimate"/>): the learning-rate sweep, --method auto and every report use it.
+/// </summary>
+public sealed class HeldOutReference : IDisposable
+{
+    readonly IReadOnlyList<ImageSet> sets;
+    readonly IReadOnlyList<string> names;
+    readonly Device device;
+    /// <summary>[t][s]: source s's head logits on task t's held-out samples (CPU).</summary>
+    readonly Tensor[][] sourceLogits;
+
+    public HeldOutReference(IReadOnlyList<Model> sources, IReadOnlyList<ImageSet> heldOut, IReadOnlyList<string> names, Device device)
+    {
+        if (heldOut.Count != sources.Count || heldOut.Any(s => s.Count == 0))
+            throw new FsMergeException("the label-free estimate needs held-out samples for every task");
+        (sets, this.names, this.device) = (heldOut, names, device);
+        sourceLogits = heldOut.Select(set => Logits(Evaluator.SeparateModels(sources), set)).ToArray();
+    }
+
+    public int Samples => sets.Sum(s => s.Count);
+
+    Tensor[] Logits(AllHeadLogits heads, ImageSet set)
+    {
+        using var _ = torch.no_grad();
+        var batches = new List<Tensor[]>();
+        for (int start = 0; start < set.Count; start += Evaluator.BatchSize)
+        {
+            using var scope = torch.NewDisposeScope();
+            var images = set.Images.narrow(0, start, Math.Min(Evaluator.BatchSize, set.Count - start)).to(device);
+            batches.Add(heads(images).Select(l => l.cpu().MoveToOuterDisposeScope()).ToArray());
+        }
+        return Enumerable.Range(0, batches[0].Length).Select(h => torch.cat(batches.Select(b => b[h]).ToArray(), 0)).ToArray();
+    }
+
+    /// <summary>Scores <paramref name="merged"/> (every head's logits, in task order) against the sources.</summary>
+    public LabelFreeEstimate Estimate(AllHeadLogits merged)
+    {
+        using var scope = torch.NewDisposeScope();
+        var tasks = new List<TaskAgreement>();
+        long jointSame = 0;
+        for (int t = 0; t < sets.Count; t++)
+        {
+            var mine = Logits(merged, sets[t]);
+            if (mine.Length != sourceLogits[t].Length)
+                throw new FsMergeException($"the merged model has {mine.Length} heads for {sourceLogits[t].Length} tasks");
+            var (m, s) = (mine[t], sourceLogits[t][t]);
+            double agreement = m.argmax(1).eq(s.argmax(1)).to(ScalarType.Float64).mean().item<double>();
+            double error = (m - s).pow(2).sum().item<float>();
+            double spread = (s - s.mean([0], keepdim: true)).pow(2).sum().item<float>();
+            double logitError = double.IsFinite(error) ? error / Math.Max(spread, 1e-12) : double.PositiveInfinity;
+            tasks.Add(new TaskAgreement(names[t], agreement, logitError, sets[t].Count));
+            jointSame += torch.cat(mine, 1).argmax(1).eq(torch.cat(sourceLogits[t], 1).argmax(1)).sum().item<long>();
+        }
+        return new LabelFreeEstimate(tasks, tasks.Average(a => a.Agreement), tasks.Average(a => a.LogitError), (double)jointSame / Samples);
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in sourceLogits.SelectMany(l => l)) t.Dispose();
+    }
+}

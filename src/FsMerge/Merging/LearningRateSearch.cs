@@ -1,0 +1,99 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using FsMerge.Evaluation;
+
+namespace FsMerge.Merging;
+
+/// <summary>One rate of a --lr auto sweep: its held-out logit error and agreement, or that it diverged.</summary>
+public sealed record RateTrial(double Rate, double LogitError, double Agreement, bool Diverged, double Seconds)
+{
+    public JsonObject ToJson() => new()
+    {
+        ["lr"] = Rate, ["logit_error"] = Diverged ? null : LogitError, ["agreement"] = Diverged ? null : Agreement,
+        ["diverged"] = Diverged, ["seconds"] = Math.Round(Seconds, 2),
+    };
+}
+
+/// <summary>
+/// --lr auto, the default of every trained method: each rate of --lr-grid trains for --sweep-fraction of the
+/// full run's steps (its own complete, shorter schedule, without divergence recovery: a rate that diverges is
+/// out), and the merged model it gives is scored without labels on held-out samples that training never sees:
+/// the mean over tasks of head t's logit error against source model t (<see cref="HeldOutReference"/>). The
+/// rate with the lowest error then trains the full run. With the defaults (5 rates × 0.2) the sweep costs
+/// about one full run, so a merge with --lr auto takes about twice as long as one at a given rate.
+/// </summary>
+public static class LearningRateSearch
+{
+    /// <summary>Whether these settings ask for the sweep: --lr auto, with epochs to train.</summary>
+    public static bool Applies(MethodSettings settings) =>
+        settings.Has("lr") && settings.String("lr") == "auto" && settings.String("epochs") != "0";
+
+    /// <summary>
+    /// What a trained method's Merge calls: with --lr auto, runs the sweep on <paramref name="inputs"/>' held-out
+    /// samples and then <paramref name="train"/> at the chosen rate; otherwise <paramref name="train"/> as given.
+    /// The outcome carries the trials and the settings it ran with (the chosen rate recorded as "--lr auto").
+    /// </summary>
+    public static MergeOutcome Merge(IMergeMethod method, MergeInputs inputs, MethodSettings settings, Func<MergeInputs, MethodSettings, MergeOutcome> train)
+    {
+        if (!Applies(settings)) return train(inputs, settings) with { Settings = settings };
+        if (inputs.HeldOut is not { } heldOutSets)
+            throw new FsMergeException($"{method.Name}: --lr auto scores rates on held-out samples; give some (--held-out N) or set --lr");
+        var grid = settings.Doubles("lr-grid", min: 1e-12, max: 1e3);
+        double fraction = settings.Double("sweep-fraction", min: 1e-6, max: 1);
+        using var heldOut = new HeldOutReference(inputs.Sources, heldOutSets,
+            Enumerable.Range(1, inputs.Sources.Count).Select(i => $"task {i}").ToList(), inputs.Device);
+        // The trials are not checkpointed: a resumed run repeats the (deterministic) sweep and resumes the full run.
+        var probe = inputs.With(checkpoints: null,
+            progress: inputs.Progress is { } progress ? (phase, done, total, loss) => progress($"lr sweep: {phase}", done, total, loss) : null);
+        var trials = new List<RateTrial>();
+        foreach (var rate in grid)
+        {
+            var clock = Stopwatch.StartNew();
+            var trial = Shortened(settings.With("lr", Format(rate), "--lr auto"), inputs, fraction).With("recoveries", "0", "--lr auto sweep");
+            try
+            {
+                var outcome = train(probe, trial);
+                var estimate = heldOut.Estimate(outcome.Predict);
+                outcome.Merged?.Dispose();
+                bool diverged = !double.IsFinite(estimate.LogitError);
+                trials.Add(new RateTrial(rate, estimate.LogitError, estimate.Agreement, diverged, clock.Elapsed.TotalSeconds));
+            }
+            catch (DivergenceException)
+            {
+                trials.Add(new RateTrial(rate, double.PositiveInfinity, 0, true, clock.Elapsed.TotalSeconds));
+            }
+            var last = trials[^1];
+            inputs.Log?.Invoke($"{method.Name} lr sweep: lr {Format(rate)}: {(last.Diverged ? "diverged" : $"held-out logit error {last.LogitError:F4}, agreement {100 * last.Agreement:F1}%")} ({last.Seconds:F1} s)");
+        }
+        // All diverged: the full run starts at the lowest rate and recovers from there.
+        var best = trials.Where(t => !t.Diverged).OrderBy(t => t.LogitError).FirstOrDefault() ?? trials.MinBy(t => t.Rate)!;
+        var chosen = settings.With("lr", Format(best.Rate), "--lr auto");
+        inputs.Log?.Invoke($"{method.Name}: --lr auto chose {Format(best.Rate)}");
+        var result = train(inputs, chosen);
+        result.Details["lr_search"] = ToJson(trials, best.Rate);
+        return result with { Settings = chosen, RateTrials = trials };
+    }
+
+    /// <summary>The settings for a trial: epochs (and FS-Merge seq.'s stage epochs) scaled by the fraction, at least 1.</summary>
+    static MethodSettings Shortened(MethodSettings settings, MergeInputs inputs, double fraction)
+    {
+        static string Scale(int epochs, double fraction) => Math.Max(1, (int)Math.Round(epochs * fraction)).ToString(CultureInfo.InvariantCulture);
+        long samples = inputs.Data.Sum(d => (long)d.Count);
+        int full = OptimizerSettings.EpochsFor(settings, samples, settings.Int("batch", min: 0));
+        var shortened = settings.With("epochs", Scale(full, fraction), "--lr auto sweep");
+        if (settings.Has("stage-epochs") && settings.String("stage-epochs") is { Length: > 0 } stages)
+            shortened = shortened.With("stage-epochs", string.Join(",", stages.Split(',').Select(e =>
+                int.TryParse(e.Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out int n) ? Scale(n, fraction) : e)), "--lr auto sweep");
+        return shortened;
+    }
+
+    static string Format(double rate) => rate.ToString("G6", CultureInfo.InvariantCulture);
+
+    public static JsonObject ToJson(IReadOnlyList<RateTrial> trials, double chosen) => new()
+    {
+        ["rule"] = "each rate trains for --sweep-fraction of the steps; the lowest mean held-out logit error wins",
+        ["chosen"] = chosen,
+        ["trials"] = new JsonArray(trials.Select(t => (JsonNode)t.ToJson()).ToArray()),
+    };
+}
