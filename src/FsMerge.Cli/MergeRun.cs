@@ -77,9 +77,13 @@ sealed class MergeRun : IDisposable
     public static MergeRun Start(ParsedArgs args, string outDir, bool overwrite) => new(args, outDir, overwrite);
 
     /// <summary>The checkpoints of this run's training phases (--checkpoint-every, --resume), keyed by the merge's inputs.</summary>
-    public TrainingCheckpoints Checkpoints(string method, MethodSettings settings, MergePlan plan, long seed) =>
+    public TrainingCheckpoints Checkpoints(string method, MethodSettings settings, MergePlan plan, long seed)
+    {
         checkpoints = new TrainingCheckpoints(workDir, args.Int("checkpoint-every", min: 1), args.Has("resume"),
             TrainingCheckpoints.Fingerprint(method, settings.All, seed, plan.Sources, plan.Data)) { Log = Console.WriteLine };
+        checkpoints.CheckResumable();
+        return checkpoints;
+    }
 
     /// <summary>Writes the report into <paramref name="dir"/> (the output being assembled) and marks the run complete.</summary>
     public void WriteReport(string dir, MergeRunSummary summary)

@@ -8,8 +8,16 @@ using static TorchSharp.torch;
 
 namespace FsMerge.Merging;
 
-/// <summary>An option of a merge method, with its default and help (listed by `fsmerge merge --help`).</summary>
-public sealed record MethodOption(string Name, string Default, string Help);
+/// <summary>
+/// An option of a merge method, with its default and help (listed by `fsmerge merge --help`). Its values have the
+/// type of its default, or, when the default is "auto", "auto" or the type of <paramref name="Example"/>.
+/// </summary>
+public sealed record MethodOption(string Name, string Default, string Help, string? Example = null)
+{
+    public const string Auto = "auto";
+    /// <summary>A value that shows the option's type (its default, unless that is "auto").</summary>
+    public string TypeExample => Example ?? Default;
+}
 
 /// <summary>Progress of a long merge phase (feature extraction, training), for progress bars.</summary>
 public delegate void MergeProgress(string phase, long done, long total, double? loss);

@@ -27,7 +27,7 @@ public static class LearningRateSearch
 {
     /// <summary>Whether these settings ask for the sweep: --lr auto, with epochs to train.</summary>
     public static bool Applies(MethodSettings settings) =>
-        settings.Has("lr") && settings.String("lr") == "auto" && settings.String("epochs") != "0";
+        settings.Has("lr") && settings.String("lr") == MethodOption.Auto && settings.String("epochs") != "0";
 
     /// <summary>
     /// What a trained method's Merge calls: with --lr auto, runs the sweep on <paramref name="inputs"/>' held-out

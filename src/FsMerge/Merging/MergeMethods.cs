@@ -8,7 +8,7 @@ public static class MergeMethods
     public static readonly IReadOnlyList<IMergeMethod> All =
     [
         new FsMergeMethod(), new EnsembleMerge(), new AverageMerge(), new SlerpMerge(), new RegMeanMerge(),
-        new ZipItMerge(), new ReBasinMerge(), new OptMerge(), new DistillationMerge(), new FsMergeSeqMethod(),
+        new ZipItMerge(), new ReBasinMerge(), new OptMerge(), new DistillationMerge(), new FsMergeSeqMethod(), new AutoMerge(),
     ];
 
     public static IMergeMethod Get(string name) =>

@@ -18,10 +18,10 @@ public sealed record OptimizerSettings(string Optimizer, double LearningRate, in
     public static IReadOnlyList<MethodOption> Options =>
     [
         new("optimizer", "sgd", "sgd (with momentum; the paper's MLP setting) or adamw (the paper's transformer setting)"),
-        new("lr", "auto", "peak learning rate, or auto: a short sweep over --lr-grid scored on held-out unlabeled samples picks it (see --held-out)"),
+        new("lr", MethodOption.Auto, "peak learning rate, or auto: a short sweep over --lr-grid scored on held-out unlabeled samples picks it (see --held-out)", Example: "0.01"),
         new("lr-grid", "0.3,0.1,0.03,0.01,0.003", "the rates --lr auto tries, each for --sweep-fraction of the steps"),
         new("sweep-fraction", "0.2", "--lr auto: the fraction of the full run's steps each candidate rate trains for"),
-        new("epochs", "auto", "passes over all merge samples, or auto: as many as give about --steps optimizer steps"),
+        new("epochs", MethodOption.Auto, "passes over all merge samples, or auto: as many as give about --steps optimizer steps", Example: "1000"),
         new("steps", "1000", "optimizer steps of a run when --epochs is auto"),
         new("batch", "0", "batch size; 0 = full batch"),
         new("momentum", "0.9", "SGD momentum"),
@@ -35,10 +35,10 @@ public sealed record OptimizerSettings(string Optimizer, double LearningRate, in
     /// <summary>The settings of a run over <paramref name="samples"/> merge items; --lr must be a number by now (auto is resolved by <see cref="LearningRateSearch"/>).</summary>
     public static OptimizerSettings From(MethodSettings s, long samples)
     {
-        if (s.String("lr") == "auto" && s.String("epochs") != "0")
+        if (s.String("lr") == MethodOption.Auto && s.String("epochs") != "0")
             throw new InvalidOperationException("--lr auto reached the trainer: the method's Merge runs LearningRateSearch first");
         int batch = s.Int("batch", min: 0);
-        return new(s.String("optimizer", "sgd", "adamw"), s.String("lr") == "auto" ? 0 : s.Double("lr", min: 0), EpochsFor(s, samples, batch), batch,
+        return new(s.String("optimizer", "sgd", "adamw"), s.String("lr") == MethodOption.Auto ? 0 : s.Double("lr", min: 0), EpochsFor(s, samples, batch), batch,
             s.Double("momentum", 0, 1), s.Double("weight-decay", min: 0), s.Double("warmup", 0, 1),
             s.String("schedule", "cosine", "onecycle"), s.Int("recoveries", min: 0));
     }
@@ -46,7 +46,7 @@ public sealed record OptimizerSettings(string Optimizer, double LearningRate, in
     /// <summary>--epochs, or with auto the epochs of about --steps steps at this batch size.</summary>
     public static int EpochsFor(MethodSettings s, long samples, int batch)
     {
-        if (s.String("epochs") != "auto") return s.Int("epochs", min: 0);
+        if (s.String("epochs") != MethodOption.Auto) return s.Int("epochs", min: 0);
         int steps = s.Int("steps", min: 1);
         long perEpoch = batch == 0 || samples == 0 ? 1 : (samples + Math.Min(batch, samples) - 1) / Math.Min(batch, samples);
         return (int)Math.Max(1, (steps + perEpoch - 1) / perEpoch);

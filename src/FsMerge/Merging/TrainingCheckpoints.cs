@@ -150,6 +150,39 @@ public sealed class TrainingCheckpoints
         });
     }
 
+    /// <summary>Reads a checkpoint's format and run key: a file of another version or another run is refused.</summary>
+    void CheckHeader(BinaryReader reader, string path)
+    {
+        var magic = reader.ReadString();
+        if (magic != Magic)
+            throw new FsMergeException(magic.StartsWith(MagicPrefix)
+                ? $"{path}: a checkpoint of another fsmerge version (format {magic[MagicPrefix.Length..]}, this one reads {Magic[MagicPrefix.Length..]}); start the merge again without --resume"
+                : $"{path}: not an fsmerge training checkpoint");
+        if (reader.ReadString() != RunKey)
+            throw new FsMergeException($"{path}: the checkpoint belongs to a run with other models, data or options; rerun with the same ones, or without --resume to start over");
+    }
+
+    /// <summary>
+    /// With <see cref="Resume"/>, checks every checkpoint's header before any compute (a merge may train for a
+    /// while, in its --lr auto sweep, before its first checkpointed phase reads its file).
+    /// </summary>
+    public void CheckResumable()
+    {
+        if (!Resume || !System.IO.Directory.Exists(Directory)) return;
+        foreach (var path in System.IO.Directory.EnumerateFiles(Directory, "train-*.ckpt").Order(StringComparer.Ordinal))
+        {
+            try
+            {
+                using var reader = new BinaryReader(File.OpenRead(path), Encoding.UTF8);
+                CheckHeader(reader, path);
+            }
+            catch (Exception e) when (e is EndOfStreamException or IOException or InvalidDataException or ArgumentException)
+            {
+                throw new FsMergeException($"{path}: unreadable training checkpoint ({e.Message}); delete it to start over");
+            }
+        }
+    }
+
     /// <summary>
     /// Restores θ and the optimizer from <paramref name="path"/> and returns the loop state; null when there is no file.
     /// <paramref name="optimizerAt"/> builds the optimizer at the saved rate scale (divergence recoveries lower it).
@@ -160,13 +193,7 @@ public sealed class TrainingCheckpoints
         try
         {
             using var reader = new BinaryReader(File.OpenRead(path), Encoding.UTF8);
-            var magic = reader.ReadString();
-            if (magic != Magic)
-                throw new FsMergeException(magic.StartsWith(MagicPrefix)
-                    ? $"{path}: a checkpoint of another fsmerge version (format {magic[MagicPrefix.Length..]}, this one reads {Magic[MagicPrefix.Length..]}); start the merge again without --resume"
-                    : $"{path}: not an fsmerge training checkpoint");
-            if (reader.ReadString() != RunKey)
-                throw new FsMergeException($"{path}: the checkpoint belongs to a run with other models, data or options; rerun with the same ones, or without --resume to start over");
+            CheckHeader(reader, path);
             var savedPhase = reader.ReadString();
             long savedTotal = reader.ReadInt64();
             double rateScale = reader.ReadDouble();
