@@ -66,7 +66,7 @@ sealed class MergeCommand : ICommand
             var checkpoints = run.Checkpoints(prepared.Method.Name, prepared.Settings, prepared.Plan, request.Seed);
             var (outcome, result) = prepared.Execute(prepared.Method, prepared.Settings, Progress(), checkpoints, Console.WriteLine);
             foreach (var recovery in outcome.LossCurves.SelectMany(c => c.Recoveries.Select(r => (c.Phase, r))))
-                Console.WriteLine($"{recovery.Phase}: recovered from a loss of {recovery.r.Loss:G4} at step {recovery.r.Step}: back to step {recovery.r.RestoredStep}, rate x{recovery.r.ToScale:G3}");
+                Console.WriteLine($"{recovery.Phase}: recovered from a loss of {recovery.r.Loss:G4} at step {recovery.r.Step}: restarted the phase at rate x{recovery.r.ToScale:G3}");
             if (result.LabelFree is { } estimate) Console.WriteLine(EvalCommand.ToTable(estimate, result.Test));
             else if (result.Test is { } test) Console.WriteLine(EvalCommand.ToTable(test));
             var summary = prepared.Summary([result], outcome.Merged?.Config, outcome.Merged != null ? result.Method : null);

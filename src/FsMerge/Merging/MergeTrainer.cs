@@ -72,11 +72,10 @@ public sealed class EarlyStopping(int CheckEvery, int Patience, Func<double> Hel
 public sealed record LossPoint(long Step, double Loss);
 
 /// <summary>
-/// One recovery from a divergent loss: at step <see cref="Step"/> the loss was <see cref="Loss"/>; the parameters of
-/// step <see cref="RestoredStep"/> were restored and training went on with the rate scaled from <see cref="FromScale"/>
-/// to <see cref="ToScale"/> of the chosen rate.
+/// One recovery from a divergent loss: at step <see cref="Step"/> the loss was <see cref="Loss"/>; the phase restarted
+/// from its start with the rate scaled from <see cref="FromScale"/> to <see cref="ToScale"/> of the chosen rate.
 /// </summary>
-public sealed record Recovery(long Step, double Loss, long RestoredStep, double FromScale, double ToScale);
+public sealed record Recovery(long Step, double Loss, double FromScale, double ToScale);
 
 /// <summary>The loss curve of one training phase, its last epoch's mean loss (NaN for zero epochs) and its recoveries.</summary>
 public sealed record LossCurve(string Phase, IReadOnlyList<LossPoint> Points, double FinalLoss)
@@ -90,10 +89,12 @@ public sealed class DivergenceException(string message) : FsMergeException(messa
 /// <summary>
 /// The optimization loop of FS-Merge and distillation: shuffled batches, warm-up then cosine decay (or OneCycle).
 /// A NaN/Inf loss, or one above <see cref="ExplosionFactor"/> times the first step's, never ends a run at once:
-/// the last good parameters come back (taken at every epoch end and checkpoint), the optimizer restarts with
-/// its moments cleared, and the rate is multiplied by <see cref="RecoveryFactor"/>, up to
-/// <see cref="OptimizerSettings.Recoveries"/> times. Recovery is deterministic, and its rate scale is part of
-/// the checkpointed state, so a killed and resumed run recovers the same way.
+/// the phase restarts from its initial parameters and data order, with a fresh optimizer, at the rate times
+/// <see cref="RecoveryFactor"/>, up to <see cref="OptimizerSettings.Recoveries"/> times. Why from the start and not
+/// from the latest finite parameters: those of a run about to diverge often diverge again at any lower rate (on
+/// an MLP pair at lr 0.1, seven times down to lr 1e-4), and the start is a known-good point that needs no
+/// snapshot in the checkpoint, so a killed and resumed run recovers exactly as an uninterrupted one whatever
+/// the checkpoint interval. Divergence usually comes in the first steps (the warm-up's peak), so little is redone.
 /// </summary>
 public static class MergeTrainer
 {
@@ -145,6 +146,10 @@ public static class MergeTrainer
             throw new ArgumentException("early stopping keeps its best parameters in memory: a phase with it is not checkpointed", nameof(stop));
         Tensor[]? best = null;
         int misses = 0;
+        // What a recovery restarts from: the phase's initial parameters and data order (see the class comment).
+        var initial = parameters.Select(p => p.detach().clone()).ToArray();
+        byte[] initialGenerator;
+        using (var generatorState = generator.get_state()) initialGenerator = generatorState.bytes.ToArray();
         if (checkpoints is { Resume: true } && checkpoints.Load(file!, phase, total, parameters, scale => { Build(scale, 0); return optimizer; }) is { } saved)
         {
             // The optimizer's saved hyper-parameters (learning rate, OneCycle's betas) were restored with its state.
@@ -155,9 +160,6 @@ public static class MergeTrainer
             generator.set_state(generatorState);
         }
         else Build(1, 0);
-        GoodState good;
-        using (var generatorState = generator.get_state())
-            good = new GoodState(parameters, state.Clone(generatorState.bytes.ToArray()));
         Tensor? order = state.Order is { } savedOrder ? torch.tensor(savedOrder) : null;
         while (state.Step < total)
         {
@@ -178,7 +180,6 @@ public static class MergeTrainer
                 if (state.FirstLoss is null && double.IsFinite(value)) state.FirstLoss = value;
                 if (!Diverged(value, state.FirstLoss))
                 {
-                    good.Confirm(value);
                     optimizer.zero_grad();
                     loss.backward();
                     optimizer.step();
@@ -195,15 +196,19 @@ public static class MergeTrainer
                         ? $"{phase}: the loss became {value:G4} at step {state.Step + 1} (lr {s.LearningRate:G3}); lower --lr"
                         : $"{phase}: the loss diverged {state.Recoveries.Count + 1} times (lr {s.LearningRate:G3}, each recovery divided it by {1 / RecoveryFactor:G3}, down to {s.LearningRate * state.RateScale:G3}); lower --lr or check the data");
                 double from = state.RateScale;
-                state.RateScale *= RecoveryFactor;
-                state.Recoveries.Add(new Recovery(state.Step + 1, value, good.Step, from, state.RateScale));
-                checkpoints?.Log?.Invoke($"{phase}: loss {value:G4} at step {state.Step + 1}; restored step {good.Step}, rate x{state.RateScale:G3}");
-                good.Restore(parameters, state);
-                using (var generatorState = torch.tensor(state.GeneratorState))
+                state = new TrainingCheckpoints.LoopState
+                {
+                    FirstLoss = state.FirstLoss, RateScale = state.RateScale * RecoveryFactor,
+                    Recoveries = [.. state.Recoveries, new Recovery(state.Step + 1, value, from, state.RateScale * RecoveryFactor)],
+                };
+                checkpoints?.Log?.Invoke($"{phase}: loss {value:G4} at step {state.Recoveries[^1].Step}; restarting the phase at rate x{state.RateScale:G3}");
+                using (torch.no_grad())
+                    for (int i = 0; i < parameters.Count; i++) parameters[i].copy_(initial[i]);
+                using (var generatorState = torch.tensor(initialGenerator))
                     generator.set_state(generatorState);
                 order?.Dispose();
-                order = state.Order is { } o ? torch.tensor(o) : null;
-                Build(state.RateScale, state.Step);
+                order = null;
+                Build(state.RateScale, 0);
                 continue;
             }
             state.Step++;
@@ -218,24 +223,19 @@ public static class MergeTrainer
                 state.EpochLoss = state.EpochSum / samples;
                 progress?.Invoke(phase, state.Step, total, state.EpochLoss);
             }
-            bool save = checkpoints != null && (state.Step % checkpoints.Every == 0 || state.Step == total || checkpoints.Interrupted);
-            if (save || epochEnd)
+            if (checkpoints != null && (state.Step % checkpoints.Every == 0 || state.Step == total || checkpoints.Interrupted))
             {
                 state.Order = epochEnd ? null : order!.data<long>().ToArray();
                 using (var generatorState = generator.get_state())
                     state.GeneratorState = generatorState.bytes.ToArray();
-                good.Take(parameters, state, save);
-            }
-            if (save)
-            {
-                checkpoints!.Save(file!, phase, total, parameters, optimizer, state);
+                checkpoints.Save(file!, phase, total, parameters, optimizer, state);
                 if (checkpoints.Interrupted && state.Step < total)
                     throw new FsMergeException($"interrupted: {phase} saved at step {state.Step} of {total} in {checkpoints.Directory}; run the same command with --resume to continue");
             }
             if (stop != null && epochEnd && state.Step / stepsPerEpoch % stop.CheckEvery == 0
                 && Check(stop, (int)(state.Step / stepsPerEpoch), parameters, ref best, ref misses)) break;
         }
-        good.Dispose();
+        foreach (var t in initial) t.Dispose();
         if (best != null)
         {
             using (torch.no_grad())
@@ -248,65 +248,6 @@ public static class MergeTrainer
 
     static bool Diverged(double loss, double? first) =>
         !double.IsFinite(loss) || first is > 0 && loss > ExplosionFactor * first;
-
-    /// <summary>
-    /// The parameters to recover to and the loop state to go on from: those of the lowest loss so far. Parameters
-    /// are taken at every epoch end as a candidate, which becomes the good state once the next loss, computed on
-    /// it, is the lowest yet (a run about to diverge has finite parameters whose losses already climb; going back
-    /// to the latest ones would diverge again). At a checkpoint the candidate is taken whatever its loss and the
-    /// lowest loss restarts from it: a resumed run knows nothing before its checkpoint, and recovers to the same
-    /// points as an uninterrupted one.
-    /// </summary>
-    sealed class GoodState : IDisposable
-    {
-        Tensor[] good, candidate;
-        TrainingCheckpoints.LoopState goodLoop;
-        TrainingCheckpoints.LoopState? candidateLoop;
-        double lowest = double.PositiveInfinity;
-        bool candidateResets = true;   // the first loss confirms the starting point
-        public long Step => goodLoop.Step;
-
-        public GoodState(IReadOnlyList<Parameter> parameters, TrainingCheckpoints.LoopState start)
-        {
-            good = parameters.Select(p => p.detach().clone().DetachFromDisposeScope()).ToArray();
-            candidate = parameters.Select(p => p.detach().clone().DetachFromDisposeScope()).ToArray();
-            (goodLoop, candidateLoop) = (start, start);
-        }
-
-        /// <summary>Takes the current parameters as the candidate; <paramref name="checkpoint"/>: whatever their loss.</summary>
-        public void Take(IReadOnlyList<Parameter> parameters, TrainingCheckpoints.LoopState state, bool checkpoint)
-        {
-            using (torch.no_grad())
-                for (int i = 0; i < candidate.Length; i++) candidate[i].copy_(parameters[i]);
-            candidateLoop = state.Clone(state.GeneratorState);
-            candidateResets = checkpoint;
-        }
-
-        /// <summary>A loss <paramref name="loss"/> (not divergent) on the current parameters: the candidate is good if it is the lowest.</summary>
-        public void Confirm(double loss)
-        {
-            if (candidateResets) lowest = double.PositiveInfinity;
-            if (candidateLoop is null || loss > lowest) { candidateLoop = null; return; }
-            lowest = loss;
-            candidateResets = false;
-            (good, candidate) = (candidate, good);
-            (goodLoop, candidateLoop) = (candidateLoop, null);
-        }
-
-        /// <summary>Puts the parameters and the loop position back; the recovery bookkeeping stays the current one's.</summary>
-        public void Restore(IReadOnlyList<Parameter> parameters, TrainingCheckpoints.LoopState state)
-        {
-            using (torch.no_grad())
-                for (int i = 0; i < good.Length; i++) parameters[i].copy_(good[i]);
-            state.RestoreLoop(goodLoop);
-            candidateLoop = null;
-        }
-
-        public void Dispose()
-        {
-            foreach (var v in good.Concat(candidate)) v.Dispose();
-        }
-    }
 
     /// <summary>One early-stopping check; true when training should stop.</summary>
     static bool Check(EarlyStopping stop, int epoch, IReadOnlyList<Parameter> parameters, ref Tensor[]? best, ref int misses)

@@ -92,20 +92,6 @@ public sealed class TrainingCheckpoints
         public double? FirstLoss;
         public double RateScale = 1;
         public List<Recovery> Recoveries = [];
-
-        /// <summary>A copy of the loop position, with the data-order generator's state <paramref name="generatorState"/>.</summary>
-        public LoopState Clone(byte[] generatorState) => new()
-        {
-            Step = Step, EpochSum = EpochSum, EpochLoss = EpochLoss, WindowSum = WindowSum, WindowSamples = WindowSamples,
-            Points = [.. Points], Order = Order, GeneratorState = generatorState, FirstLoss = FirstLoss, RateScale = RateScale, Recoveries = [.. Recoveries],
-        };
-
-        /// <summary>Goes back to <paramref name="saved"/>'s position; the recovery bookkeeping (first loss, scale, recoveries) is kept.</summary>
-        public void RestoreLoop(LoopState saved)
-        {
-            (Step, EpochSum, EpochLoss, WindowSum, WindowSamples) = (saved.Step, saved.EpochSum, saved.EpochLoss, saved.WindowSum, saved.WindowSamples);
-            (Points, Order, GeneratorState) = ([.. saved.Points], saved.Order, saved.GeneratorState);
-        }
     }
 
     /// <summary>Writes θ, optimizer state and loop state atomically to <paramref name="path"/>.</summary>
@@ -144,7 +130,7 @@ public sealed class TrainingCheckpoints
             writer.Write(state.Recoveries.Count);
             foreach (var r in state.Recoveries)
             {
-                writer.Write(r.Step); writer.Write(r.Loss); writer.Write(r.RestoredStep); writer.Write(r.FromScale); writer.Write(r.ToScale);
+                writer.Write(r.Step); writer.Write(r.Loss); writer.Write(r.FromScale); writer.Write(r.ToScale);
             }
             stream.Flush(flushToDisk: true);
         });
@@ -228,7 +214,7 @@ public sealed class TrainingCheckpoints
             int recoveries = reader.ReadInt32();
             if (recoveries is < 0 or > 1000) throw new InvalidDataException($"{recoveries} recoveries recorded");
             for (int i = 0; i < recoveries; i++)
-                state.Recoveries.Add(new Recovery(reader.ReadInt64(), reader.ReadDouble(), reader.ReadInt64(), reader.ReadDouble(), reader.ReadDouble()));
+                state.Recoveries.Add(new Recovery(reader.ReadInt64(), reader.ReadDouble(), reader.ReadDouble(), reader.ReadDouble()));
             return state;
         }
         catch (Exception e) when (e is EndOfStreamException or IOException or InvalidDataException or ArgumentException)

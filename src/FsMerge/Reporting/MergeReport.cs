@@ -199,7 +199,7 @@ public static class MergeReport
     /// <summary>Every divergence recovery of every phase (merge.json and metrics.json).</summary>
     public static JsonArray RecoveriesJson(IReadOnlyList<LossCurve> curves) => new(curves.SelectMany(c => c.Recoveries.Select(r => (JsonNode)new JsonObject
     {
-        ["phase"] = c.Phase, ["step"] = r.Step, ["loss"] = double.IsFinite(r.Loss) ? r.Loss : null, ["restored_step"] = r.RestoredStep,
+        ["phase"] = c.Phase, ["step"] = r.Step, ["loss"] = double.IsFinite(r.Loss) ? r.Loss : null,
         ["rate_scale_before"] = r.FromScale, ["rate_scale_after"] = r.ToScale,
     })).ToArray());
 
@@ -290,10 +290,10 @@ public static class MergeReport
             var recoveries = m.LossCurves.SelectMany(c => c.Recoveries.Select(r => (c.Phase, r))).ToList();
             if (recoveries.Count > 0)
             {
-                md.AppendLine("Divergence recoveries (the parameters of the lowest loss so far restored, the rate lowered):\n");
-                md.AppendLine("| phase | step | loss | restored step | rate scale after |");
-                md.AppendLine("|---|---|---|---|---|");
-                foreach (var (phase, r) in recoveries) md.AppendLine($"| {phase} | {r.Step} | {r.Loss:G4} | {r.RestoredStep} | {r.ToScale:G3} |");
+                md.AppendLine("Divergence recoveries (the phase restarted from its start at a lower rate):\n");
+                md.AppendLine("| phase | step | loss | rate scale after |");
+                md.AppendLine("|---|---|---|---|");
+                foreach (var (phase, r) in recoveries) md.AppendLine($"| {phase} | {r.Step} | {r.Loss:G4} | {r.ToScale:G3} |");
                 md.AppendLine();
             }
         }
