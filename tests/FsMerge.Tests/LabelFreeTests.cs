@@ -1,0 +1,142 @@
+using FsMerge.Data;
+using FsMerge.Evaluation;
+using FsMerge.Merging;
+using FsMerge.Merging.Methods;
+using FsMerge.Models;
+using FsMerge.Runs;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace FsMerge.Tests;
+
+/// <summary>Label-free merging: architecture defaults and their origins, --lr auto, the held-out estimate, --method auto.</summary>
+[Collection("torch")]
+public class LabelFreeTests
+{
+    static List<Model> Sources(int n, int[] hidden) =>
+        Enumerable.Range(0, n).Select(i => Model.Create(MergeTests.Mlp(hidden, $"t{i}"), 20 + i, CPU)).ToList();
+
+    /// <summary><see cref="MergeTests.Inputs"/> with <paramref name="heldOut"/> held-out images per task, other than the merge images.</summary>
+    static MergeInputs WithHeldOut(IReadOnlyList<Model> sources, int heldOut = 12, List<string>? log = null)
+    {
+        var inputs = MergeTests.Inputs(sources);
+        var held = sources.Select((_, i) => new ImageSet(torch.rand(heldOut, 1, 28, 28, generator: new Generator((ulong)(200 + i))),
+            new long[heldOut], ["a", "b", "c"])).ToList();
+        return new MergeInputs
+        {
+            Sources = inputs.Sources, Data = inputs.Data, Target = inputs.Target, Device = CPU, Seed = inputs.Seed, HeldOut = held,
+            Log = log is null ? null : log.Add,
+        };
+    }
+
+    [Fact]
+    public void Defaults_come_from_the_architecture_and_the_user_overrides_them_with_each_origin_recorded()
+    {
+        var method = new FsMergeMethod();
+        var vit = new MethodSettings(method, new Dictionary<string, string> { ["rank"] = "4" }, new Vit(), _ => "flag");
+        Assert.Equal("adamw", vit.All["optimizer"]);
+        Assert.Equal("default for vit", vit.Origins["optimizer"]);
+        Assert.Equal("diagonal-low-rank", vit.All["type"]);
+        Assert.Equal("own", vit.All["targets"]);
+        Assert.Equal(("4", "flag"), (vit.All["rank"], vit.Origins["rank"]));
+        Assert.Equal(("auto", "default"), (vit.All["lr"], vit.Origins["lr"]));
+        var bert = new MethodSettings(method, new Dictionary<string, string>(), new Bert());
+        Assert.Equal("0", bert.All["weight-decay"]);   // the paper's BERT runs (spec §7.4)
+        var mlp = new MethodSettings(new DistillationMerge(), new Dictionary<string, string>(), new Mlp());
+        Assert.Equal(("sgd", "0", "default for mlp"), (mlp.All["optimizer"], mlp.All["batch"], mlp.Origins["batch"]));
+        Assert.False(mlp.Has("type"));   // an architecture default the method lacks is not added
+    }
+
+    [Fact]
+    public void Auto_epochs_give_about_the_step_budget_at_any_batch_size()
+    {
+        var settings = new MethodSettings(new FsMergeMethod(), new Dictionary<string, string> { ["steps"] = "100", ["batch"] = "32" });
+        Assert.Equal(25, OptimizerSettings.EpochsFor(settings, 128, 32));      // 4 steps an epoch
+        Assert.Equal(100, OptimizerSettings.EpochsFor(settings, 128, 0));      // full batch: one step an epoch
+        Assert.Equal(34, OptimizerSettings.EpochsFor(settings, 65, 22));       // 3 steps an epoch, rounded up
+    }
+
+    [Fact]
+    public void The_estimate_of_the_sources_themselves_is_perfect_and_of_averaging_is_not()
+    {
+        var sources = Sources(2, [12, 10]);
+        var inputs = WithHeldOut(sources);
+        using var reference = new HeldOutReference(sources, inputs.HeldOut!, ["t0", "t1"], CPU);
+        var itself = reference.Estimate(Evaluator.SeparateModels(sources));
+        Assert.Equal(1.0, itself.Agreement);
+        Assert.Equal(1.0, itself.JointAgreement);
+        Assert.Equal(0.0, itself.LogitError);
+        var averaged = new AverageMerge().Merge(inputs, MergeTests.Settings(new AverageMerge()));
+        var estimate = reference.Estimate(averaged.Predict);
+        Assert.True(estimate.LogitError > 0.01, $"averaging two random models: logit error {estimate.LogitError}");
+        Assert.Equal(12, estimate.Tasks[0].Count);
+    }
+
+    [Fact]
+    public void Lr_auto_sweeps_the_grid_on_held_out_samples_skips_divergent_rates_and_trains_at_the_best()
+    {
+        var sources = Sources(2, [12, 10]);
+        var method = new FsMergeMethod();
+        var log = new List<string>();
+        var settings = new MethodSettings(method, new Dictionary<string, string> { ["lr-grid"] = "1000,0.1,0.0001", ["steps"] = "40" });
+        var outcome = method.Merge(WithHeldOut(sources, log: log), settings);
+        Assert.Equal(3, outcome.RateTrials.Count);
+        Assert.True(outcome.RateTrials[0].Diverged, "rate 1000 must diverge");
+        var best = outcome.RateTrials.Where(t => !t.Diverged).MinBy(t => t.LogitError)!;
+        Assert.Equal(best.Rate.ToString("G6", System.Globalization.CultureInfo.InvariantCulture), outcome.Settings!.All["lr"]);
+        Assert.Equal("--lr auto", outcome.Settings.Origins["lr"]);
+        Assert.Contains(log, l => l.Contains("--lr auto chose"));
+        Assert.NotNull(outcome.Details["lr_search"]);
+        // The same merge at the chosen rate, given, is the same model: the sweep leaves no trace on the full run.
+        var given = method.Merge(WithHeldOut(sources), new MethodSettings(method, new Dictionary<string, string> { ["lr"] = outcome.Settings.All["lr"], ["steps"] = "40" }));
+        foreach (var (name, w) in outcome.Merged!.Weights) Assert.True(w.Equals(given.Merged!.Weights[name]), name);
+        // Without held-out samples --lr auto says what it needs.
+        var e = Assert.Throws<FsMergeException>(() => method.Merge(MergeTests.Inputs(sources), settings));
+        Assert.Contains("--held-out", e.Message);
+    }
+
+    [Fact]
+    public void Method_auto_keeps_the_candidate_with_the_lowest_held_out_error_and_says_why()
+    {
+        var sources = Sources(2, [12, 10]);
+        var method = new AutoMerge();
+        var outcome = method.Merge(WithHeldOut(sources), new MethodSettings(method, new Dictionary<string, string> { ["candidates"] = "average,zipit,ensemble" }));
+        var candidates = outcome.Details["candidates"]!.AsArray();
+        Assert.Equal(3, candidates.Count);
+        Assert.NotNull(candidates[2]!["skipped"]);   // the ensemble keeps both models: not one merged model
+        var errors = candidates.Take(2).Select(c => (Name: (string)c!["method"]!, Error: (double)c!["label_free"]!["logit_error"]!)).ToList();
+        Assert.Equal(errors.MinBy(e => e.Error).Name, (string)outcome.Details["chosen"]!);
+        Assert.Contains("lowest mean held-out logit error", (string)outcome.Details["why"]!);
+        Assert.NotNull(outcome.Merged);
+    }
+
+    [Fact]
+    public void Held_out_samples_are_disjoint_from_the_merge_samples_and_small_sources_lend_a_quarter()
+    {
+        var dir = Directory.CreateTempSubdirectory("fsmerge-heldout").FullName;
+        try
+        {
+            var idx = Path.Combine(dir, "images-idx3-ubyte");
+            var pixels = new byte[10 * 28 * 28];
+            for (int i = 0; i < 10; i++) pixels[i * 28 * 28] = (byte)i;   // image i is told apart by its first pixel
+            Idx.Write(idx, pixels, [10, 28, 28]);
+            var source = new DataSource("idx", idx);
+            static HashSet<float> Ids(ImageSet set) => set.Images.select(1, 0).select(1, 0).select(1, 0).data<float>().ToHashSet();
+
+            var (merge, held) = DataSources.SampleWithHeldOut(source, dir, 6, 3, seed: 4);
+            Assert.Equal((6, 3), (merge.Count, held!.Count));
+            Assert.Empty(Ids(merge).Intersect(Ids(held)));
+            using var plain = DataSources.Sample(source, dir, 6, seed: 4);
+            Assert.True(plain.Images.Equals(merge.Images), "held-out samples must not change which merge samples are drawn");
+
+            (merge, held) = DataSources.SampleWithHeldOut(source, dir, 64, 32, seed: 4);
+            Assert.Equal((8, 2), (merge.Count, held!.Count));   // 10 images, 64 asked: a quarter held out
+            Assert.Empty(Ids(merge).Intersect(Ids(held)));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+}
