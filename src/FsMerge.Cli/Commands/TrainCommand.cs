@@ -100,27 +100,30 @@ sealed class TrainCommand : ICommand
         if ((arch == "bert") != (shape.Length == 2))
             throw new FsMergeException($"task {data.Task}: {(shape.Length == 2 ? "a text dataset needs --arch bert" : $"--arch {arch} reads text; {data.Task.Dataset} is an image dataset")}");
         if (arch == "bert")
-            return TextFolder.BertConfig(Common.DataDir(args), data.Task.Dataset, args.Int("width", min: 1), args.Int("depth", min: 1),
-                args.Int("heads", min: 1), args.Int("mlp-width", min: 1), heads);
+            return TextFolder.BertConfig(Common.DataDir(args), data.Task.Dataset, Width(args, "width"), args.Int("depth", min: 1, max: ModelConfig.MaxLayers),
+                Width(args, "heads"), Width(args, "mlp-width"), heads);
         if (arch == "mlp")
-            return new ModelConfig { Architecture = "mlp", InputSize = (int)(shape[1] * shape[2] * shape[3]), HiddenSizes = args.IntList("hidden"), Heads = heads };
+            return new ModelConfig { Architecture = "mlp", InputSize = (int)(shape[1] * shape[2] * shape[3]), HiddenSizes = args.IntList("hidden", ModelConfig.MaxWidth, ModelConfig.MaxLayers), Heads = heads };
         if (shape[2] != shape[3]) throw new FsMergeException($"task {data.Task}: ViT needs square images, got {shape[2]}x{shape[3]}");
         var config = new ModelConfig
         {
             Architecture = "vit",
             ImageSize = (int)shape[2],
             NumChannels = (int)shape[1],
-            PatchSize = args.Int("patch", min: 1),
-            HiddenSize = args.Int("width", min: 1),
-            NumHiddenLayers = args.Int("depth", min: 1),
-            NumAttentionHeads = args.Int("heads", min: 1),
-            IntermediateSize = args.Int("mlp-width", min: 1),
+            PatchSize = args.Int("patch", min: 1, max: ModelConfig.MaxImageSize),
+            HiddenSize = Width(args, "width"),
+            NumHiddenLayers = args.Int("depth", min: 1, max: ModelConfig.MaxLayers),
+            NumAttentionHeads = Width(args, "heads"),
+            IntermediateSize = Width(args, "mlp-width"),
             LayerNormEps = 1e-12,
             Heads = heads,
         };
         Vit.Patches(config); // validates patch and head divisibility
         return config;
     }
+
+    /// <summary>A width option, within the bounds config.json allows.</summary>
+    internal static int Width(ParsedArgs args, string name) => args.Int(name, min: 1, max: ModelConfig.MaxWidth);
 
     /// <summary>The task's head from --head and --logit-scale; a cosine head's embedding is as wide as the feature (null: the checkpoint's).</summary>
     static HeadInfo Head(ParsedArgs args, TaskSplits data, int featureWidth)

@@ -1,5 +1,3 @@
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using FsMerge.IO;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -83,11 +81,13 @@ public sealed class Model : IDisposable
         if (!Directory.Exists(dir)) throw new FsMergeException($"{dir}: model directory not found");
         var config = ModelConfig.Read(Path.Combine(dir, ConfigFile));
         var expected = ExpectedWeights(config).ToDictionary(w => w.Name);
+        var files = WeightFiles(dir);
+        CheckBudget(config, expected.Values, files, dir);
         var stored = new Dictionary<string, (Tensor Tensor, string File)>();
         var contents = new List<SafetensorsContent>();
         try
         {
-            foreach (var file in WeightFiles(dir))
+            foreach (var file in files)
             {
                 var content = Safetensors.Read(file.Path);
                 contents.Add(content);
@@ -121,33 +121,39 @@ public sealed class Model : IDisposable
 
     public const string IndexFile = "model.safetensors.index.json";
 
+    /// <summary>
+    /// A config.json that implies more weights than its files can hold (two bytes per value, the smallest float
+    /// type) is refused before any tensor is read, so a small config cannot ask for a huge allocation.
+    /// </summary>
+    static void CheckBudget(ModelConfig config, IEnumerable<WeightSpec> expected, List<(string Path, HashSet<string>? Names)> files, string dir)
+    {
+        long available = files.Sum(f => InputFile.Size(f.Path, "a .safetensors file"));
+        double values = expected.Sum(w => w.Shape.Aggregate(1.0, (product, d) => product * d));
+        if (2 * values > available)
+            throw new FsMergeException($"{Path.Combine(dir, ConfigFile)}: describes a {config.Architecture} of {values:0} weights, more than the {available} bytes of its weights file(s) can hold");
+    }
+
     /// <summary>The safetensors files of a model directory; for shards, the tensor names each must hold.</summary>
     static List<(string Path, HashSet<string>? Names)> WeightFiles(string dir)
     {
         var single = Path.Combine(dir, WeightsFile);
         var index = Path.Combine(dir, IndexFile);
-        if (File.Exists(single) || !File.Exists(index)) return [(single, null)];
-        JsonObject map;
-        try
-        {
-            map = (JsonNode.Parse(File.ReadAllText(index)) as JsonObject)?["weight_map"] as JsonObject
-                  ?? throw new FsMergeException($"{index}: expected a JSON object with a \"weight_map\" of tensor name -> shard file");
-        }
-        catch (JsonException e)
-        {
-            throw new FsMergeException($"{index}: invalid JSON ({e.Message.Split('\n')[0]})");
-        }
+        if (Path.Exists(single) || !Path.Exists(index)) return [(single, null)];
+        const string what = "a shard index (a JSON object with a \"weight_map\" of tensor name -> shard file)";
+        var map = JsonInput.Object(JsonInput.ReadObject(index, what, ModelConfig.MaxConfigBytes * 4L)["weight_map"], index, "weight_map")
+                  ?? throw new FsMergeException($"{index}: field 'weight_map' missing, expected {what}");
         var files = new Dictionary<string, HashSet<string>>();
         foreach (var (name, value) in map)
         {
-            var shard = value is JsonValue v && v.TryGetValue<string>(out var f) && f.Length > 0 && Path.GetFileName(f) == f ? f
-                : throw new FsMergeException($"{index}: weight_map['{name}'] must be a shard file name in the same folder");
+            var f = JsonInput.String(value, index, $"weight_map.{name}");
+            var shard = f.Length > 0 && !f.Contains('\0') && Path.GetFileName(f) == f && f is not "." and not ".." ? f
+                : throw new FsMergeException($"{index}: weight_map[{Terminal.Quote(name)}] is {Terminal.Quote(f)}, expected a shard file name in the same folder");
             if (!files.TryGetValue(shard, out var names)) files[shard] = names = [];
             names.Add(name);
         }
         foreach (var (shard, names) in files)
-            if (!File.Exists(Path.Combine(dir, shard)))
-                throw new FsMergeException($"{index}: shard {shard} (holding '{names.First()}' and {names.Count - 1} other tensor(s)) is missing from {dir}");
+            if (!Path.Exists(Path.Combine(dir, shard)))
+                throw new FsMergeException($"{index}: shard {Terminal.Quote(shard)} (holding {Terminal.Quote(names.First())} and {names.Count - 1} other tensor(s)) is missing from {dir}");
         return files.Select(kv => (Path.Combine(dir, kv.Key), (HashSet<string>?)kv.Value)).ToList();
     }
 
