@@ -451,7 +451,7 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
     }
 
     [Fact]
-    public void Config_file_not_found() => Fails("config file not found", "merge", Path_("missing.yaml"));
+    public void Config_file_not_found() => Fails("file not found (expected a merge config file", "merge", Path_("missing.yaml"));
     [Fact]
     public void Bench_perf_with_an_unknown_type() =>
         Fails("unknown --type 'dense' (expected diagonal-low-rank, diagonal, low-rank)", "bench", "perf", "--type", "dense", "--out", "OUT");

@@ -63,7 +63,7 @@ sealed class DemoCommand : ICommand
             };
             var dir = Path.Combine(outDir, $"mlp-{task.Replace(':', '-')}-seed{seed}");
             using var initial = Model.Create(config, seed, device);
-            TrainCommand.TrainAndSave(initial, data, new TrainOptions { Epochs = epochs, Seed = seed, BatchSize = 10 }, null, dir, device);
+            TrainCommand.TrainAndSave(initial, data, new TrainOptions { Epochs = epochs, Seed = seed, BatchSize = 10 }, null, dir, overwrite: true, device);
             dirs.Add(dir);
             tests.Add(data.Test);
         }

@@ -112,9 +112,9 @@ internal static class DatasetReader
         else
         {
             var labelsTxt = Path.Combine(folder, "labels.txt");
-            if (File.Exists(labelsTxt))
+            if (Path.Exists(labelsTxt))
             {
-                var lines = File.ReadAllLines(labelsTxt).Select(l => l.Trim()).ToList();
+                var lines = InputFile.ReadAllLines(labelsTxt, "class names, one per line", TextFolder.MaxFileBytes).Select(l => l.Trim()).ToList();
                 while (lines.Count > 0 && lines[^1].Length == 0) lines.RemoveAt(lines.Count - 1);
                 if (lines.Count == 0)
                     throw new FsMergeException($"{labelsTxt}: no class names; expected one name per line");

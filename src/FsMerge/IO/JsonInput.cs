@@ -73,7 +73,7 @@ public static class JsonInput
                     }
                     string field = where.Length == 0 ? name : $"{where}.{name}";
                     if (!seen.Add(name))
-                        throw new FsMergeException($"{source}: duplicate key {Terminal.Quote(field)}; expected each key once");
+                        throw new FsMergeException($"{source}: duplicate key '{field}'; expected each key once");
                     Check(property.Value, source, field);
                     index++;
                 }
@@ -92,7 +92,7 @@ public static class JsonInput
         }
     }
 
-    static string Field(string where, string top) => where.Length == 0 ? top : $"field {Terminal.Quote(where)}";
+    static string Field(string where, string top) => where.Length == 0 ? top : $"field '{where}'";
 
     public static string Kind(JsonValueKind kind) => kind switch
     {
@@ -108,7 +108,7 @@ public static class JsonInput
     static string Kind(JsonNode? node) => node == null ? "missing or null" : Kind(node.GetValueKind());
 
     static FsMergeException Wrong(string source, string field, JsonNode? node, string expected) =>
-        new($"{source}: field {Terminal.Quote(field)} is {Describe(node)}, expected {expected}");
+        new($"{source}: field '{field}' is {Describe(node)}, expected {expected}");
 
     static string Describe(JsonNode? node)
     {
@@ -116,6 +116,9 @@ public static class JsonInput
         var text = Terminal.Escape(node.ToJsonString());
         return $"{Kind(node)} ({(text.Length <= 40 ? text : text[..37] + "...")})";
     }
+
+    /// <summary>A number's JSON text: the same for parsed values and for values built in memory (whose .NET type may be any).</summary>
+    static string? Number(JsonNode? node) => node is JsonValue v && v.GetValueKind() == JsonValueKind.Number ? v.ToJsonString() : null;
 
     /// <summary>A required string.</summary>
     public static string String(JsonNode? node, string source, string field) =>
@@ -127,13 +130,13 @@ public static class JsonInput
 
     /// <summary>A required whole number in [<paramref name="min"/>, <paramref name="max"/>].</summary>
     public static int Int(JsonNode? node, string source, string field, int min, int max) =>
-        node is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<long>(out long x) && x >= min && x <= max ? (int)x
+        Number(node) is { } text && long.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long x) && x >= min && x <= max ? (int)x
             : throw Wrong(source, field, node, $"a whole number from {min.ToString(CultureInfo.InvariantCulture)} to {max.ToString(CultureInfo.InvariantCulture)}");
 
     /// <summary>A finite number in (<paramref name="above"/>, ∞), or <paramref name="fallback"/> when absent or null.</summary>
     public static double Double(JsonNode? node, string source, string field, double above, double fallback) =>
         node == null ? fallback
-            : node is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<double>(out double x) && double.IsFinite(x) && x > above ? x
+            : Number(node) is { } text && double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double x) && double.IsFinite(x) && x > above ? x
             : throw Wrong(source, field, node, $"a finite number above {above.ToString(CultureInfo.InvariantCulture)}");
 
     /// <summary>A boolean, or <paramref name="fallback"/> when absent or null.</summary>
@@ -152,7 +155,7 @@ public static class JsonInput
         if (node == null) return null;
         var array = node as JsonArray ?? throw Wrong(source, field, node, "an array");
         if (array.Count > maxItems)
-            throw new FsMergeException($"{source}: field {Terminal.Quote(field)} has {array.Count} items, expected at most {maxItems}");
+            throw new FsMergeException($"{source}: field '{field}' has {array.Count} items, expected at most {maxItems}");
         return array;
     }
 }

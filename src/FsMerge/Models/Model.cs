@@ -82,7 +82,6 @@ public sealed class Model : IDisposable
         var config = ModelConfig.Read(Path.Combine(dir, ConfigFile));
         var expected = ExpectedWeights(config).ToDictionary(w => w.Name);
         var files = WeightFiles(dir);
-        CheckBudget(config, expected.Values, files, dir);
         var stored = new Dictionary<string, (Tensor Tensor, string File)>();
         var contents = new List<SafetensorsContent>();
         try
@@ -121,18 +120,6 @@ public sealed class Model : IDisposable
 
     public const string IndexFile = "model.safetensors.index.json";
 
-    /// <summary>
-    /// A config.json that implies more weights than its files can hold (two bytes per value, the smallest float
-    /// type) is refused before any tensor is read, so a small config cannot ask for a huge allocation.
-    /// </summary>
-    static void CheckBudget(ModelConfig config, IEnumerable<WeightSpec> expected, List<(string Path, HashSet<string>? Names)> files, string dir)
-    {
-        long available = files.Sum(f => InputFile.Size(f.Path, "a .safetensors file"));
-        double values = expected.Sum(w => w.Shape.Aggregate(1.0, (product, d) => product * d));
-        if (2 * values > available)
-            throw new FsMergeException($"{Path.Combine(dir, ConfigFile)}: describes a {config.Architecture} of {values:0} weights, more than the {available} bytes of its weights file(s) can hold");
-    }
-
     /// <summary>The safetensors files of a model directory; for shards, the tensor names each must hold.</summary>
     static List<(string Path, HashSet<string>? Names)> WeightFiles(string dir)
     {
@@ -147,13 +134,13 @@ public sealed class Model : IDisposable
         {
             var f = JsonInput.String(value, index, $"weight_map.{name}");
             var shard = f.Length > 0 && !f.Contains('\0') && Path.GetFileName(f) == f && f is not "." and not ".." ? f
-                : throw new FsMergeException($"{index}: weight_map[{Terminal.Quote(name)}] is {Terminal.Quote(f)}, expected a shard file name in the same folder");
+                : throw new FsMergeException($"{index}: weight_map['{name}'] is '{f}', expected a shard file name in the same folder");
             if (!files.TryGetValue(shard, out var names)) files[shard] = names = [];
             names.Add(name);
         }
         foreach (var (shard, names) in files)
             if (!Path.Exists(Path.Combine(dir, shard)))
-                throw new FsMergeException($"{index}: shard {Terminal.Quote(shard)} (holding {Terminal.Quote(names.First())} and {names.Count - 1} other tensor(s)) is missing from {dir}");
+                throw new FsMergeException($"{index}: shard {shard} (holding '{names.First()}' and {names.Count - 1} other tensor(s)) is missing from {dir}");
         return files.Select(kv => (Path.Combine(dir, kv.Key), (HashSet<string>?)kv.Value)).ToList();
     }
 

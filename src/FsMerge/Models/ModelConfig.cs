@@ -102,7 +102,7 @@ public sealed record ModelConfig
     }
 
     /// <summary>Bounds on config.json's counts and widths: far above any model FsMerge trains on a CPU, and small
-    /// enough that the weights a config implies can be listed and sized before a weights file is read.</summary>
+    /// enough that listing the weights a config implies stays cheap (a 300,000-layer config would take gigabytes).</summary>
     public const int MaxLayers = 256, MaxWidth = 1 << 18, MaxVocabulary = 1 << 21, MaxPositions = 1 << 16, MaxImageSize = 1 << 14,
         MaxChannels = 64, MaxClasses = 1 << 20, MaxHeads = 1 << 10, MaxConfigBytes = 16 << 20;
 
@@ -117,7 +117,7 @@ public sealed record ModelConfig
             "vit" => "vit",
             "fsmerge-mlp" => "mlp",
             "bert" => "bert",
-            _ => throw new FsMergeException($"{source}: model_type {Terminal.Quote(modelType)} is not supported (expected 'vit', 'bert' or 'fsmerge-mlp')"),
+            _ => throw new FsMergeException($"{source}: model_type '{modelType}' is not supported (expected 'vit', 'bert' or 'fsmerge-mlp')"),
         };
         var fs = JsonInput.Object(root["fsmerge"], source, "fsmerge");
         var heads = new List<HeadInfo>();
@@ -142,7 +142,7 @@ public sealed record ModelConfig
             foreach (var (k, v) in id2label)
             {
                 if (!int.TryParse(k, NumberStyles.None, CultureInfo.InvariantCulture, out int i) || i >= labels.Length || labels[i] != null)
-                    throw new FsMergeException($"{source}: id2label key {Terminal.Quote(k)} is not a distinct index 0..{labels.Length - 1}");
+                    throw new FsMergeException($"{source}: id2label key '{k}' is not a distinct index 0..{labels.Length - 1}");
                 labels[i] = JsonInput.String(v, source, $"id2label.{k}", k);
             }
             heads.Add(new HeadInfo(Task(), labels));
@@ -155,7 +155,7 @@ public sealed record ModelConfig
             {
                 int i = JsonInput.Int(v, source, $"label2id.{name}", 0, labels.Length - 1);
                 if (labels[i] != null)
-                    throw new FsMergeException($"{source}: label2id[{Terminal.Quote(name)}] is {i}, already the index of {Terminal.Quote(labels[i])}; expected distinct indices");
+                    throw new FsMergeException($"{source}: label2id['{name}'] is {i}, already the index of '{labels[i]}'; expected distinct indices");
                 labels[i] = name;
             }
             heads.Add(new HeadInfo(Task(), labels));
@@ -183,7 +183,7 @@ public sealed record ModelConfig
         // The fields every transformer encoder shares (ViTConfig, BertConfig).
         var activation = JsonInput.String(root["hidden_act"], source, "hidden_act", "gelu");
         if (activation != "gelu")
-            throw new FsMergeException($"{source}: hidden_act {Terminal.Quote(activation)} is not supported (expected 'gelu')");
+            throw new FsMergeException($"{source}: hidden_act '{activation}' is not supported (expected 'gelu')");
         var encoder = new ModelConfig
         {
             Architecture = arch,
@@ -207,7 +207,7 @@ public sealed record ModelConfig
             };
             var position = JsonInput.String(root["position_embedding_type"], source, "position_embedding_type", "absolute");
             if (position != "absolute")
-                throw new FsMergeException($"{source}: position_embedding_type {Terminal.Quote(position)} is not supported (expected 'absolute')");
+                throw new FsMergeException($"{source}: position_embedding_type '{position}' is not supported (expected 'absolute')");
         }
         else
         {
@@ -296,7 +296,7 @@ public sealed record ModelConfig
     {
         var head = new HeadInfo(JsonInput.String(h["task"], source, $"{field}.task", HeadInfo.Unrecorded), labels);
         if (h["kind"] is null) return head;
-        var kind = HeadInfo.ParseKind(JsonInput.String(h["kind"], source, $"{field}.kind"), $"{source}: {field}.kind");
+        var kind = HeadInfo.ParseKind(JsonInput.String(h["kind"], source, $"{field}.kind"), $"{source}: fsmerge.heads[].kind");
         if (kind == HeadKind.Linear) return head;
         if (h["logit_scale"] is null)
             throw new FsMergeException($"{source}: field '{field}.logit_scale' missing (a cosine head needs a positive number)");
