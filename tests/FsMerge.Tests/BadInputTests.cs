@@ -467,7 +467,7 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
             writer.Write("fsmerge-train-checkpoint-1");
         try
         {
-            Fails("a checkpoint of another fsmerge version (format 1, this one reads 2); start the merge again without --resume",
+            Fails("a checkpoint of another fsmerge version (format 1, this one reads 3); start the merge again without --resume",
                 "merge", "--method", "fs-merge", "--model", "A", "--model", "B", "--epochs", "2", "--data-per-task", "8", "--resume", "--out", "OUT");
         }
         finally { Directory.Delete(partial, recursive: true); }
