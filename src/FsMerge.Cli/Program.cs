@@ -2,7 +2,7 @@ using FsMerge;
 using FsMerge.Cli;
 using FsMerge.Cli.Commands;
 
-var commands = new ICommand[] { new DemoCommand(), new DataCommand(), new TrainCommand(), new PretrainCommand(), new MergeCommand(), new CompareCommand(), new EvalCommand(), new BenchCommand() };
+var commands = new ICommand[] { new DemoCommand(), new DataCommand(), new TrainCommand(), new PretrainCommand(), new MergeCommand(), new CompareCommand(), new EvalCommand(), new BenchCommand(), new FuzzCommand() };
 
 if (args.Length == 0 || args[0] is "--help" or "-h" or "help")
 {
