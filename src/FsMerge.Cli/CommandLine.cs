@@ -51,6 +51,9 @@ public sealed class ParsedArgs
             else if (inline != null) value = inline;
             else if (i + 1 < args.Count) value = args[++i];
             else throw new FsMergeException($"fsmerge {command.Name}: option '--{name}' expects a value ({spec.Value})");
+            // No option means anything by an empty value or a NUL (which no path or name can hold).
+            if (value.Length == 0 || value.Contains('\0'))
+                throw new FsMergeException($"fsmerge {command.Name}: option '--{name}' is {Terminal.Quote(value)}, expected {spec.Value}");
             if (!parsed.values.TryGetValue(name, out var list)) parsed.values[name] = list = new List<string>();
             if (list.Count > 0 && !spec.Repeatable)
                 throw new FsMergeException($"fsmerge {command.Name}: option '--{name}' given twice");
@@ -69,13 +72,22 @@ public sealed class ParsedArgs
     public string Require(string name) =>
         Get(name) ?? throw new FsMergeException($"fsmerge {command.Name}: option '--{name}' is required (see 'fsmerge {command.Name} --help')");
 
-    public int Int(string name, int min = int.MinValue)
+    /// <summary>A whole number in [<paramref name="min"/>, <paramref name="max"/>]; the bounds keep a typo from asking for a huge allocation or run.</summary>
+    public int Int(string name, int min = int.MinValue, int max = int.MaxValue)
     {
         var text = Require(name);
-        if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) || v < min)
-            throw new FsMergeException($"fsmerge {command.Name}: --{name} '{text}' is not an integer{(min > int.MinValue ? $" >= {min}" : "")}");
+        if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) || v < min || v > max)
+            throw new FsMergeException($"fsmerge {command.Name}: --{name} '{text}' is not {Range(min, max)}");
         return v;
     }
+
+    static string Range(int min, int max) => (min > int.MinValue, max < int.MaxValue) switch
+    {
+        (true, true) => $"an integer from {min} to {max}",
+        (true, false) => $"an integer >= {min}",
+        (false, true) => $"an integer <= {max}",
+        _ => "an integer",
+    };
 
     public double Double(string name)
     {
@@ -85,19 +97,16 @@ public sealed class ParsedArgs
         return v;
     }
 
-    public int[] IntList(string name)
+    /// <summary>A comma-separated list of at most <paramref name="maxItems"/> integers from 1 to <paramref name="max"/>.</summary>
+    public int[] IntList(string name, int max, int maxItems)
     {
         var text = Require(name);
-        try
-        {
-            var list = text.Split(',', StringSplitOptions.TrimEntries).Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
-            if (list.Length == 0 || list.Any(v => v < 1)) throw new FormatException();
-            return list;
-        }
-        catch (FormatException)
-        {
-            throw new FsMergeException($"fsmerge {command.Name}: --{name} '{text}' is not a comma-separated list of positive integers");
-        }
+        var items = text.Split(',', StringSplitOptions.TrimEntries);
+        var list = new int[items.Length];
+        for (int i = 0; i < items.Length; i++)
+            if (items.Length > maxItems || !int.TryParse(items[i], NumberStyles.Integer, CultureInfo.InvariantCulture, out list[i]) || list[i] < 1 || list[i] > max)
+                throw new FsMergeException($"fsmerge {command.Name}: --{name} '{text}' is not a comma-separated list of at most {maxItems} integers from 1 to {max}");
+        return list;
     }
 
     public static string Help(ICommand command)

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text;
 using FsMerge.Merging;
 using FsMerge.Reporting;
@@ -7,7 +8,7 @@ namespace FsMerge.Cli;
 
 /// <summary>
 /// What surrounds a merge in `fsmerge merge`: the work folder OUT.partial (training checkpoints, and merge.log while
-/// the run lasts), the log (everything printed, with timestamps), Ctrl-C (save a checkpoint and stop), and at the
+/// the run lasts), the log (everything printed, with timestamps), Ctrl-C or SIGTERM (save a checkpoint and stop), and at the
 /// end the report and the log in the output folder. The work folder is removed once the output is complete, and
 /// kept after a failure when it holds checkpoints to resume from.
 /// </summary>
@@ -27,6 +28,7 @@ sealed class MergeRun : IDisposable
     readonly FileStream lockFile;
     readonly StreamWriter log;
     readonly TextWriter screenOut;
+    readonly PosixSignalRegistration[] signals;
     TrainingCheckpoints? checkpoints;
     bool complete;
     int interrupts;
@@ -67,7 +69,8 @@ sealed class MergeRun : IDisposable
         screenOut = Console.Out;
         Console.SetOut(new TeeWriter(screenOut, Note));
         ProgressBar.Log = Note;
-        Console.CancelKeyPress += OnCancel;
+        // SIGTERM (a scheduler, `kill`) stops a run the way Ctrl-C does.
+        signals = [PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal), PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal)];
         Note($"fsmerge {string.Join(" ", Environment.GetCommandLineArgs().Skip(1))}");
         if (resume && !TrainingCheckpoints.ExistIn(workDir)) Console.WriteLine($"--resume: no checkpoint in {workDir}; starting from the beginning");
     }
@@ -93,26 +96,28 @@ sealed class MergeRun : IDisposable
         complete = true;
     }
 
-    /// <summary>For an exception filter: logs the failure and lets it propagate.</summary>
+    /// <summary>For an exception filter: logs the failure and lets it propagate. The run is not complete even if its
+    /// report was written: the output may belong to another run that won the race for it, and gets nothing of this one.</summary>
     public bool LogFailure(Exception e)
     {
-        Note($"error: {e.Message.Split('\n')[0]}");
+        complete = false;
+        Note($"error: {Terminal.Escape(Terminal.OneLine(e.Message))}");
         return false;
     }
 
     public void Note(string line) => log.WriteLine($"{DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", CultureInfo.InvariantCulture)} {line}");
 
-    void OnCancel(object? sender, ConsoleCancelEventArgs e)
+    void OnSignal(PosixSignalContext context)
     {
-        if (checkpoints == null || ++interrupts > 1) return;   // nothing to save yet, or a second Ctrl-C: quit at once
-        e.Cancel = true;
+        if (checkpoints == null || ++interrupts > 1) return;   // nothing to save yet, or a second signal: quit at once
+        context.Cancel = true;
         checkpoints.Interrupt();
-        Console.Error.WriteLine("stopping: saving a checkpoint after this step (Ctrl-C again to quit at once)");
+        Console.Error.WriteLine($"stopping ({context.Signal}): saving a checkpoint after this step (Ctrl-C again to quit at once)");
     }
 
     public void Dispose()
     {
-        Console.CancelKeyPress -= OnCancel;
+        foreach (var signal in signals) signal.Dispose();
         Console.SetOut(screenOut);
         ProgressBar.Log = null;
         log.Dispose();
@@ -121,6 +126,8 @@ sealed class MergeRun : IDisposable
             // The output is in place: the log joins it, and the checkpoints are no longer needed.
             AtomicFile.Write(Path.Combine(outDir, LogFile), temporary => File.Copy(Path.Combine(workDir, LogFile), temporary));
             Directory.Delete(workDir, recursive: true);
+            // Training had ended when the signal came; nothing checks for it any more, and the output was written whole.
+            if (interrupts > 0) Console.Error.WriteLine($"the interrupt came after training: {outDir} was completed all the same");
         }
         else if (!TrainingCheckpoints.ExistIn(workDir))
             Directory.Delete(workDir, recursive: true);

@@ -2,7 +2,7 @@ using FsMerge;
 using FsMerge.Cli;
 using FsMerge.Cli.Commands;
 
-var commands = new ICommand[] { new DemoCommand(), new DataCommand(), new TrainCommand(), new PretrainCommand(), new MergeCommand(), new CompareCommand(), new EvalCommand(), new BenchCommand() };
+var commands = new ICommand[] { new DemoCommand(), new DataCommand(), new TrainCommand(), new PretrainCommand(), new MergeCommand(), new CompareCommand(), new EvalCommand(), new BenchCommand(), new FuzzCommand() };
 
 if (args.Length == 0 || args[0] is "--help" or "-h" or "help")
 {
@@ -17,7 +17,7 @@ if (args.Length == 0 || args[0] is "--help" or "-h" or "help")
 var command = commands.FirstOrDefault(c => c.Name == args[0]);
 if (command == null)
 {
-    Console.Error.WriteLine($"error: unknown command '{args[0]}' (expected one of: {string.Join(", ", commands.Select(c => c.Name))})");
+    Console.Error.WriteLine($"error: unknown command '{Terminal.Escape(args[0])}' (expected one of: {string.Join(", ", commands.Select(c => c.Name))})");
     return 2;
 }
 // Subcommand words ("bench mlp") are flags of their command.
@@ -36,12 +36,13 @@ try
 }
 catch (FsMergeException e)
 {
-    Console.Error.WriteLine($"error: {e.Message}");
+    // Messages quote file names, keys and labels from the inputs: escaped, they can neither drive the terminal nor add lines.
+    Console.Error.WriteLine($"error: {Terminal.Escape(e.Message)}");
     return 2;
 }
 catch (Exception e) when (Environment.GetEnvironmentVariable("FSMERGE_DEBUG") == null)
 {
     // Anything else is our bug; say so in one line (FSMERGE_DEBUG=1 shows the stack trace).
-    Console.Error.WriteLine($"error: internal error ({e.GetType().Name}: {e.Message.Split('\n')[0]}); rerun with FSMERGE_DEBUG=1 for details");
+    Console.Error.WriteLine($"error: internal error ({e.GetType().Name}: {Terminal.Escape(Terminal.OneLine(e.Message))}); rerun with FSMERGE_DEBUG=1 for details");
     return 1;
 }

@@ -15,6 +15,9 @@ public static class TorchRuntime
     /// Lets MKL use the instruction set the CPU has (<see cref="OverrideMklCpuCheck"/>). Sets the thread
     /// count when given (0 = LibTorch's default). Call it before any other torch call.
     /// </summary>
+    /// <summary>The most LibTorch threads a run may ask for: far above any machine's useful count, and bounded so a typo cannot start thousands.</summary>
+    public const int MaxThreads = 256;
+
     public static void Configure(int threads = 0)
     {
         if (!mallocConfigured && OperatingSystem.IsLinux())

@@ -7,8 +7,9 @@ using static TorchSharp.torch;
 namespace FsMerge.Tests;
 
 /// <summary>
-/// The catalogue of bad inputs to `fsmerge merge` (issue 6): each case gets one line "error: ..." naming the
-/// file or key and what was expected, exit code 2, no stack trace, and no output directory. The models are
+/// The catalogue of bad inputs to `fsmerge merge` (issue 6) and the other commands (issue 18): each case gets one
+/// line "error: ..." naming the file or key and what was expected, with no raw control character, exit code 2, no
+/// stack trace, no output directory, within seconds and without a large allocation. The models are
 /// freshly initialized (every case fails before any training), the data is the provisioned MNIST.
 /// The safetensors reader's own defects are covered in depth by SafetensorsTests; here they are seen
 /// from the command line.
@@ -62,12 +63,17 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
     void Fails(string expected, params string[] args)
     {
         var resolved = args.Select(a => a switch { "A" => models.A, "B" => models.B, "OUT" => Out, _ => a }).ToArray();
+        long allocated = GC.GetAllocatedBytesForCurrentThread();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         var (code, _, err) = CliTests.Run(resolved);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"took {clock.Elapsed.TotalSeconds:F1} s");
+        Assert.True(GC.GetAllocatedBytesForCurrentThread() - allocated < 1L << 30, "allocated more than 1 GB");
         Assert.Equal(2, code);
         var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.True(lines.Length == 1, err);
         Assert.StartsWith("error: ", lines[0]);
         Assert.Contains(expected, lines[0]);
+        Assert.DoesNotContain(lines[0], c => char.IsControl(c));
         Assert.DoesNotContain("   at ", err);
         Assert.False(Directory.Exists(Out), "output directory was written");
         Assert.Empty(Directory.GetDirectories(models.Root, "out-never.partial-*"));
@@ -451,7 +457,7 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
     }
 
     [Fact]
-    public void Config_file_not_found() => Fails("config file not found", "merge", Path_("missing.yaml"));
+    public void Config_file_not_found() => Fails("file not found (expected a merge config file", "merge", Path_("missing.yaml"));
     [Fact]
     public void Bench_perf_with_an_unknown_type() =>
         Fails("unknown --type 'dense' (expected diagonal-low-rank, diagonal, low-rank)", "bench", "perf", "--type", "dense", "--out", "OUT");
@@ -467,9 +473,321 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
             writer.Write("fsmerge-train-checkpoint-1");
         try
         {
-            Fails("a checkpoint of another fsmerge version (format 1, this one reads 3); start the merge again without --resume",
+            Fails("a checkpoint of another fsmerge version (format 1, this one reads 4); start the merge again without --resume",
                 "merge", "--method", "fs-merge", "--model", "A", "--model", "B", "--epochs", "2", "--data-per-task", "8", "--resume", "--out", "OUT");
         }
         finally { Directory.Delete(partial, recursive: true); }
+    }
+
+    // ---------------------------------------------------------------- issue 18: hardened readers
+
+    /// <summary>A copy of model A whose config.json text is <paramref name="change"/>d.</summary>
+    string WithConfig(string name, Func<string, string> change)
+    {
+        var dir = Path_(name);
+        Directory.CreateDirectory(dir);
+        File.Copy(Path.Combine(models.A, Model.WeightsFile), Path.Combine(dir, Model.WeightsFile), overwrite: true);
+        var text = File.ReadAllText(Path.Combine(models.A, Model.ConfigFile));
+        File.WriteAllText(Path.Combine(dir, Model.ConfigFile), change(text));
+        return dir;
+    }
+
+    static string Hf(string config)
+    {
+        var json = System.Text.Json.Nodes.JsonNode.Parse(config)!.AsObject();
+        json.Remove("fsmerge");
+        return json.ToJsonString();
+    }
+
+    public static TheoryData<string, string, string, string> ConfigCases => new()
+    {
+        { "labels-numbers", "\"labels\": [\n          \"0\"", "\"labels\": [\n          0", "field 'fsmerge.heads[0].labels[0]' is a number (0), expected a string" },
+        { "labels-object", "\"labels\": [", "\"labels\": {\"a\": 1}, \"x\": [", "field 'fsmerge.heads[0].labels' is an object, expected an array" },
+        { "task-number", "\"task\": \"mnist:0-4\"", "\"task\": 4", "field 'fsmerge.heads[0].task' is a number (4), expected a string" },
+        { "hidden-sizes-empty", "\"hidden_sizes\": [\n    16\n  ]", "\"hidden_sizes\": []", "field 'hidden_sizes' is empty, expected at least one width" },
+        { "hidden-sizes-string", "\"hidden_sizes\": [\n    16\n  ]", "\"hidden_sizes\": [\"16\"]", "field 'hidden_sizes[0]' is a string (\"16\"), expected a whole number from 1 to 262144" },
+        { "hidden-sizes-huge", "\"hidden_sizes\": [\n    16\n  ]", "\"hidden_sizes\": [99999999999]", "field 'hidden_sizes[0]' is a number (99999999999), expected a whole number from 1 to 262144" },
+        { "duplicate-key", "\"input_size\": 784", "\"input_size\": 784, \"input_size\": 785", "duplicate key 'input_size'; expected each key once" },
+        { "unpaired-surrogate", "\"task\": \"mnist:0-4\"", "\"task\": \"\\ud800\"", "field 'fsmerge.heads[0].task' is not valid UTF-16" },
+        { "top-level-array", "{", "[{", "not valid JSON" },
+    };
+
+    [Theory]
+    [MemberData(nameof(ConfigCases))]
+    public void Config_value_of_the_wrong_kind_is_one_line_naming_the_field(string name, string find, string replace, string expected)
+    {
+        var dir = WithConfig(name, text =>
+        {
+            Assert.Contains(find, text);
+            return text.Replace(find, replace);
+        });
+        MergeFails($"{Path.Combine(dir, Model.ConfigFile)}: {expected}", dir);
+    }
+
+    [Fact]
+    public void Hugging_face_id2label_value_of_the_wrong_kind() =>
+        MergeFails("field 'id2label.0' is a number (5), expected a string", WithConfig("id2label-number", t => Hf(t).Replace("\"0\":\"0\"", "\"0\":5")));
+
+    [Fact]
+    public void Vit_config_with_300000_layers_and_a_string_layer_norm_eps()
+    {
+        var (v1, v2) = (Path_("vit-layers"), Path_("vit-eps"));
+        Models.Save(Models.Vit(), v1, 3);
+        Models.Save(Models.Vit(), v2, 3);
+        void Change(string dir, string from, string to)
+        {
+            var path = Path.Combine(dir, Model.ConfigFile);
+            File.WriteAllText(path, File.ReadAllText(path).Replace(from, to));
+        }
+        Change(v1, "\"num_hidden_layers\": 1", "\"num_hidden_layers\": 300000");
+        Change(v2, "\"layer_norm_eps\": 1E-12", "\"layer_norm_eps\": \"small\"");
+        MergeFails("field 'num_hidden_layers' is a number (300000), expected a whole number from 1 to 256", v1);
+        MergeFails("field 'layer_norm_eps' is a string (\"small\"), expected a finite number above 0", v2);
+    }
+
+    [Fact]
+    public void Vit_shape_error_names_the_file()
+    {
+        var dir = Path_("vit-patch");
+        Models.Save(Models.Vit(), dir, 3);
+        var path = Path.Combine(dir, Model.ConfigFile);
+        File.WriteAllText(path, File.ReadAllText(path).Replace("\"patch_size\": 7", "\"patch_size\": 5"));
+        MergeFails($"{path}: image_size 28 is not a multiple of patch_size 5", dir);
+    }
+
+    [Fact]
+    public void Safetensors_zero_dimension_beside_huge_ones() =>
+        MergeFails("is too large: its dimensions multiply beyond what a F32 tensor can address", WithWeights("zero-dim",
+            Safetensors("{\"a\":{\"dtype\":\"F32\",\"shape\":[0,4294967296,4294967296],\"data_offsets\":[0,0]}}", 0)));
+
+    [Fact]
+    public void Safetensors_unpaired_surrogate_in_a_name_and_a_dtype()
+    {
+        MergeFails("is not valid UTF-16", WithWeights("surrogate-name", Safetensors("{\"\\ud800\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4)));
+        MergeFails("field 'a.dtype' is not valid UTF-16", WithWeights("surrogate-dtype", Safetensors("{\"a\":{\"dtype\":\"\\udfff\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4)));
+    }
+
+    [Fact]
+    public void Safetensors_name_with_control_characters_is_escaped() =>
+        MergeFails("unexpected tensor '\\x1b[31mred\\n'", WithWeights("escape-name", Safetensors("{\"\\u001b[31mred\\n\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4)));
+
+    [Fact]
+    public void Shard_index_with_an_unpaired_surrogate_or_a_name_of_the_wrong_kind()
+    {
+        string Index(string name, string weightMap)
+        {
+            var dir = Path_(name);
+            Directory.CreateDirectory(dir);
+            File.Copy(Path.Combine(models.A, Model.ConfigFile), Path.Combine(dir, Model.ConfigFile), overwrite: true);
+            File.WriteAllText(Path.Combine(dir, Model.IndexFile), "{\"weight_map\":" + weightMap + "}");
+            return dir;
+        }
+        MergeFails("field 'weight_map.layers.0.weight' is not valid UTF-16", Index("index-surrogate", "{\"layers.0.weight\":\"\\ud800\"}"));
+        MergeFails("field 'weight_map.layers.0.weight' is a number (3), expected a string", Index("index-number", "{\"layers.0.weight\":3}"));
+        MergeFails("field 'weight_map' is an array, expected an object", Index("index-array", "[1]"));
+    }
+
+    [Fact]
+    public void A_fifo_or_a_device_is_refused_before_it_is_opened()
+    {
+        var fifo = Path_("fifo");
+        if (!Path.Exists(fifo))
+        {
+            using var mkfifo = System.Diagnostics.Process.Start("mkfifo", [fifo]);
+            mkfifo.WaitForExit();
+        }
+        var weights = Path_("fifo-weights");
+        Directory.CreateDirectory(weights);
+        File.Copy(Path.Combine(models.A, Model.ConfigFile), Path.Combine(weights, Model.ConfigFile), overwrite: true);
+        File.CreateSymbolicLink(Path.Combine(weights, Model.WeightsFile), fifo);
+        MergeFails($"{Path.Combine(weights, Model.WeightsFile)}: is a FIFO, expected a .safetensors file", weights);
+
+        var config = Path_("device-config");
+        Directory.CreateDirectory(config);
+        File.Copy(Path.Combine(models.A, Model.WeightsFile), Path.Combine(config, Model.WeightsFile), overwrite: true);
+        File.CreateSymbolicLink(Path.Combine(config, Model.ConfigFile), "/dev/zero");
+        MergeFails("is a character device, expected a model config.json", config);
+
+        var images = Path_("fifo-images");
+        Directory.CreateDirectory(images);
+        File.CreateSymbolicLink(Path.Combine(images, "0.png"), fifo);
+        Fails("0.png: is a FIFO, expected a PNG or JPEG image", "merge", Yaml("fifo-images", $"sources:\n  - model: MODEL_A\n    data: {{images: {images}}}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n"));
+        Fails("/dev/zero: is a character device, expected an IDX file", "merge", Yaml("dev-zero", "sources:\n  - model: MODEL_A\n    data: {idx: /dev/zero}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n"));
+    }
+
+    [Fact]
+    public void Gzip_idx_that_declares_more_than_it_can_hold_is_refused_before_inflating()
+    {
+        string Bomb(string name, byte[] header)
+        {
+            var path = Path_(name);
+            using var file = File.Create(path);
+            using var gzip = new System.IO.Compression.GZipStream(file, System.IO.Compression.CompressionLevel.SmallestSize);
+            gzip.Write(header);
+            gzip.Write(new byte[4 << 20]);
+            return path;
+        }
+        string Merge(string name, string idx) => Yaml(name, $"sources:\n  - model: MODEL_A\n    data: {{idx: {idx}}}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n");
+        var huge = Bomb("bomb1-idx3-ubyte.gz", [0, 0, 8, 3, 0, 0, 0x27, 0x10, 0, 0, 0x0f, 0xa0, 0, 0, 0x0f, 0xa0]);        // [10000, 4000, 4000]
+        Fails("IDX dimensions [10000, 4000, 4000...] declare more than the 1073741824 bytes allowed", "merge", Merge("idx-bomb1", huge));
+        var ratio = Bomb("bomb2-idx3-ubyte.gz", [0, 0, 8, 3, 0, 0, 0x03, 0xe8, 0, 0, 0x03, 0xe8, 0, 0, 0x03, 0xe8]);    // [1000, 1000, 1000]
+        Fails("declare 1000000000 bytes, more than", "merge", Merge("idx-bomb2", ratio));
+    }
+
+    [Fact]
+    public void Png_that_declares_8000x8000_pixels_is_refused_from_its_header()
+    {
+        var dir = Path_("images-huge");
+        Directory.CreateDirectory(dir);
+        for (int i = 0; i < 10; i++) File.WriteAllBytes(Path.Combine(dir, $"{i}.png"), PngHeader(8000, 8000));
+        Fails($"{Path.Combine(dir, "0.png")}: image size 8000x8000; expected at most 16777216 pixels", "merge",
+            Yaml("huge-png", $"sources:\n  - model: MODEL_A\n    data: {{images: {dir}}}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n"));
+    }
+
+    /// <summary>A PNG (8-bit grayscale) whose header promises a large image and whose data is a few bytes.</summary>
+    static byte[] PngHeader(int width, int height)
+    {
+        var header = new byte[13];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(header, width);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(header.AsSpan(4), height);
+        header[8] = 8;
+        var deflated = new MemoryStream();
+        using (var zlib = new System.IO.Compression.ZLibStream(deflated, System.IO.Compression.CompressionLevel.SmallestSize)) zlib.Write(new byte[64]);
+        return [0x89, (byte)'P', (byte)'N', (byte)'G', 13, 10, 26, 10, .. Chunk("IHDR", header), .. Chunk("IDAT", deflated.ToArray()), .. Chunk("IEND", [])];
+    }
+
+    static byte[] Chunk(string type, byte[] data)
+    {
+        byte[] typed = [.. Encoding.ASCII.GetBytes(type), .. data];
+        var chunk = new byte[4 + typed.Length + 4];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(chunk, data.Length);
+        typed.CopyTo(chunk, 4);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(chunk.AsSpan(4 + typed.Length), Crc32(typed));
+        return chunk;
+    }
+
+    /// <summary>PNG's chunk checksum (CRC-32, polynomial 0xEDB88320).</summary>
+    static uint Crc32(byte[] bytes)
+    {
+        uint crc = 0xFFFFFFFF;
+        foreach (var b in bytes)
+        {
+            crc ^= b;
+            for (int k = 0; k < 8; k++) crc = (crc & 1) != 0 ? (crc >> 1) ^ 0xEDB88320 : crc >> 1;
+        }
+        return ~crc;
+    }
+
+    [Fact]
+    public void Yaml_nested_50000_deep() =>
+        Fails("nested more than 32 levels deep", "merge", Yaml("deep", "sources: " + new string('[', 50_000)));
+
+    [Fact]
+    public void Yaml_alias_bomb_used_as_a_key()
+    {
+        var text = new StringBuilder("a0: &a0 [x, x]\n");
+        for (int i = 1; i < 40; i++) text.Append($"a{i}: &a{i} [*a{i - 1}, *a{i - 1}]\n");
+        text.Append("? *a39\n: 1\n");
+        Fails("expands to more than 100000 values", "merge", Yaml("alias-bomb", text.ToString()));
+    }
+
+    [Fact]
+    public void Yaml_empty_key_and_nul_in_a_path()
+    {
+        Fails("invalid YAML", "merge", Yaml("empty-key", "sources:\n  - : x\n  - model: MODEL_B\n"));
+        Fails("invalid YAML", "merge", Yaml("empty-key-2", "sources:\n  - :\n"));
+        Fails(":2: 'model' holds a NUL character", "merge", Yaml("nul", "sources:\n  - model: \"a\\0b\"\n  - model: MODEL_B\n"));
+    }
+
+    [Fact]
+    public void Yaml_numbers_beyond_their_bounds()
+    {
+        Fails(":5: 'threads' is 9999; expected at most 256", "merge", Yaml("threads", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: average\nthreads: 9999\noutput: OUTPUT\n"));
+        Fails(":5: 'augment' is 99999999; expected at most 65536", "merge", Yaml("augment", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: average\naugment: 99999999\noutput: OUTPUT\n"));
+        Fails(":5: 'width' is 99999999999; expected at most 262144", "merge", Yaml("width", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: average\nwidth: [99999999999]\noutput: OUTPUT\n"));
+    }
+
+    [Theory]
+    [InlineData("--width", "99999999999", "--width '99999999999' is not a comma-separated list of at most 256 integers from 1 to 262144")]
+    [InlineData("--threads", "9999", "--threads '9999' is not an integer from 0 to 256")]
+    [InlineData("--augment", "99999999", "--augment '99999999' is not an integer from 0 to 65536")]
+    [InlineData("--data-per-task", "99999999", "--data-per-task '99999999' is not an integer from 1 to 65536")]
+    public void Merge_numbers_beyond_their_bounds(string option, string value, string expected) => MergeFails(expected, "B", option, value);
+
+    [Fact]
+    public void Empty_output_name() => Fails("option '--out' is \"\", expected DIR", "merge", "--method", "average", "--model", "A", "--model", "B", "--out", "");
+
+    [Theory]
+    [InlineData("--width", "99999999999", "--width '99999999999' is not an integer from 1 to 262144")]
+    [InlineData("--depth", "300000", "--depth '300000' is not an integer from 1 to 256")]
+    [InlineData("--threads", "9999", "--threads '9999' is not an integer from 0 to 256")]
+    [InlineData("--hidden", "16,99999999999", "--hidden '16,99999999999' is not a comma-separated list")]
+    public void Train_numbers_beyond_their_bounds(string option, string value, string expected) =>
+        Fails(expected, "train", "--arch", option is "--hidden" ? "mlp" : "vit", "--task", "mnist:0-4", option, value, "--out", "OUT");
+
+    [Fact]
+    public void Control_characters_of_a_name_reach_the_terminal_escaped() =>
+        MergeFails("\\x1b[2J\\nline: model directory not found", Path_("\u001b[2J\nline"));
+
+    [Fact]
+    public void Output_through_a_symbolic_link_to_a_source_is_refused()
+    {
+        var source = Path_("linked-source");
+        Models.Save(Models.Mlp(16) with { Heads = [new HeadInfo("mnist:5-9", ["5", "6", "7", "8", "9"])] }, source, 9);
+        var link = Path_("link-to-source");
+        if (!Path.Exists(link)) File.CreateSymbolicLink(link, source);
+        var before = File.ReadAllBytes(Path.Combine(source, Model.WeightsFile));
+        Fails("the output would replace the source model", "merge", "--method", "average", "--model", "A", "--model", link, "--out", source, "--overwrite");
+        Fails("the output would replace the source model", "merge", "--method", "average", "--model", "A", "--model", source, "--out", link, "--overwrite");
+        Assert.Equal(before, File.ReadAllBytes(Path.Combine(source, Model.WeightsFile)));
+    }
+
+    [Fact]
+    public void Train_keeps_an_existing_output_without_overwrite_and_never_writes_into_its_init()
+    {
+        var existing = Path_("train-existing");
+        Directory.CreateDirectory(existing);
+        File.WriteAllText(Path.Combine(existing, "keep.txt"), "mine");
+        Fails("output directory exists (use --overwrite to replace it)", "train", "--task", "mnist:0-4", "--epochs", "1", "--out", existing);
+        Assert.Equal(["keep.txt"], Directory.GetFiles(existing).Select(Path.GetFileName));
+        Fails("the output would replace the source model", "train", "--task", "mnist:0-4", "--init", models.A, "--out", models.A, "--overwrite");
+    }
+
+    /// <summary>A text dataset "words" under a data folder of its own, with class files a and b as <paramref name="makeB"/> makes b.</summary>
+    string TextDataset(string name, Action<string> makeB)
+    {
+        var data = Path_(name);
+        var folder = Path.Combine(data, "words");
+        foreach (var split in new[] { "train", "test" })
+        {
+            Directory.CreateDirectory(Path.Combine(folder, split));
+            File.WriteAllText(Path.Combine(folder, split, "a.txt"), "hello there\ngood morning\n");
+            var b = Path.Combine(folder, split, "b.txt");
+            if (!Path.Exists(b)) makeB(b);
+        }
+        WordPiece.Build(["hello there good morning", "hello there good morning"], 64).Write(Path.Combine(folder, TextFolder.VocabFile));
+        return data;
+    }
+
+    [Fact]
+    public void Text_class_file_that_is_a_symbolic_link_loop_or_has_no_lines()
+    {
+        var loop = TextDataset("text-loop", b => File.CreateSymbolicLink(b, b));
+        Fails("b.txt: a loop of symbolic links", "train", "--arch", "bert", "--task", "words", "--data", loop, "--out", "OUT");
+        var empty = TextDataset("text-empty", b => File.WriteAllText(b, "\n  \n"));
+        Fails("b.txt: no examples", "train", "--arch", "bert", "--task", "words", "--data", empty, "--out", "OUT");
+    }
+
+    [Fact]
+    public void Stale_staging_folders_of_dead_runs_are_removed_by_the_next_run()
+    {
+        var output = Path_("stale-out");
+        var stale = output + ".partial-999999999";
+        Directory.CreateDirectory(stale);
+        File.WriteAllText(Path.Combine(stale, "half.safetensors"), "x");
+        var (code, _, err) = CliTests.Run("merge", "--method", "average", "--model", models.A, "--model", models.B, "--out", output, "--quiet");
+        Assert.True(code == 0, err);
+        Assert.False(Directory.Exists(stale));
+        Assert.Empty(Directory.GetDirectories(models.Root, "stale-out.partial*"));
     }
 }

@@ -9,14 +9,18 @@ namespace FsMerge.Tests;
 
 /// <summary>
 /// `fsmerge merge` as a child process, killed with SIGKILL at a random step after a checkpoint exists and resumed
-/// with --resume, writes the same bytes as an uninterrupted run (one thread both times).
+/// with --resume, writes the same bytes as an uninterrupted run (one thread both times); stopped with SIGTERM, it
+/// saves a checkpoint and says so, like Ctrl-C, and resumes to the same bytes too.
 /// </summary>
 [Collection("torch")]
 public class ResumeCliTests
 {
     static readonly string Cli = Path.Combine(AppContext.BaseDirectory, "FsMerge.Cli.dll");
 
-    static Process Start(params string[] args)
+    static Process Start(params string[] args) => Start(args, null);
+
+    /// <summary>Starts the CLI; its stderr lines go to <paramref name="errors"/> when given.</summary>
+    static Process Start(string[] args, List<string>? errors)
     {
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         info.ArgumentList.Add(Cli);
@@ -24,7 +28,7 @@ public class ResumeCliTests
         var process = Process.Start(info)!;
         // Drain the pipes so the child never blocks on a full one.
         process.OutputDataReceived += (_, _) => { };
-        process.ErrorDataReceived += (_, _) => { };
+        process.ErrorDataReceived += (_, line) => { if (line.Data != null) lock (process) errors?.Add(line.Data); };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         return process;
@@ -48,7 +52,7 @@ public class ResumeCliTests
     }
 
     [Fact]
-    public void A_merge_killed_with_SIGKILL_and_resumed_writes_the_same_bytes_as_an_uninterrupted_one()
+    public void A_merge_killed_with_SIGKILL_or_stopped_with_SIGTERM_resumes_to_the_same_bytes_as_an_uninterrupted_one()
     {
         DataProvisioner.Provision(DataDirectory.Resolve(null), _ => { });
         var root = Directory.CreateTempSubdirectory("fsmerge-resume-cli").FullName;
@@ -90,6 +94,23 @@ public class ResumeCliTests
             long step = long.Parse(resumedAt[^5]), total = long.Parse(resumedAt[^3]);
             Assert.InRange(step, 7, total - 1);
             Assert.Equal(0, step % 7);
+
+            var terminated = Path.Combine(root, "terminated");
+            var errors = new List<string>();
+            var stopped = Start(Args(terminated), errors);
+            clock.Restart();
+            while (!File.Exists(Path.Combine(terminated + ".partial", "train-0.ckpt")) && !stopped.HasExited && clock.Elapsed < TimeSpan.FromMinutes(2)) Thread.Sleep(5);
+            Assert.False(stopped.HasExited, "the merge ended before it could be stopped; give it more steps");
+            Assert.Equal(0, Tmds.Linux.LibC.kill(stopped.Id, Tmds.Linux.LibC.SIGTERM));
+            Assert.True(stopped.WaitForExit(TimeSpan.FromMinutes(1)));
+            stopped.WaitForExit();   // the stderr lines
+            Assert.Equal(2, stopped.ExitCode);
+            Assert.Contains(errors, l => l.StartsWith("stopping (SIGTERM): saving a checkpoint"));
+            Assert.Contains(errors, l => l.StartsWith("error: interrupted: ") && l.Contains("run the same command with --resume"));
+            Assert.False(Directory.Exists(terminated));
+            Finish(Start([.. Args(terminated), "--resume"]), "the merge resumed after SIGTERM");
+            Assert.True(File.ReadAllBytes(Path.Combine(reference, Model.WeightsFile)).AsSpan()
+                .SequenceEqual(File.ReadAllBytes(Path.Combine(terminated, Model.WeightsFile))), "the merge resumed after SIGTERM differs");
         }
         finally
         {

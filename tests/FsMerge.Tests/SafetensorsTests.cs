@@ -221,7 +221,7 @@ public sealed class SafetensorsTests : IDisposable
             ("overlap", "overlaps"),
             ("gap", "gap"),
             ("trailing-bytes", "trailing bytes"),
-            ("duplicate-name", "duplicate name"),
+            ("duplicate-name", "duplicate key"),
             ("metadata-not-string", "expected a string"),
             ("metadata-not-object", "expected an object of strings"),
             ("bool-not-0-or-1", "expected 0 or 1"),

@@ -85,9 +85,9 @@ sealed class BenchCommand : ICommand
         settings.Check();
         if (args.Get("child") is { } variant)
         {
-            int threads = args.Int("threads", min: 1);
+            int threads = args.Int("threads", min: 1, max: TorchRuntime.MaxThreads);
             TorchRuntime.Configure(threads);
-            int models = args.IntList("models")[0];
+            int models = args.IntList("models", 64, 64)[0];
             Console.WriteLine("RESULT " + (variant == PerfBench.Paired
                 ? JsonSerializer.Serialize(PerfBench.MeasurePaired(models, threads, settings))
                 : JsonSerializer.Serialize(PerfBench.Measure(variant, models, threads, settings))));
@@ -96,7 +96,7 @@ sealed class BenchCommand : ICommand
         var outDir = args.Require("out");
         Directory.CreateDirectory(outDir);
         Console.WriteLine($"measuring each variant in its own process ({settings.Shape}, batch {PerfBench.Batch})");
-        PerfBench.Run(args.IntList("models"), args.IntList("thread-counts"), settings, args.Int("rounds", min: 1), outDir, Console.WriteLine);
+        PerfBench.Run(args.IntList("models", 64, 64), args.IntList("thread-counts", TorchRuntime.MaxThreads, 16), settings, args.Int("rounds", min: 1), outDir, Console.WriteLine);
         Console.WriteLine($"wrote {Path.Combine(outDir, "perf.md")}, perf.json");
         return 0;
     }

@@ -15,7 +15,7 @@ static class Common
     public static torch.Device Setup(ParsedArgs args)
     {
         ProgressBar.Quiet = args.Has("quiet");
-        TorchRuntime.Configure(args.Int("threads", min: 0));
+        TorchRuntime.Configure(args.Int("threads", min: 0, max: TorchRuntime.MaxThreads));
         return TorchRuntime.ParseDevice(args.Require("device"));
     }
 

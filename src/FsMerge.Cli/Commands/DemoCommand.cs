@@ -63,7 +63,7 @@ sealed class DemoCommand : ICommand
             };
             var dir = Path.Combine(outDir, $"mlp-{task.Replace(':', '-')}-seed{seed}");
             using var initial = Model.Create(config, seed, device);
-            TrainCommand.TrainAndSave(initial, data, new TrainOptions { Epochs = epochs, Seed = seed, BatchSize = 10 }, null, dir, device);
+            TrainCommand.TrainAndSave(initial, data, new TrainOptions { Epochs = epochs, Seed = seed, BatchSize = 10 }, null, dir, overwrite: true, device);
             dirs.Add(dir);
             tests.Add(data.Test);
         }
@@ -98,7 +98,7 @@ sealed class DemoCommand : ICommand
         MergeReport.Write(report, new MergeRunSummary
         {
             Sources = dirs.Select((d, i) => new ReportSource(d, names[i], models[i].Config, plan.Data[i].Count)).ToList(),
-            Methods = results, Seed = 1, Threads = args.Int("threads", min: 0), Device = args.Require("device"),
+            Methods = results, Seed = 1, Threads = args.Int("threads", min: 0, max: TorchRuntime.MaxThreads), Device = args.Require("device"),
         });
         foreach (var m in models) m.Dispose();
         Console.WriteLine($"{"method",-34}{names[0],11}{names[1],11}{"per-task",10}{"joint",8}{"seconds",9}");

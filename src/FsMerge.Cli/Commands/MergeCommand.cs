@@ -1,5 +1,6 @@
 using FsMerge.Data;
 using FsMerge.Merging;
+using FsMerge.Models;
 using FsMerge.Runs;
 
 namespace FsMerge.Cli.Commands;
@@ -112,19 +113,19 @@ sealed class MergeCommand : ICommand
         }
         if (args.Has("data-per-task") || args.Get("config") == null)
         {
-            int samples = args.Int("data-per-task", min: 1);
+            int samples = args.Int("data-per-task", min: 1, max: MergeRequest.MaxImagesPerTask);
             request = request with { Sources = request.Sources.Select(s => s with { Samples = samples }).ToList() };
         }
-        if (args.Has("augment")) request = request with { Augment = args.Int("augment", min: 0) };
-        if (args.Has("held-out")) request = request with { HeldOut = args.Int("held-out", min: 0) };
-        if (args.Has("width")) request = request with { Width = args.IntList("width") };
+        if (args.Has("augment")) request = request with { Augment = args.Int("augment", min: 0, max: MergeRequest.MaxImagesPerTask) };
+        if (args.Has("held-out")) request = request with { HeldOut = args.Int("held-out", min: 0, max: MergeRequest.MaxImagesPerTask) };
+        if (args.Has("width")) request = request with { Width = args.IntList("width", ModelConfig.MaxWidth, ModelConfig.MaxLayers) };
         if (args.Has("seed")) request = request with { Seed = args.Int("seed") };
         if (args.Has("out")) request = request with { Output = args.Get("out") };
         if (args.Has("overwrite")) request = request with { Overwrite = true };
         if (args.Has("eval")) request = request with { Eval = true };
         if (args.Has("data")) request = request with { DataDir = args.Get("data") };
         if (args.Has("device")) request = request with { Device = args.Require("device") };
-        if (args.Has("threads")) request = request with { Threads = args.Int("threads", min: 0) };
+        if (args.Has("threads")) request = request with { Threads = args.Int("threads", min: 0, max: TorchRuntime.MaxThreads) };
         return request;
     }
 }

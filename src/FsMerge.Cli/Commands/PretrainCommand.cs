@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using FsMerge.Data;
+using FsMerge.Models;
 using FsMerge.Training;
 
 namespace FsMerge.Cli.Commands;
@@ -38,8 +39,8 @@ sealed class PretrainCommand : ICommand
             Epochs = args.Int("epochs", min: 1), LearningRate = args.Double("lr"), BatchSize = args.Int("batch", min: 1),
             WeightDecay = args.Double("weight-decay"), Seed = args.Int("seed"),
         };
-        var config = TextFolder.BertConfig(dataDir, datasets[0], args.Int("width", min: 1), args.Int("depth", min: 1),
-            args.Int("heads", min: 1), args.Int("mlp-width", min: 1), []);
+        var config = TextFolder.BertConfig(dataDir, datasets[0], TrainCommand.Width(args, "width"), args.Int("depth", min: 1, max: ModelConfig.MaxLayers),
+            TrainCommand.Width(args, "heads"), TrainCommand.Width(args, "mlp-width"), []);
         var vocab = TextFolder.Vocabulary(dataDir, datasets[0]);
         using var corpus = TextFolder.Corpus(dataDir, datasets);
         Console.WriteLine($"masked-language pre-training of a BERT (width {config.HiddenSize}, depth {config.NumHiddenLayers}) on {corpus.shape[0]} sequences of {string.Join(", ", datasets)}");

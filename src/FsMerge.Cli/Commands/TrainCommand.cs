@@ -2,6 +2,7 @@ using System.Diagnostics;
 using FsMerge.Data;
 using FsMerge.Evaluation;
 using FsMerge.Models;
+using FsMerge.Runs;
 using FsMerge.Training;
 
 namespace FsMerge.Cli.Commands;
@@ -17,7 +18,8 @@ sealed class TrainCommand : ICommand
         new("arch", "mlp|vit|bert", "architecture (bert reads a text dataset: lang, fortunes, or your own text folder)", "mlp"),
         new("task", "TASK", "task to learn: mnist, fashion, mnist:0-4, fashion:5-9, mnist:0,3,7, lang:0-2, fortunes:0-1, or a folder name under the data folder"),
         new("seed", "S", "seed of the initialization and the data order", "1"),
-        new("out", "DIR", "output model directory"),
+        new("out", "DIR", "output model directory (written whole at the end: a stopped run leaves none)"),
+        new("overwrite", null, "replace an existing output directory"),
         new("epochs", "N", "training epochs", "2"),
         new("lr", "LR", "peak learning rate of AdamW (warm-up 5% of steps, then cosine)", "0.001"),
         new("batch", "B", "batch size (default: 10 for mlp, 128 for vit and bert)"),
@@ -39,6 +41,7 @@ sealed class TrainCommand : ICommand
         var device = Common.Setup(args);
         var task = TaskSpec.Parse(args.Require("task"));
         var outDir = args.Require("out");
+        OutputWriter.CheckOutput(outDir, args.Has("overwrite"), args.GetAll("init"));
         var options = new TrainOptions
         {
             Epochs = args.Int("epochs", min: 1),
@@ -56,14 +59,15 @@ sealed class TrainCommand : ICommand
         using var initial = args.Get("init") is { } initDir
             ? FromCheckpoint(initDir, args, data, options.Seed, device)
             : Model.Create(NewConfig(args, arch, data), options.Seed, device);
-        TrainAndSave(initial, data, options, args.Get("init"), outDir, device);
-        TextFolder.CopyVocabulary(Path.Combine(Common.DataDir(args), task.Dataset), outDir);
+        TrainAndSave(initial, data, options, args.Get("init"), outDir, args.Has("overwrite"), device,
+            staging => TextFolder.CopyVocabulary(Path.Combine(Common.DataDir(args), task.Dataset), staging));
         return 0;
     }
 
-    /// <summary>Trains with progress output, evaluates on the test split, records provenance, saves.</summary>
-    public static double TrainAndSave(Model initial, TaskSplits data, TrainOptions options, string? initDir, string outDir,
-        TorchSharp.torch.Device device)
+    /// <summary>Trains with progress output, evaluates on the test split, records provenance, then writes the model
+    /// (and <paramref name="alsoWrite"/>'s files) into a staging folder that is renamed to <paramref name="outDir"/>.</summary>
+    public static double TrainAndSave(Model initial, TaskSplits data, TrainOptions options, string? initDir, string outDir, bool overwrite,
+        TorchSharp.torch.Device device, Action<string>? alsoWrite = null)
     {
         var task = data.Task;
         Console.WriteLine($"training {initial.Config.Architecture} on {task}: {data.Train.Count} train, {data.Validation.Count} validation, {data.Test.Count} test images");
@@ -80,7 +84,11 @@ sealed class TrainCommand : ICommand
         using (model)
         {
             var (test, best) = SourceTrainer.Record(model, history, data, options, initDir, clock.Elapsed, device);
-            model.Save(outDir);
+            OutputWriter.Write(outDir, overwrite, staging =>
+            {
+                model.Save(staging);
+                alsoWrite?.Invoke(staging);
+            });
             Console.WriteLine($"test accuracy on {task}: {Common.Percent(test)}% (best validation epoch {best}, {clock.Elapsed.TotalSeconds:F0} s)");
             Console.WriteLine($"saved {Path.Combine(outDir, Model.WeightsFile)}");
             return test;
@@ -100,27 +108,30 @@ sealed class TrainCommand : ICommand
         if ((arch == "bert") != (shape.Length == 2))
             throw new FsMergeException($"task {data.Task}: {(shape.Length == 2 ? "a text dataset needs --arch bert" : $"--arch {arch} reads text; {data.Task.Dataset} is an image dataset")}");
         if (arch == "bert")
-            return TextFolder.BertConfig(Common.DataDir(args), data.Task.Dataset, args.Int("width", min: 1), args.Int("depth", min: 1),
-                args.Int("heads", min: 1), args.Int("mlp-width", min: 1), heads);
+            return TextFolder.BertConfig(Common.DataDir(args), data.Task.Dataset, Width(args, "width"), args.Int("depth", min: 1, max: ModelConfig.MaxLayers),
+                Width(args, "heads"), Width(args, "mlp-width"), heads);
         if (arch == "mlp")
-            return new ModelConfig { Architecture = "mlp", InputSize = (int)(shape[1] * shape[2] * shape[3]), HiddenSizes = args.IntList("hidden"), Heads = heads };
+            return new ModelConfig { Architecture = "mlp", InputSize = (int)(shape[1] * shape[2] * shape[3]), HiddenSizes = args.IntList("hidden", ModelConfig.MaxWidth, ModelConfig.MaxLayers), Heads = heads };
         if (shape[2] != shape[3]) throw new FsMergeException($"task {data.Task}: ViT needs square images, got {shape[2]}x{shape[3]}");
         var config = new ModelConfig
         {
             Architecture = "vit",
             ImageSize = (int)shape[2],
             NumChannels = (int)shape[1],
-            PatchSize = args.Int("patch", min: 1),
-            HiddenSize = args.Int("width", min: 1),
-            NumHiddenLayers = args.Int("depth", min: 1),
-            NumAttentionHeads = args.Int("heads", min: 1),
-            IntermediateSize = args.Int("mlp-width", min: 1),
+            PatchSize = args.Int("patch", min: 1, max: ModelConfig.MaxImageSize),
+            HiddenSize = Width(args, "width"),
+            NumHiddenLayers = args.Int("depth", min: 1, max: ModelConfig.MaxLayers),
+            NumAttentionHeads = Width(args, "heads"),
+            IntermediateSize = Width(args, "mlp-width"),
             LayerNormEps = 1e-12,
             Heads = heads,
         };
         Vit.Patches(config); // validates patch and head divisibility
         return config;
     }
+
+    /// <summary>A width option, within the bounds config.json allows.</summary>
+    internal static int Width(ParsedArgs args, string name) => args.Int(name, min: 1, max: ModelConfig.MaxWidth);
 
     /// <summary>The task's head from --head and --logit-scale; a cosine head's embedding is as wide as the feature (null: the checkpoint's).</summary>
     static HeadInfo Head(ParsedArgs args, TaskSplits data, int featureWidth)

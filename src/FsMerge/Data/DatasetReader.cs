@@ -112,9 +112,9 @@ internal static class DatasetReader
         else
         {
             var labelsTxt = Path.Combine(folder, "labels.txt");
-            if (File.Exists(labelsTxt))
+            if (Path.Exists(labelsTxt))
             {
-                var lines = File.ReadAllLines(labelsTxt).Select(l => l.Trim()).ToList();
+                var lines = InputFile.ReadAllLines(labelsTxt, "class names, one per line", TextFolder.MaxFileBytes).Select(l => l.Trim()).ToList();
                 while (lines.Count > 0 && lines[^1].Length == 0) lines.RemoveAt(lines.Count - 1);
                 if (lines.Count == 0)
                     throw new FsMergeException($"{labelsTxt}: no class names; expected one name per line");
@@ -147,8 +147,8 @@ internal static class DatasetReader
         var (pixels, dims) = Idx.Read(imagesPath);
         if (dims.Length != 3)
             throw new FsMergeException($"{imagesPath}: IDX images must have 3 dimensions [count, height, width], found [{string.Join(", ", dims)}]");
-        if (dims[1] <= 0 || dims[2] <= 0)
-            throw new FsMergeException($"{imagesPath}: image size {dims[1]}x{dims[2]} is empty");
+        if (dims[1] <= 0 || dims[2] <= 0 || (long)dims[1] * dims[2] > ImageFolder.MaxPixels)
+            throw new FsMergeException($"{imagesPath}: image size {dims[1]}x{dims[2]}; expected 1 to {ImageFolder.MaxPixels} pixels");
         if (size is { } s && (dims[1], dims[2]) != s)
             throw new FsMergeException($"{imagesPath}: images are {dims[1]}x{dims[2]} but the train images are {s.h}x{s.w}");
         var (labelBytes, labelDims) = Idx.Read(labelsPath);

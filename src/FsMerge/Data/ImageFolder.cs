@@ -72,72 +72,85 @@ public static class ImageFolder
             labels.AddRange(Enumerable.Repeat((long)k, images.Length));
         }
 
-        int c = 0, h = 0, w = 0;
-        if (shape is { } s) (c, h, w) = s;
-        byte[]? pixels = null;
-        int size = 0;
-        for (int i = 0; i < files.Count; i++)
-        {
-            var (data, ic, ih, iw) = Decode(files[i]);
-            if (pixels is null)
-            {
-                if (shape is null) (c, h, w) = (ic, ih, iw);
-                size = c * h * w;
-                pixels = new byte[(long)files.Count * size];
-            }
-            if ((ic, ih, iw) != (c, h, w))
-                throw new FsMergeException($"{files[i]}: image is {Describe(ic, ih, iw)} but expected {Describe(c, h, w)}"
-                    + (shape is null ? $" like {files[0]}" : "") + "; all images must have the same size and channel count");
-            Array.Copy(data, 0, pixels, (long)i * size, size);
-        }
+        return (ReadFiles(files, labels.ToArray(), shape), names, files.ToArray());
+    }
 
-        var raw = new RawImages { Pixels = pixels!, Labels = labels.ToArray(), Channels = c, Height = h, Width = w };
-        return (raw, names, files.ToArray());
+    /// <summary>The most pixels one image may have (4096×4096): decoding takes 4 bytes a pixel.</summary>
+    public const long MaxPixels = 1 << 24;
+
+    /// <summary>
+    /// Decodes images of one size and channel count (<paramref name="shape"/>, else the first file's). Every file's
+    /// header is read and checked first, against the per-image and the total limits, before any pixel is decoded:
+    /// a small compressed file can declare a huge image.
+    /// </summary>
+    internal static RawImages ReadFiles(IReadOnlyList<string> files, long[] labels, (int channels, int height, int width)? shape)
+    {
+        var sizes = files.Select(Probe).ToArray();
+        var (c, h, w) = shape ?? sizes[0];
+        for (int i = 0; i < files.Count; i++)
+            if (sizes[i] != (c, h, w))
+                throw new FsMergeException($"{files[i]}: image is {Describe(sizes[i].c, sizes[i].h, sizes[i].w)} but expected {Describe(c, h, w)}"
+                    + (shape is null ? $" like {files[0]}" : "") + "; all images must have the same size and channel count");
+        long size = (long)c * h * w, total = files.Count * size;
+        if (total > Idx.MaxDataBytes)
+            throw new FsMergeException($"{Path.GetDirectoryName(files[0])}: {files.Count} images of {Describe(c, h, w)} make {total} bytes, more than the {Idx.MaxDataBytes} bytes allowed");
+        var pixels = new byte[total];
+        for (int i = 0; i < files.Count; i++)
+            Decode(files[i], sizes[i]).CopyTo(pixels, i * size);
+        return new RawImages { Pixels = pixels, Labels = labels, Channels = c, Height = h, Width = w };
     }
 
     private static string Describe(int c, int h, int w)
         => $"{w}x{h} {(c == 1 ? "grayscale" : "colour")} (C={c})";
 
-    /// <summary>Decodes one PNG/JPEG file into [C, H, W] bytes.</summary>
-    internal static unsafe (byte[] chw, int c, int h, int w) Decode(string path)
+    /// <summary>Opens a PNG/JPEG file's decoder, which reads no more than the header.</summary>
+    static SKCodec Open(string path)
     {
-        SKCodec? codec;
-        SKCodecResult result;
-        try
-        {
-            codec = SKCodec.Create(path, out result);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new FsMergeException($"{path}: cannot read image ({e.Message})", e);
-        }
+        var stream = InputFile.OpenRead(path, "a PNG or JPEG image");
+        var codec = SKCodec.Create(stream, out var result);
         if (codec is null)
-            throw new FsMergeException($"{path}: cannot decode image ({result}); expected a PNG or JPEG file");
-        using (codec)
         {
-            var info = codec.Info;
-            int w = info.Width, h = info.Height;
-            if (w <= 0 || h <= 0 || (long)w * h > 1 << 26)
-                throw new FsMergeException($"{path}: unsupported image size {w}x{h}");
-            bool gray = info.ColorType == SKColorType.Gray8;
-            var target = new SKImageInfo(w, h, gray ? SKColorType.Gray8 : SKColorType.Rgba8888,
-                gray ? SKAlphaType.Opaque : SKAlphaType.Unpremul);
-            var buffer = new byte[target.BytesSize];
-            fixed (byte* p = buffer)
-                result = codec.GetPixels(target, (IntPtr)p);
-            if (result != SKCodecResult.Success)
-                throw new FsMergeException($"{path}: cannot decode image ({result}); the file may be truncated or corrupt");
-
-            if (gray) return (buffer, 1, h, w);
-            int plane = h * w;
-            var chw = new byte[3 * plane];
-            for (int i = 0; i < plane; i++)
-            {
-                chw[i] = buffer[4 * i];
-                chw[plane + i] = buffer[4 * i + 1];
-                chw[2 * plane + i] = buffer[4 * i + 2];
-            }
-            return (chw, 3, h, w);
+            stream.Dispose();
+            throw new FsMergeException($"{path}: cannot decode image ({result}); expected a PNG or JPEG file");
         }
+        return codec;
+    }
+
+    /// <summary>An image's channels (1 for grayscale, else 3) and size from its header, checked against <see cref="MaxPixels"/>.</summary>
+    static (int c, int h, int w) Probe(string path)
+    {
+        using var codec = Open(path);
+        var info = codec.Info;
+        if (info.Width <= 0 || info.Height <= 0 || (long)info.Width * info.Height > MaxPixels)
+            throw new FsMergeException($"{path}: image size {info.Width}x{info.Height}; expected at most {MaxPixels} pixels");
+        return (info.ColorType == SKColorType.Gray8 ? 1 : 3, info.Height, info.Width);
+    }
+
+    /// <summary>Decodes one PNG/JPEG file, probed as <paramref name="size"/>, into [C, H, W] bytes.</summary>
+    static unsafe byte[] Decode(string path, (int c, int h, int w) size)
+    {
+        using var codec = Open(path);
+        var (c, h, w) = size;
+        if ((codec.Info.Width, codec.Info.Height) != (w, h))
+            throw new FsMergeException($"{path}: the image changed while being read");
+        bool gray = c == 1;
+        var target = new SKImageInfo(w, h, gray ? SKColorType.Gray8 : SKColorType.Rgba8888, gray ? SKAlphaType.Opaque : SKAlphaType.Unpremul);
+        var buffer = new byte[target.BytesSize];
+        SKCodecResult result;
+        fixed (byte* p = buffer)
+            result = codec.GetPixels(target, (IntPtr)p);
+        if (result != SKCodecResult.Success)
+            throw new FsMergeException($"{path}: cannot decode image ({result}); the file may be truncated or corrupt");
+
+        if (gray) return buffer;
+        int plane = h * w;
+        var chw = new byte[3 * plane];
+        for (int i = 0; i < plane; i++)
+        {
+            chw[i] = buffer[4 * i];
+            chw[plane + i] = buffer[4 * i + 1];
+            chw[2 * plane + i] = buffer[4 * i + 2];
+        }
+        return chw;
     }
 }

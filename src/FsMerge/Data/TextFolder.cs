@@ -36,6 +36,9 @@ public static class TextFolder
     public const int SequenceLength = 32;
     public const string VocabFile = "vocab.txt";
 
+    /// <summary>The largest class file or vocab.txt read (each is read whole).</summary>
+    public const long MaxFileBytes = 256 << 20;
+
     public static bool IsText(string folder) =>
         File.Exists(Path.Combine(folder, VocabFile)) || (Directory.Exists(Path.Combine(folder, "train"))
             && Directory.EnumerateFiles(Path.Combine(folder, "train"), "*.txt").Any());
@@ -57,15 +60,24 @@ public static class TextFolder
         return new RawDataset(folder, Encode(trainDir, names, vocab), Encode(testDir, names, vocab), names);
     }
 
-    /// <summary>The examples of every class file in a split, in file order, class after class.</summary>
+    /// <summary>The examples of every class file in a split, in file order, class after class; a class with none is an error.</summary>
     public static List<(string Text, int Label)> Lines(string dir, IReadOnlyList<string> names)
     {
         var examples = new List<(string, int)>();
         for (int c = 0; c < names.Count; c++)
-            foreach (var line in File.ReadLines(Path.Combine(dir, names[c] + ".txt")))
+        {
+            var file = Path.Combine(dir, names[c] + ".txt");
+            int before = examples.Count;
+            foreach (var line in InputFile.ReadAllLines(file, "a class file (one example per line)", MaxFileBytes))
                 if (line.Trim().Length > 0) examples.Add((line, c));
+            if (examples.Count == before)
+                throw new FsMergeException($"{file}: no examples (the file has no non-blank line); every class needs at least one, one per line");
+        }
         return examples;
     }
+
+    /// <summary>A vocab.txt's text, to compare two vocabularies.</summary>
+    static string VocabText(string path) => InputFile.ReadAllText(path, "a WordPiece vocab.txt", MaxFileBytes);
 
     /// <summary>The vocabulary a text dataset is tokenized with.</summary>
     public static WordPiece Vocabulary(string dataDir, string dataset) => WordPiece.Read(Path.Combine(dataDir, dataset, VocabFile));
@@ -87,9 +99,9 @@ public static class TextFolder
     /// <summary>The pooled train splits (never validation or test) of text datasets that share one vocab.txt, as token ids [n, L].</summary>
     public static torch.Tensor Corpus(string dataDir, IReadOnlyList<string> datasets)
     {
-        var first = File.ReadAllText(Path.Combine(dataDir, datasets[0], VocabFile));
+        var first = VocabText(Path.Combine(dataDir, datasets[0], VocabFile));
         foreach (var name in datasets.Skip(1))
-            if (File.ReadAllText(Path.Combine(dataDir, name, VocabFile)) != first)
+            if (VocabText(Path.Combine(dataDir, name, VocabFile)) != first)
                 throw new FsMergeException($"{Path.Combine(dataDir, name, VocabFile)} differs from {datasets[0]}'s: a pooled corpus needs one vocabulary");
         var parts = datasets.Select(name =>
         {
@@ -107,7 +119,7 @@ public static class TextFolder
     {
         var own = Path.Combine(modelDir, VocabFile);
         var data = Path.Combine(dataDir, dataset, VocabFile);
-        if (File.Exists(own) && File.Exists(data) && File.ReadAllText(own) != File.ReadAllText(data))
+        if (Path.Exists(own) && Path.Exists(data) && VocabText(own) != VocabText(data))
             throw new FsMergeException($"{own} differs from {data}: the model was trained with another vocabulary than task data '{dataset}' uses");
     }
 

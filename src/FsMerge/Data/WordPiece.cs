@@ -41,8 +41,7 @@ public sealed class WordPiece
 
     public static WordPiece Read(string path)
     {
-        if (!File.Exists(path)) throw new FsMergeException($"{path}: file not found (expected a WordPiece vocab.txt, one token per line)");
-        var lines = File.ReadAllLines(path, Encoding.UTF8).Select(l => l.TrimEnd('\r')).ToList();
+        var lines = InputFile.ReadAllLines(path, "a WordPiece vocab.txt, one token per line", TextFolder.MaxFileBytes).ToList();
         while (lines.Count > 0 && lines[^1].Length == 0) lines.RemoveAt(lines.Count - 1);
         return new WordPiece(lines, path);
     }

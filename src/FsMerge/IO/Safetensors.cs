@@ -44,6 +44,9 @@ public static class Safetensors
     /// <summary>Headers above this size are refused (the reference implementation's limit).</summary>
     public const long MaxHeaderBytes = 100_000_000;
 
+    /// <summary>Tensors of more dimensions are refused (LibTorch's kernels handle at most 25).</summary>
+    public const int MaxRank = 16;
+
     const string MetadataKey = "__metadata__";
 
     /// <summary>Bytes moved per read or write call; a multiple of every element size.</summary>
@@ -74,25 +77,14 @@ public static class Safetensors
 
     public static SafetensorsContent Read(string path)
     {
-        if (!File.Exists(path))
-        {
-            throw new FsMergeException(Directory.Exists(path)
-                ? $"{path}: is a directory, expected a .safetensors file"
-                : $"{path}: file not found (expected a .safetensors file)");
-        }
+        using var stream = InputFile.OpenRead(path, "a .safetensors file");
         try
         {
-            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read,
-                                              bufferSize: 1, FileOptions.SequentialScan);
             return ReadFrom(stream, path);
-        }
-        catch (FsMergeException)
-        {
-            throw;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new FsMergeException($"{path}: cannot read the file ({OneLine(e.Message)})", e);
+            throw new FsMergeException($"{path}: cannot read the file ({Terminal.OneLine(e.Message)})", e);
         }
     }
 
@@ -158,40 +150,21 @@ public static class Safetensors
                 $"{path}: header does not start with '{{' (first byte 0x{header[0]:X2}), expected a JSON object");
         }
 
-        JsonDocument doc;
-        try
-        {
-            doc = JsonDocument.Parse(header, new JsonDocumentOptions
-            {
-                AllowTrailingCommas = false,
-                CommentHandling = JsonCommentHandling.Disallow,
-            });
-        }
-        catch (JsonException e)
-        {
-            throw new FsMergeException($"{path}: header is not valid JSON ({OneLine(e.Message)})", e);
-        }
+        using var doc = JsonInput.Parse(header, $"{path}: header");
+        var root = doc.RootElement;
+        if (root.ValueKind != JsonValueKind.Object)
+            throw new FsMergeException($"{path}: header is a JSON {Kind(root)}, expected a JSON object");
 
-        using (doc)
+        var entries = new List<Entry>();
+        var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var property in root.EnumerateObject())
         {
-            var root = doc.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
-                throw new FsMergeException($"{path}: header is a JSON {Kind(root)}, expected a JSON object");
-
-            var entries = new List<Entry>();
-            var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
-            var seen = new HashSet<string>(StringComparer.Ordinal);
-            foreach (var property in root.EnumerateObject())
-            {
-                if (!seen.Add(property.Name))
-                    throw new FsMergeException($"{path}: duplicate name {Quote(property.Name)} in the header, expected unique names");
-                if (property.Name == MetadataKey)
-                    ParseMetadata(property.Value, metadata, path);
-                else
-                    entries.Add(ParseEntry(property.Name, property.Value, path, dataLength));
-            }
-            return (entries, metadata);
+            if (property.Name == MetadataKey)
+                ParseMetadata(property.Value, metadata, path);
+            else
+                entries.Add(ParseEntry(property.Name, property.Value, path, dataLength));
         }
+        return (entries, metadata);
     }
 
     static void ParseMetadata(JsonElement value, Dictionary<string, string> metadata, string path)
@@ -203,25 +176,21 @@ public static class Safetensors
             if (item.Value.ValueKind != JsonValueKind.String)
             {
                 throw new FsMergeException(
-                    $"{path}: metadata value of {Quote(item.Name)} is a JSON {Kind(item.Value)}, expected a string");
+                    $"{path}: metadata value of {Terminal.Quote(item.Name)} is a JSON {Kind(item.Value)}, expected a string");
             }
-            if (!metadata.TryAdd(item.Name, item.Value.GetString()!))
-                throw new FsMergeException($"{path}: duplicate metadata key {Quote(item.Name)}, expected unique keys");
+            metadata.Add(item.Name, item.Value.GetString()!);
         }
     }
 
     static Entry ParseEntry(string name, JsonElement value, string path, long dataLength)
     {
-        string where = $"{path}: tensor {Quote(name)}";
+        string where = $"{path}: tensor {Terminal.Quote(name)}";
         if (value.ValueKind != JsonValueKind.Object)
             throw new FsMergeException($"{where} is a JSON {Kind(value)}, expected an object with dtype, shape and data_offsets");
 
         JsonElement? dtypeEl = null, shapeEl = null, offsetsEl = null;
-        var fields = new HashSet<string>(StringComparer.Ordinal);
         foreach (var field in value.EnumerateObject())
         {
-            if (!fields.Add(field.Name))
-                throw new FsMergeException($"{where} has a duplicate field {Quote(field.Name)}, expected each field once");
             switch (field.Name)
             {
                 case "dtype": dtypeEl = field.Value; break;
@@ -239,11 +208,13 @@ public static class Safetensors
             throw new FsMergeException($"{where}: dtype is a JSON {Kind(dtypeEl.Value)}, expected a string");
         string dtypeName = dtypeEl.Value.GetString()!;
         var dtype = ByName(dtypeName)
-                    ?? throw new FsMergeException($"{where}: unknown dtype {Quote(dtypeName)}, expected one of {SupportedList}");
+                    ?? throw new FsMergeException($"{where}: unknown dtype {Terminal.Quote(dtypeName)}, expected one of {SupportedList}");
 
         // shape
         if (shapeEl!.Value.ValueKind != JsonValueKind.Array)
             throw new FsMergeException($"{where}: shape is a JSON {Kind(shapeEl.Value)}, expected an array of integers");
+        if (shapeEl.Value.GetArrayLength() > MaxRank)
+            throw new FsMergeException($"{where}: shape has {shapeEl.Value.GetArrayLength()} dimensions, expected at most {MaxRank}");
         var shape = new long[shapeEl.Value.GetArrayLength()];
         long elements = 1;
         bool overflow = false, zero = false;
@@ -251,19 +222,22 @@ public static class Safetensors
         foreach (var dim in shapeEl.Value.EnumerateArray())
         {
             if (dim.ValueKind != JsonValueKind.Number || !dim.TryGetInt64(out long d))
-                throw new FsMergeException($"{where}: shape[{i}] is {dim.GetRawText()}, expected a non-negative integer");
+                throw new FsMergeException($"{where}: shape[{i}] is {Short(dim)}, expected a non-negative integer");
             if (d < 0)
                 throw new FsMergeException($"{where}: shape[{i}] is negative ({d}), expected a non-negative integer");
             shape[i++] = d;
             if (d == 0) zero = true;
-            else if (!overflow && elements > long.MaxValue / d) overflow = true;
+            else if (!overflow && elements > long.MaxValue / d / dtype.Size) overflow = true;
             else if (!overflow) elements *= d;
         }
-        if (zero)
+        // LibTorch multiplies the non-zero dimensions (strides) even when a zero one makes the tensor empty:
+        // [0, 2^32, 2^32] must be refused like [2^32, 2^32].
+        if (overflow)
         {
-            elements = 0; // a zero dimension makes the product 0, however large the others are
-            overflow = false;
+            throw new FsMergeException(
+                $"{where}: shape [{string.Join(", ", shape)}] is too large: its dimensions multiply beyond what a {dtype.Name} tensor can address");
         }
+        if (zero) elements = 0;
 
         // data_offsets
         var off = offsetsEl!.Value;
@@ -274,7 +248,7 @@ public static class Safetensors
         {
             var el = off[k];
             if (el.ValueKind != JsonValueKind.Number || !el.TryGetUInt64(out ulong u) || u > long.MaxValue)
-                throw new FsMergeException($"{where}: data_offsets[{k}] is {el.GetRawText()}, expected a non-negative integer");
+                throw new FsMergeException($"{where}: data_offsets[{k}] is {Short(el)}, expected a non-negative integer");
             bounds[k] = (long)u;
         }
         long begin = bounds[0], end = bounds[1];
@@ -287,13 +261,10 @@ public static class Safetensors
         }
 
         long bytes = end - begin;
-        if (overflow || elements > long.MaxValue / dtype.Size || elements * dtype.Size != bytes)
+        if (elements * dtype.Size != bytes)
         {
-            string expected = overflow || elements > long.MaxValue / dtype.Size
-                ? "more bytes than a file can hold"
-                : $"{elements * dtype.Size} bytes";
             throw new FsMergeException(
-                $"{where}: size mismatch: data_offsets span {bytes} bytes, expected {expected} for {dtype.Name} [{string.Join(", ", shape)}]");
+                $"{where}: size mismatch: data_offsets span {bytes} bytes, expected {elements * dtype.Size} bytes for {dtype.Name} [{string.Join(", ", shape)}]");
         }
         return new Entry(name, dtype, shape, begin, end);
     }
@@ -309,12 +280,12 @@ public static class Safetensors
             if (e.Begin < position)
             {
                 throw new FsMergeException(
-                    $"{path}: tensor {Quote(e.Name)} [{e.Begin}, {e.End}] overlaps tensor {Quote(previous!.Name)} [{previous.Begin}, {previous.End}], expected disjoint byte ranges");
+                    $"{path}: tensor {Terminal.Quote(e.Name)} [{e.Begin}, {e.End}] overlaps tensor {Terminal.Quote(previous!.Name)} [{previous.Begin}, {previous.End}], expected disjoint byte ranges");
             }
             if (e.Begin > position)
             {
                 throw new FsMergeException(
-                    $"{path}: gap of {e.Begin - position} bytes before tensor {Quote(e.Name)} (data_offsets begin {e.Begin}, expected {position}); the tensors must tile the data section");
+                    $"{path}: gap of {e.Begin - position} bytes before tensor {Terminal.Quote(e.Name)} (data_offsets begin {e.Begin}, expected {position}); the tensors must tile the data section");
             }
             position = e.End;
             previous = e;
@@ -346,7 +317,7 @@ public static class Safetensors
             }
             catch (EndOfStreamException)
             {
-                throw new FsMergeException($"{path}: file ended while reading tensor {Quote(e.Name)}; it changed while being read?");
+                throw new FsMergeException($"{path}: file ended while reading tensor {Terminal.Quote(e.Name)}; it changed while being read?");
             }
             if (e.DType.Type == ScalarType.Bool)
             {
@@ -354,7 +325,7 @@ public static class Safetensors
                 if (bad >= 0)
                 {
                     throw new FsMergeException(
-                        $"{path}: tensor {Quote(e.Name)} (BOOL) holds byte value {span[bad]} at element {start + bad}, expected 0 or 1");
+                        $"{path}: tensor {Terminal.Quote(e.Name)} (BOOL) holds byte value {span[bad]} at element {start + bad}, expected 0 or 1");
                 }
             }
         }
@@ -376,16 +347,16 @@ public static class Safetensors
             string name = names[i];
             if (name == MetadataKey)
                 throw new FsMergeException($"{path}: a tensor may not be named \"{MetadataKey}\" (the name is reserved for metadata)");
-            var t = tensors[name] ?? throw new FsMergeException($"{path}: tensor {Quote(name)} is null, expected a tensor");
+            var t = tensors[name] ?? throw new FsMergeException($"{path}: tensor {Terminal.Quote(name)} is null, expected a tensor");
             dtypes[i] = ByType(t.dtype) ?? throw new FsMergeException(
-                $"{path}: tensor {Quote(name)} has dtype {t.dtype}, which safetensors here does not support; expected one of {SupportedList}");
+                $"{path}: tensor {Terminal.Quote(name)} has dtype {t.dtype}, which safetensors here does not support; expected one of {SupportedList}");
         }
         if (metadata is not null)
         {
             foreach (var (key, value) in metadata)
             {
                 if (value is null)
-                    throw new FsMergeException($"{path}: metadata value of {Quote(key)} is null, expected a string");
+                    throw new FsMergeException($"{path}: metadata value of {Terminal.Quote(key)} is null, expected a string");
             }
         }
 
@@ -396,7 +367,7 @@ public static class Safetensors
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new FsMergeException($"{path}: cannot write the file ({OneLine(e.Message)})", e);
+            throw new FsMergeException($"{path}: cannot write the file ({Terminal.OneLine(e.Message)})", e);
         }
     }
 
@@ -490,12 +461,6 @@ public static class Safetensors
 
     // ------------------------------------------------------------------ helpers
 
-    static readonly JsonSerializerOptions QuoteOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
-
-    /// <summary>A name as a JSON string: quoted, with control characters escaped, so the message stays one line.</summary>
-    static string Quote(string s) => JsonSerializer.Serialize(s, QuoteOptions);
-
-    static string OneLine(string s) => s.Split('\n')[0].Trim();
 
     static string Kind(JsonElement e) => e.ValueKind switch
     {
@@ -510,7 +475,7 @@ public static class Safetensors
 
     static string Short(JsonElement e)
     {
-        string raw = e.GetRawText();
+        string raw = Terminal.Escape(e.GetRawText());
         return raw.Length <= 60 ? raw : raw[..57] + "...";
     }
 }

@@ -20,8 +20,12 @@ namespace FsMerge.Merging;
 /// </summary>
 public sealed class TrainingCheckpoints
 {
-    /// <summary>Format 3: the divergence-recovery state (rate scale, recoveries). Format 2: FS-Merge's θ keeps same-shaped entries side by side.</summary>
-    const string Magic = "fsmerge-train-checkpoint-3";
+    /// <summary>Format 4: the divergence-recovery state (rate scale, first loss, recoveries). Format 3: the payload's
+    /// length and SHA-256 follow the magic and are checked before anything is restored (LibTorch aborts the process on a
+    /// cut optimizer state, and a flipped bit in θ would resume silently into another model). Format 2: FS-Merge's θ
+    /// keeps same-shaped entries side by side, so a format-1 θ would be read out of order.</summary>
+    const string Magic = "fsmerge-train-checkpoint-4";
+    const int HashBytes = 32;
     const string MagicPrefix = "fsmerge-train-checkpoint-";
 
     /// <summary>Checkpoint folder (created on the first save).</summary>
@@ -94,14 +98,36 @@ public sealed class TrainingCheckpoints
         public List<Recovery> Recoveries = [];
     }
 
-    /// <summary>Writes θ, optimizer state and loop state atomically to <paramref name="path"/>.</summary>
+    /// <summary>Writes θ, optimizer state and loop state atomically to <paramref name="path"/>: the magic, the payload's
+    /// length, the payload, its SHA-256.</summary>
     internal void Save(string path, string phase, long total, IReadOnlyList<Parameter> parameters, OptimizerHelper optimizer, LoopState state)
     {
-        AtomicFile.Write(path, temporary =>
+        using var payload = new MemoryStream();
+        WritePayload(payload, phase, total, parameters, optimizer, state);
+        try
         {
-            using var stream = File.Create(temporary);
-            using var writer = new BinaryWriter(stream, Encoding.UTF8);
-            writer.Write(Magic);
+            AtomicFile.Write(path, temporary =>
+            {
+                using var stream = File.Create(temporary);
+                using var writer = new BinaryWriter(stream, Encoding.UTF8);
+                writer.Write(Magic);
+                writer.Write(payload.Length);
+                payload.Position = 0;
+                payload.CopyTo(stream);
+                writer.Write(SHA256.HashData(payload.GetBuffer().AsSpan(0, (int)payload.Length)));
+                stream.Flush(flushToDisk: true);
+            });
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new FsMergeException($"{path}: cannot save the training checkpoint ({Terminal.OneLine(e.Message)})", e);
+        }
+    }
+
+    void WritePayload(Stream stream, string phase, long total, IReadOnlyList<Parameter> parameters, OptimizerHelper optimizer, LoopState state)
+    {
+        {
+            using var writer = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true);
             writer.Write(RunKey);
             writer.Write(phase);
             writer.Write(total);
@@ -132,41 +158,76 @@ public sealed class TrainingCheckpoints
             {
                 writer.Write(r.Step); writer.Write(r.Loss); writer.Write(r.FromScale); writer.Write(r.ToScale);
             }
-            stream.Flush(flushToDisk: true);
-        });
-    }
-
-    /// <summary>Reads a checkpoint's format and run key: a file of another version or another run is refused.</summary>
-    void CheckHeader(BinaryReader reader, string path)
-    {
-        var magic = reader.ReadString();
-        if (magic != Magic)
-            throw new FsMergeException(magic.StartsWith(MagicPrefix)
-                ? $"{path}: a checkpoint of another fsmerge version (format {magic[MagicPrefix.Length..]}, this one reads {Magic[MagicPrefix.Length..]}); start the merge again without --resume"
-                : $"{path}: not an fsmerge training checkpoint");
-        if (reader.ReadString() != RunKey)
-            throw new FsMergeException($"{path}: the checkpoint belongs to a run with other models, data or options; rerun with the same ones, or without --resume to start over");
+        }
     }
 
     /// <summary>
-    /// With <see cref="Resume"/>, checks every checkpoint's header before any compute (a merge may train for a
+    /// Opens a checkpoint and checks its magic, length and SHA-256 before anything in it is used; returns the file
+    /// positioned at the payload. A cut, grown or altered file is an <see cref="FsMergeException"/>.
+    /// </summary>
+    public static Stream Verified(string path)
+    {
+        var file = InputFile.OpenRead(path, "an fsmerge training checkpoint");
+        try
+        {
+            var reader = new BinaryReader(file, Encoding.UTF8, leaveOpen: true);
+            string magic;
+            try { magic = reader.ReadString(); }
+            catch (Exception e) when (e is EndOfStreamException or FormatException or IOException) { magic = ""; }
+            if (magic != Magic)
+                throw new FsMergeException(magic.StartsWith(MagicPrefix)
+                    ? $"{path}: a checkpoint of another fsmerge version (format {magic[MagicPrefix.Length..]}, this one reads {Magic[MagicPrefix.Length..]}); start the merge again without --resume"
+                    : $"{path}: not an fsmerge training checkpoint (format {Magic[MagicPrefix.Length..]}); delete it to start over");
+            long start = file.Position + sizeof(long);
+            long length = file.Length - start >= HashBytes ? reader.ReadInt64() : -1;
+            if (length < 0 || length != file.Length - start - HashBytes)
+                throw new FsMergeException($"{path}: the checkpoint is cut or padded ({file.Length} bytes, its header declares {(length < 0 ? "none" : $"{length} bytes of payload")}); delete it to start over");
+            using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+            var buffer = new byte[1 << 20];
+            for (long left = length; left > 0;)
+            {
+                int n = file.Read(buffer, 0, (int)Math.Min(buffer.Length, left));
+                if (n == 0) throw new EndOfStreamException();
+                hash.AppendData(buffer, 0, n);
+                left -= n;
+            }
+            var stored = new byte[HashBytes];
+            file.ReadExactly(stored);
+            if (!hash.GetHashAndReset().AsSpan().SequenceEqual(stored))
+                throw new FsMergeException($"{path}: the checkpoint's SHA-256 does not match its content (the file was altered or damaged); delete it to start over");
+            file.Position = start;
+            return file;
+        }
+        catch (Exception e)
+        {
+            file.Dispose();
+            if (e is EndOfStreamException or IOException)
+                throw new FsMergeException($"{path}: unreadable training checkpoint ({Terminal.OneLine(e.Message)}); delete it to start over", e);
+            throw;
+        }
+    }
+
+    /// <summary>Opens a verified checkpoint and checks that it belongs to this run; returns the reader after the run key.</summary>
+    BinaryReader OpenOwn(string path)
+    {
+        var reader = new BinaryReader(Verified(path), Encoding.UTF8);
+        if (reader.ReadString() != RunKey)
+        {
+            reader.Dispose();
+            throw new FsMergeException($"{path}: the checkpoint belongs to a run with other models, data or options; rerun with the same ones, or without --resume to start over");
+        }
+        return reader;
+    }
+
+    /// <summary>
+    /// With <see cref="Resume"/>, verifies every checkpoint of the run before any compute (a merge may train for a
     /// while, in its --lr auto sweep, before its first checkpointed phase reads its file).
     /// </summary>
     public void CheckResumable()
     {
         if (!Resume || !System.IO.Directory.Exists(Directory)) return;
         foreach (var path in System.IO.Directory.EnumerateFiles(Directory, "train-*.ckpt").Order(StringComparer.Ordinal))
-        {
-            try
-            {
-                using var reader = new BinaryReader(File.OpenRead(path), Encoding.UTF8);
-                CheckHeader(reader, path);
-            }
-            catch (Exception e) when (e is EndOfStreamException or IOException or InvalidDataException or ArgumentException)
-            {
-                throw new FsMergeException($"{path}: unreadable training checkpoint ({e.Message}); delete it to start over");
-            }
-        }
+            OpenOwn(path).Dispose();
     }
 
     /// <summary>
@@ -175,11 +236,10 @@ public sealed class TrainingCheckpoints
     /// </summary>
     internal LoopState? Load(string path, string phase, long total, IReadOnlyList<Parameter> parameters, Func<double, OptimizerHelper> optimizerAt)
     {
-        if (!File.Exists(path)) return null;
+        if (!Path.Exists(path)) return null;
         try
         {
-            using var reader = new BinaryReader(File.OpenRead(path), Encoding.UTF8);
-            CheckHeader(reader, path);
+            using var reader = OpenOwn(path);
             var savedPhase = reader.ReadString();
             long savedTotal = reader.ReadInt64();
             double rateScale = reader.ReadDouble();

@@ -1,5 +1,3 @@
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using FsMerge.IO;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -83,11 +81,12 @@ public sealed class Model : IDisposable
         if (!Directory.Exists(dir)) throw new FsMergeException($"{dir}: model directory not found");
         var config = ModelConfig.Read(Path.Combine(dir, ConfigFile));
         var expected = ExpectedWeights(config).ToDictionary(w => w.Name);
+        var files = WeightFiles(dir);
         var stored = new Dictionary<string, (Tensor Tensor, string File)>();
         var contents = new List<SafetensorsContent>();
         try
         {
-            foreach (var file in WeightFiles(dir))
+            foreach (var file in files)
             {
                 var content = Safetensors.Read(file.Path);
                 contents.Add(content);
@@ -126,27 +125,21 @@ public sealed class Model : IDisposable
     {
         var single = Path.Combine(dir, WeightsFile);
         var index = Path.Combine(dir, IndexFile);
-        if (File.Exists(single) || !File.Exists(index)) return [(single, null)];
-        JsonObject map;
-        try
-        {
-            map = (JsonNode.Parse(File.ReadAllText(index)) as JsonObject)?["weight_map"] as JsonObject
-                  ?? throw new FsMergeException($"{index}: expected a JSON object with a \"weight_map\" of tensor name -> shard file");
-        }
-        catch (JsonException e)
-        {
-            throw new FsMergeException($"{index}: invalid JSON ({e.Message.Split('\n')[0]})");
-        }
+        if (Path.Exists(single) || !Path.Exists(index)) return [(single, null)];
+        const string what = "a shard index (a JSON object with a \"weight_map\" of tensor name -> shard file)";
+        var map = JsonInput.Object(JsonInput.ReadObject(index, what, ModelConfig.MaxConfigBytes * 4L)["weight_map"], index, "weight_map")
+                  ?? throw new FsMergeException($"{index}: field 'weight_map' missing, expected {what}");
         var files = new Dictionary<string, HashSet<string>>();
         foreach (var (name, value) in map)
         {
-            var shard = value is JsonValue v && v.TryGetValue<string>(out var f) && f.Length > 0 && Path.GetFileName(f) == f ? f
-                : throw new FsMergeException($"{index}: weight_map['{name}'] must be a shard file name in the same folder");
+            var f = JsonInput.String(value, index, $"weight_map.{name}");
+            var shard = f.Length > 0 && !f.Contains('\0') && Path.GetFileName(f) == f && f is not "." and not ".." ? f
+                : throw new FsMergeException($"{index}: weight_map['{name}'] is '{f}', expected a shard file name in the same folder");
             if (!files.TryGetValue(shard, out var names)) files[shard] = names = [];
             names.Add(name);
         }
         foreach (var (shard, names) in files)
-            if (!File.Exists(Path.Combine(dir, shard)))
+            if (!Path.Exists(Path.Combine(dir, shard)))
                 throw new FsMergeException($"{index}: shard {shard} (holding '{names.First()}' and {names.Count - 1} other tensor(s)) is missing from {dir}");
         return files.Select(kv => (Path.Combine(dir, kv.Key), (HashSet<string>?)kv.Value)).ToList();
     }

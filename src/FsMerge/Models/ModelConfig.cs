@@ -1,4 +1,4 @@
-using System.Text.Json;
+using System.Globalization;
 using System.Text.Json.Nodes;
 
 namespace FsMerge.Models;
@@ -101,25 +101,17 @@ public sealed record ModelConfig
                 : $"{what}: images of {shape[1]} channel(s) {shape[2]}x{shape[3]}, but the model expects {NumChannels} channel(s) {ImageSize}x{ImageSize}");
     }
 
-    public static ModelConfig Read(string path)
-    {
-        if (!File.Exists(path)) throw new FsMergeException($"{path}: file not found (expected a model config.json)");
-        JsonObject root;
-        try
-        {
-            root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject
-                   ?? throw new FsMergeException($"{path}: expected a JSON object");
-        }
-        catch (JsonException e)
-        {
-            throw new FsMergeException($"{path}: invalid JSON ({e.Message.Split('\n')[0]})");
-        }
-        return FromJson(root, path);
-    }
+    /// <summary>Bounds on config.json's counts and widths: far above any model FsMerge trains on a CPU, and small
+    /// enough that listing the weights a config implies stays cheap (a 300,000-layer config would take gigabytes).</summary>
+    public const int MaxLayers = 256, MaxWidth = 1 << 18, MaxVocabulary = 1 << 21, MaxPositions = 1 << 16, MaxImageSize = 1 << 14,
+        MaxChannels = 64, MaxClasses = 1 << 20, MaxHeads = 1 << 10, MaxConfigBytes = 16 << 20;
+
+    public static ModelConfig Read(string path) =>
+        FromJson(JsonInput.ReadObject(path, "a model config.json", MaxConfigBytes), path);
 
     public static ModelConfig FromJson(JsonObject root, string source)
     {
-        string modelType = Str(root, "model_type", source);
+        string modelType = JsonInput.String(root["model_type"], source, "model_type");
         string arch = modelType switch
         {
             "vit" => "vit",
@@ -127,94 +119,115 @@ public sealed record ModelConfig
             "bert" => "bert",
             _ => throw new FsMergeException($"{source}: model_type '{modelType}' is not supported (expected 'vit', 'bert' or 'fsmerge-mlp')"),
         };
-        var fs = root["fsmerge"] as JsonObject;
+        var fs = JsonInput.Object(root["fsmerge"], source, "fsmerge");
         var heads = new List<HeadInfo>();
-        if (fs?["heads"] is JsonArray headArray)
+        string Task() => JsonInput.String(fs?["task"], source, "fsmerge.task", HeadInfo.Unrecorded);
+        var headArray = JsonInput.Array(fs?["heads"], source, "fsmerge.heads", MaxHeads);
+        if (headArray != null)
         {
-            foreach (var h in headArray)
+            for (int i = 0; i < headArray.Count; i++)
             {
-                var labels = (h?["labels"] as JsonArray)?.Select(l => l?.GetValue<string>() ?? "").ToArray()
-                             ?? throw new FsMergeException($"{source}: fsmerge.heads[].labels missing");
-                heads.Add(ReadHead(h!.AsObject(), labels, source));
+                string field = $"fsmerge.heads[{i}]";
+                var h = JsonInput.Object(headArray[i], source, field) ?? throw new FsMergeException($"{source}: field '{field}' is null, expected an object");
+                var labelArray = JsonInput.Array(h["labels"], source, $"{field}.labels", MaxClasses)
+                                 ?? throw new FsMergeException($"{source}: field '{field}.labels' missing (expected the class names)");
+                var labels = labelArray.Select((l, k) => JsonInput.String(l, source, $"{field}.labels[{k}]")).ToArray();
+                heads.Add(ReadHead(h, labels, source, field));
             }
         }
-        else if (root["id2label"] is JsonObject id2label)
+        else if (JsonInput.Object(root["id2label"], source, "id2label") is { } id2label)
         {
+            if (id2label.Count > MaxClasses) throw new FsMergeException($"{source}: id2label has {id2label.Count} classes, expected at most {MaxClasses}");
             var labels = new string[id2label.Count];
             foreach (var (k, v) in id2label)
             {
-                if (!int.TryParse(k, out int i) || i < 0 || i >= labels.Length)
-                    throw new FsMergeException($"{source}: id2label key '{k}' is not an index 0..{labels.Length - 1}");
-                labels[i] = v?.GetValue<string>() ?? k;
+                if (!int.TryParse(k, NumberStyles.None, CultureInfo.InvariantCulture, out int i) || i >= labels.Length || labels[i] != null)
+                    throw new FsMergeException($"{source}: id2label key '{k}' is not a distinct index 0..{labels.Length - 1}");
+                labels[i] = JsonInput.String(v, source, $"id2label.{k}", k);
             }
-            heads.Add(new HeadInfo(fs?["task"]?.GetValue<string>() ?? HeadInfo.Unrecorded, labels));
+            heads.Add(new HeadInfo(Task(), labels));
         }
-        else if (root["label2id"] is JsonObject label2id)
+        else if (JsonInput.Object(root["label2id"], source, "label2id") is { } label2id)
         {
+            if (label2id.Count > MaxClasses) throw new FsMergeException($"{source}: label2id has {label2id.Count} classes, expected at most {MaxClasses}");
             var labels = new string[label2id.Count];
             foreach (var (name, v) in label2id)
             {
-                if (v is not JsonValue value || !value.TryGetValue<int>(out int i) || i < 0 || i >= labels.Length || labels[i] != null)
-                    throw new FsMergeException($"{source}: label2id['{name}'] is not a distinct index 0..{labels.Length - 1}");
+                int i = JsonInput.Int(v, source, $"label2id.{name}", 0, labels.Length - 1);
+                if (labels[i] != null)
+                    throw new FsMergeException($"{source}: label2id['{name}'] is {i}, already the index of '{labels[i]}'; expected distinct indices");
                 labels[i] = name;
             }
-            heads.Add(new HeadInfo(fs?["task"]?.GetValue<string>() ?? HeadInfo.Unrecorded, labels));
+            heads.Add(new HeadInfo(Task(), labels));
         }
         // An explicitly empty fsmerge.heads is a backbone-only checkpoint (a pre-trained BertModel).
-        if (heads.Count == 0 && fs?["heads"] is not JsonArray) throw new FsMergeException($"{source}: no head described (expected id2label or fsmerge.heads)");
+        if (heads.Count == 0 && headArray == null) throw new FsMergeException($"{source}: no head described (expected id2label or fsmerge.heads)");
 
-        var training = (fs?["training"] as JsonObject)?.DeepClone().AsObject() ?? new JsonObject();
+        var training = JsonInput.Object(fs?["training"], source, "fsmerge.training")?.DeepClone().AsObject() ?? new JsonObject();
+        int Int(string key, int max) => JsonInput.Int(root[key], source, key, 1, max);
         if (arch == "mlp")
+        {
+            var hidden = JsonInput.Array(root["hidden_sizes"], source, "hidden_sizes", MaxLayers)
+                         ?? throw new FsMergeException($"{source}: field 'hidden_sizes' missing (expected a list of widths)");
+            if (hidden.Count == 0) throw new FsMergeException($"{source}: field 'hidden_sizes' is empty, expected at least one width");
             return new ModelConfig
             {
                 Architecture = arch,
-                InputSize = Int(root, "input_size", source),
-                HiddenSizes = (root["hidden_sizes"] as JsonArray)?.Select(n => n!.GetValue<int>()).ToArray()
-                              ?? throw new FsMergeException($"{source}: field 'hidden_sizes' missing (expected a list of widths)"),
+                InputSize = Int("input_size", MaxWidth * 64),
+                HiddenSizes = hidden.Select((n, i) => JsonInput.Int(n, source, $"hidden_sizes[{i}]", 1, MaxWidth)).ToArray(),
                 Heads = heads,
                 Training = training,
             };
+        }
 
         // The fields every transformer encoder shares (ViTConfig, BertConfig).
-        if (root["hidden_act"] is JsonValue act && act.TryGetValue<string>(out var activation) && activation != "gelu")
+        var activation = JsonInput.String(root["hidden_act"], source, "hidden_act", "gelu");
+        if (activation != "gelu")
             throw new FsMergeException($"{source}: hidden_act '{activation}' is not supported (expected 'gelu')");
         var encoder = new ModelConfig
         {
             Architecture = arch,
-            HiddenSize = Int(root, "hidden_size", source),
-            NumHiddenLayers = Int(root, "num_hidden_layers", source),
-            NumAttentionHeads = Int(root, "num_attention_heads", source),
-            IntermediateSize = Int(root, "intermediate_size", source),
-            LayerNormEps = root["layer_norm_eps"]?.GetValue<double>() ?? 1e-12,
+            HiddenSize = Int("hidden_size", MaxWidth),
+            NumHiddenLayers = Int("num_hidden_layers", MaxLayers),
+            NumAttentionHeads = Int("num_attention_heads", MaxWidth),
+            IntermediateSize = Int("intermediate_size", MaxWidth),
+            LayerNormEps = JsonInput.Double(root["layer_norm_eps"], source, "layer_norm_eps", 0, 1e-12),
             Heads = heads,
             Training = training,
         };
+        ModelConfig config;
         if (arch == "bert")
         {
-            var bert = encoder with
+            config = encoder with
             {
-                VocabSize = Int(root, "vocab_size", source),
-                MaxPositionEmbeddings = Int(root, "max_position_embeddings", source),
-                TypeVocabSize = Int(root, "type_vocab_size", source),
-                PadTokenId = root["pad_token_id"] is JsonValue pad && pad.TryGetValue<int>(out int p) ? p
-                    : throw new FsMergeException($"{source}: field 'pad_token_id' missing or not an integer"),
+                VocabSize = Int("vocab_size", MaxVocabulary),
+                MaxPositionEmbeddings = Int("max_position_embeddings", MaxPositions),
+                TypeVocabSize = Int("type_vocab_size", MaxPositions),
+                PadTokenId = JsonInput.Int(root["pad_token_id"], source, "pad_token_id", 0, MaxVocabulary),
             };
-            if (root["position_embedding_type"] is JsonValue position && position.TryGetValue<string>(out var type) && type != "absolute")
-                throw new FsMergeException($"{source}: position_embedding_type '{type}' is not supported (expected 'absolute')");
-            try { Bert.Validate(bert); }
-            catch (FsMergeException e) { throw new FsMergeException($"{source}: {e.Message}"); }
-            return bert;
+            var position = JsonInput.String(root["position_embedding_type"], source, "position_embedding_type", "absolute");
+            if (position != "absolute")
+                throw new FsMergeException($"{source}: position_embedding_type '{position}' is not supported (expected 'absolute')");
         }
-        if (root["qkv_bias"] is JsonValue bias && bias.TryGetValue<bool>(out var withBias) && !withBias)
-            throw new FsMergeException($"{source}: qkv_bias false is not supported (expected true, ViT's default)");
-        return encoder with
+        else
         {
-            ImageSize = Int(root, "image_size", source),
-            NumChannels = Int(root, "num_channels", source),
-            PatchSize = Int(root, "patch_size", source),
-        };
+            if (!JsonInput.Bool(root["qkv_bias"], source, "qkv_bias", true))
+                throw new FsMergeException($"{source}: qkv_bias false is not supported (expected true, ViT's default)");
+            config = encoder with
+            {
+                ImageSize = Int("image_size", MaxImageSize),
+                NumChannels = Int("num_channels", MaxChannels),
+                PatchSize = Int("patch_size", MaxImageSize),
+            };
+        }
+        try
+        {
+            if (arch == "bert") Bert.Validate(config);
+            else Vit.Patches(config);
+        }
+        catch (FsMergeException e) { throw new FsMergeException($"{source}: {e.Message}"); }
+        return config;
     }
-
 
     /// <summary>The Hugging Face config fields every transformer encoder shares (ViTConfig, BertConfig); no dropout.</summary>
     void WriteEncoderFields(JsonObject root, string modelType, string architecture)
@@ -278,16 +291,21 @@ public sealed record ModelConfig
         return root;
     }
 
-    /// <summary>One fsmerge.heads[] entry: a linear head unless "kind" says otherwise.</summary>
-    static HeadInfo ReadHead(JsonObject h, string[] labels, string source)
+    /// <summary>One fsmerge.heads[] entry (<paramref name="field"/>): a linear head unless "kind" says otherwise.</summary>
+    static HeadInfo ReadHead(JsonObject h, string[] labels, string source, string field)
     {
-        var head = new HeadInfo(h["task"]?.GetValue<string>() ?? HeadInfo.Unrecorded, labels);
+        var head = new HeadInfo(JsonInput.String(h["task"], source, $"{field}.task", HeadInfo.Unrecorded), labels);
         if (h["kind"] is null) return head;
-        var kind = HeadInfo.ParseKind(h["kind"] is JsonValue k && k.TryGetValue<string>(out var text) ? text : "", $"{source}: fsmerge.heads[].kind");
+        var kind = HeadInfo.ParseKind(JsonInput.String(h["kind"], source, $"{field}.kind"), $"{source}: fsmerge.heads[].kind");
         if (kind == HeadKind.Linear) return head;
-        double scale = h["logit_scale"] is JsonValue v && v.TryGetValue<double>(out var d) && d > 0 && double.IsFinite(d) ? d
-            : throw new FsMergeException($"{source}: fsmerge.heads[].logit_scale missing or not a positive number (a cosine head needs it)");
-        return head with { Kind = kind, LogitScale = scale, EmbedWidth = Int(h, "embed_width", $"{source}: fsmerge.heads[]") };
+        if (h["logit_scale"] is null)
+            throw new FsMergeException($"{source}: field '{field}.logit_scale' missing (a cosine head needs a positive number)");
+        return head with
+        {
+            Kind = kind,
+            LogitScale = JsonInput.Double(h["logit_scale"], source, $"{field}.logit_scale", 0, 0),
+            EmbedWidth = JsonInput.Int(h["embed_width"], source, $"{field}.embed_width", 1, MaxWidth),
+        };
     }
 
     static JsonObject WriteHead(HeadInfo h)
@@ -308,12 +326,4 @@ public sealed record ModelConfig
 
     public void Write(string path) =>
         AtomicFile.WriteAllText(path, ToJson().ToJsonString(JsonFormat.Indented));
-
-    static string Str(JsonObject o, string key, string source) =>
-        o[key] is JsonValue v && v.TryGetValue<string>(out var s) ? s
-            : throw new FsMergeException($"{source}: field '{key}' missing or not a string");
-
-    static int Int(JsonObject o, string key, string source) =>
-        o[key] is JsonValue v && v.TryGetValue<int>(out var i) && i > 0 ? i
-            : throw new FsMergeException($"{source}: field '{key}' missing or not a positive integer");
 }

@@ -89,17 +89,7 @@ public static class DataSources
             throw new FsMergeException($"{dir}: cannot read the image folder ({e.Message})");
         }
         if (files.Length == 0) throw new FsMergeException($"{dir}: no PNG/JPEG images (.png, .jpg, .jpeg) in the folder");
-        var first = ImageFolder.Decode(files[0]);
-        int size = first.c * first.h * first.w;
-        var pixels = new byte[(long)files.Length * size];
-        for (int i = 0; i < files.Length; i++)
-        {
-            var (data, c, h, w) = i == 0 ? first : ImageFolder.Decode(files[i]);
-            if ((c, h, w) != (first.c, first.h, first.w))
-                throw new FsMergeException($"{files[i]}: image is {w}x{h} with {c} channel(s) but {files[0]} is {first.w}x{first.h} with {first.c}; all images must have the same size and channel count");
-            Array.Copy(data, 0, pixels, (long)i * size, size);
-        }
-        var raw = new RawImages { Pixels = pixels, Labels = new long[files.Length], Channels = first.c, Height = first.h, Width = first.w };
+        var raw = ImageFolder.ReadFiles(files, new long[files.Length], shape: null);
         return raw.All(["unlabeled"]);
     }
 
@@ -109,6 +99,8 @@ public static class DataSources
         var (data, dims) = Idx.Read(path);
         if (dims.Length != 3)
             throw new FsMergeException($"{path}: IDX file has {dims.Length} dimension(s); expected images [n, height, width]");
+        if (dims[1] <= 0 || dims[2] <= 0 || (long)dims[1] * dims[2] > ImageFolder.MaxPixels)
+            throw new FsMergeException($"{path}: image size {dims[1]}x{dims[2]}; expected 1 to {ImageFolder.MaxPixels} pixels");
         var raw = new RawImages { Pixels = data, Labels = new long[dims[0]], Channels = 1, Height = dims[1], Width = dims[2] };
         return raw.All(["unlabeled"]);
     }

@@ -35,6 +35,9 @@ public sealed record MergeRequest
     public const int DefaultSamples = 64;
     public const int DefaultHeldOut = 32;
 
+    /// <summary>The most merge, augmented or held-out images per task (each is kept in memory as float32).</summary>
+    public const int MaxImagesPerTask = 1 << 16;
+
     public IReadOnlyList<SourceRequest> Sources { get; init; } = [];
     public string Method { get; init; } = "fs-merge";
     /// <summary>Method options by name (as on the command line without "--"); the method checks their values.</summary>

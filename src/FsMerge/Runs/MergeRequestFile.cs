@@ -1,6 +1,7 @@
 using System.Globalization;
 using FsMerge.Merging;
 using YamlDotNet.Core;
+using YamlDotNet.Core.Events;
 using YamlDotNet.RepresentationModel;
 
 namespace FsMerge.Runs;
@@ -29,21 +30,17 @@ public static class MergeRequestFile
     static readonly string[] TopKeys = ["sources", "method", "options", "seed", "threads", "device", "output", "overwrite", "augment", "held_out", "width", "eval", "data_dir"];
     static readonly string[] SourceKeys = ["model", "task", "data", "samples", "test"];
 
+    /// <summary>Limits on a config file: its size, its nesting, and the values its aliases (*name) expand to.
+    /// A merge config needs a few dozen values; a deeply nested or alias-multiplied file is refused before it is built.</summary>
+    public const int MaxBytes = 1 << 20, MaxDepth = 32, MaxValues = 100_000;
+
     public static MergeRequest Read(string path)
     {
-        string text;
-        try
-        {
-            text = File.ReadAllText(path);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new FsMergeException(e is FileNotFoundException or DirectoryNotFoundException
-                ? $"{path}: config file not found" : $"{path}: cannot read the config file ({e.Message})");
-        }
+        string text = InputFile.ReadAllText(path, "a merge config file (YAML)", MaxBytes);
         var stream = new YamlStream();
         try
         {
+            CheckShape(path, text);
             stream.Load(new StringReader(text));
         }
         catch (YamlException e)
@@ -55,9 +52,64 @@ public static class MergeRequestFile
             // YamlDotNet's scanner throws this (not a YamlException) when the file ends inside a flow collection.
             throw new FsMergeException($"{path}: invalid YAML (the file ends inside an unclosed '[', '{{' or quote)");
         }
+        catch (ArgumentException e)
+        {
+            // YamlStream.Load throws this for node kinds it cannot represent, such as an empty key with a value ("- : x").
+            throw new FsMergeException($"{path}: invalid YAML ({Terminal.OneLine(e.Message)})");
+        }
         if (stream.Documents.Count == 0) throw new FsMergeException($"{path}: the config file is empty; expected a mapping with at least 'sources'");
         var reader = new Reader(path, Path.GetDirectoryName(Path.GetFullPath(path))!);
         return reader.Request(stream.Documents[0].RootNode);
+    }
+
+    /// <summary>Walks the parser's events (no recursion, no tree) to bound nesting depth and the values aliases expand to.</summary>
+    static void CheckShape(string path, string text)
+    {
+        var parser = new Parser(new StringReader(text));
+        var expanded = new Dictionary<string, long>(StringComparer.Ordinal);  // anchor → values it stands for
+        var open = new Stack<(string? Anchor, long Values)>();                 // the collections being read, with their values so far
+        long total = 0;
+        void Add(long values)
+        {
+            if (open.Count > 0)
+            {
+                var (anchor, sum) = open.Pop();
+                open.Push((anchor, sum + values));
+            }
+        }
+        void Count(long values, ParsingEvent at)
+        {
+            total += values;
+            if (total > MaxValues)
+                throw new FsMergeException($"{path}:{at.Start.Line}: the file expands to more than {MaxValues} values (through aliases *name); a merge config needs far fewer");
+            Add(values);
+        }
+        while (parser.MoveNext())
+        {
+            var e = parser.Current!;
+            switch (e)
+            {
+                case MappingStart or SequenceStart:
+                    if (open.Count >= MaxDepth)
+                        throw new FsMergeException($"{path}:{e.Start.Line}: nested more than {MaxDepth} levels deep; a merge config needs a few");
+                    total++;
+                    var anchor = ((NodeEvent)e).Anchor;
+                    open.Push((anchor.IsEmpty ? null : anchor.Value, 1));
+                    break;
+                case MappingEnd or SequenceEnd:
+                    var (name, values) = open.Pop();
+                    if (name != null) expanded[name] = values;
+                    Add(values);
+                    break;
+                case Scalar scalar:
+                    if (!scalar.Anchor.IsEmpty) expanded[scalar.Anchor.Value] = 1;
+                    Count(1, e);
+                    break;
+                case AnchorAlias alias:
+                    Count(expanded.GetValueOrDefault(alias.Value.Value, 1), e);
+                    break;
+            }
+        }
     }
 
     sealed class Reader(string path, string folder)
@@ -83,7 +135,11 @@ public static class MergeRequestFile
         string Scalar(YamlNode node, string key) =>
             node is YamlScalarNode { Value: { Length: > 0 } s } ? s : throw Error(node, $"'{key}' must be a single value, not {Describe(node)}");
 
-        string PathValue(YamlNode node, string key) => Path.GetFullPath(Scalar(node, key), folder);
+        string PathValue(YamlNode node, string key)
+        {
+            var text = Scalar(node, key);
+            return text.Contains('\0') ? throw Error(node, $"'{key}' holds a NUL character; no path can") : Path.GetFullPath(text, folder);
+        }
 
         long Long(YamlNode node, string key, long min)
         {
@@ -92,8 +148,8 @@ public static class MergeRequestFile
                 : throw Error(node, $"'{key}' is '{s}'; expected a whole number >= {min}");
         }
 
-        int Int(YamlNode node, string key, int min) =>
-            Long(node, key, min) is var v && v <= int.MaxValue ? (int)v : throw Error(node, $"'{key}' is too large");
+        int Int(YamlNode node, string key, int min, int max) =>
+            Long(node, key, min) is var v && v <= max ? (int)v : throw Error(node, $"'{key}' is {v}; expected at most {max}");
 
         bool Bool(YamlNode node, string key) => Scalar(node, key) switch
         {
@@ -127,12 +183,12 @@ public static class MergeRequestFile
                 request = key switch
                 {
                     "seed" => request with { Seed = Long(value, key, 0) },
-                    "threads" => request with { Threads = Int(value, key, 0) },
+                    "threads" => request with { Threads = Int(value, key, 0, TorchRuntime.MaxThreads) },
                     "device" => request with { Device = Device(value) },
                     "output" => request with { Output = PathValue(value, key) },
                     "overwrite" => request with { Overwrite = Bool(value, key) },
-                    "augment" => request with { Augment = Int(value, key, 0) },
-                    "held_out" => request with { HeldOut = Int(value, key, 0) },
+                    "augment" => request with { Augment = Int(value, key, 0, MergeRequest.MaxImagesPerTask) },
+                    "held_out" => request with { HeldOut = Int(value, key, 0, MergeRequest.MaxImagesPerTask) },
                     "width" => request with { Width = Widths(value) },
                     "eval" => request with { Eval = Bool(value, key) },
                     "data_dir" => request with { DataDir = PathValue(value, key) },
@@ -159,7 +215,8 @@ public static class MergeRequestFile
         {
             var items = node is YamlSequenceNode seq ? seq.Children.ToList() : [node];
             if (items.Count == 0) throw Error(node, "'width' is an empty list; expected hidden widths like [128, 64]");
-            return items.Select(i => Int(i, "width", 1)).ToArray();
+            if (items.Count > Models.ModelConfig.MaxLayers) throw Error(node, $"'width' lists {items.Count} widths; expected at most {Models.ModelConfig.MaxLayers}");
+            return items.Select(i => Int(i, "width", 1, Models.ModelConfig.MaxWidth)).ToArray();
         }
 
         IReadOnlyDictionary<string, string> Options(YamlNode node, IMergeMethod method)
@@ -206,7 +263,7 @@ public static class MergeRequestFile
                 throw Error(node, $"{where}: missing required key 'model' (a model directory with config.json and model.safetensors)");
             var source = new SourceRequest { Model = PathValue(model.Value, "model") };
             if (keys.TryGetValue("task", out var task)) source = source with { Task = Scalar(task.Value, "task") };
-            if (keys.TryGetValue("samples", out var samples)) source = source with { Samples = Int(samples.Value, "samples", 1) };
+            if (keys.TryGetValue("samples", out var samples)) source = source with { Samples = Int(samples.Value, "samples", 1, MergeRequest.MaxImagesPerTask) };
             if (keys.TryGetValue("data", out var data)) source = source with { Data = Data(data.Value, $"{where}.data", labelled: false) };
             if (keys.TryGetValue("test", out var test)) source = source with { Test = Data(test.Value, $"{where}.test", labelled: true) };
             return source;

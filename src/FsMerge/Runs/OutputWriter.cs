@@ -20,8 +20,54 @@ public static class OutputWriter
 {
     public const string TasksFolder = "tasks";
 
+    /// <summary>
+    /// Fails now, before any compute, when the output cannot or must not be written: it is a file, it exists and
+    /// <paramref name="overwrite"/> is false, it would replace, hold or sit inside a source (compared on real paths, symbolic
+    /// links resolved, so a link to a source is that source), or its folder is not writable.
+    /// </summary>
+    public static void CheckOutput(string output, bool overwrite, IEnumerable<string> sources)
+    {
+        if (File.Exists(output)) throw new FsMergeException($"{output}: output path is a file; expected a directory name");
+        var real = RealPath(output);
+        foreach (var source in sources)
+        {
+            var model = RealPath(source);
+            if (real == model || Inside(model, real))
+                throw new FsMergeException($"{output}: the output would replace the source model {source}; choose another output directory");
+            if (Inside(real, model))
+                throw new FsMergeException($"{output}: the output would be written inside the source model {source}; choose another output directory");
+        }
+        if (Directory.Exists(output) && !overwrite)
+            throw new FsMergeException($"{output}: output directory exists (use --overwrite to replace it)");
+        CheckWritable(output);
+    }
+
+    static bool Inside(string path, string folder) => path.StartsWith(folder == "/" ? folder : folder + Path.DirectorySeparatorChar, StringComparison.Ordinal);
+
+    /// <summary>The absolute path with every symbolic link resolved; components that do not exist yet are kept as they are.</summary>
+    public static string RealPath(string path)
+    {
+        var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(path));
+        var current = Path.GetPathRoot(full)!;
+        try
+        {
+            foreach (var part in full[current.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries))
+            {
+                current = Path.Combine(current, part);
+                // The final target's own folders may be links too: resolve it again (a loop throws IOException).
+                var entry = new FileInfo(current);
+                if (entry.LinkTarget != null && entry.ResolveLinkTarget(returnFinalTarget: true) is { } target) current = RealPath(target.FullName);
+            }
+        }
+        catch (IOException e)
+        {
+            throw new FsMergeException($"{path}: cannot resolve the path ({Terminal.OneLine(e.Message)})");
+        }
+        return current;
+    }
+
     /// <summary>Fails now, before any compute, if the output's folder cannot be written.</summary>
-    public static void CheckWritable(string output)
+    static void CheckWritable(string output)
     {
         var staging = Staging(output);
         try
@@ -65,6 +111,7 @@ public static class OutputWriter
         var staging = Staging(full);
         try
         {
+            RemoveStale(full);
             if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
             Directory.CreateDirectory(staging);
             fill(staging);
@@ -85,5 +132,31 @@ public static class OutputWriter
         }
     }
 
-    static string Staging(string output) => $"{Path.GetFullPath(output)}.partial-{Environment.ProcessId}";
+    static string Staging(string output) => $"{Path.GetFullPath(output)}{StagingSuffix}{Environment.ProcessId}";
+
+    const string StagingSuffix = ".partial-";
+
+    /// <summary>Deletes the staging folders that runs killed while writing <paramref name="full"/> left behind (their process is gone).</summary>
+    static void RemoveStale(string full)
+    {
+        var folder = Path.GetDirectoryName(full)!;
+        if (!Directory.Exists(folder)) return;
+        var prefix = Path.GetFileName(full) + StagingSuffix;
+        foreach (var dir in Directory.EnumerateDirectories(folder, prefix + "*"))
+            if (int.TryParse(Path.GetFileName(dir)[prefix.Length..], out int pid) && pid != Environment.ProcessId && !Alive(pid))
+                Directory.Delete(dir, recursive: true);
+    }
+
+    static bool Alive(int pid)
+    {
+        try
+        {
+            using var process = System.Diagnostics.Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+    }
 }

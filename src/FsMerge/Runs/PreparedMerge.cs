@@ -102,17 +102,7 @@ public sealed class PreparedMerge : IDisposable
     static void CheckOutput(MergeRequest request)
     {
         var output = request.Output ?? throw new FsMergeException("no output directory given (--out DIR, or 'output:' in the config file)");
-        if (File.Exists(output)) throw new FsMergeException($"{output}: output path is a file; expected a directory name");
-        var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(output));
-        foreach (var source in request.Sources)
-        {
-            var model = Path.TrimEndingDirectorySeparator(Path.GetFullPath(source.Model));
-            if (model == full || model.StartsWith(full + Path.DirectorySeparatorChar))
-                throw new FsMergeException($"{output}: the output would replace the source model {source.Model}; choose another output directory");
-        }
-        if (Directory.Exists(output) && !request.Overwrite)
-            throw new FsMergeException($"{output}: output directory exists (use --overwrite to replace it)");
-        OutputWriter.CheckWritable(output);
+        OutputWriter.CheckOutput(output, request.Overwrite, request.Sources.Select(s => s.Model));
     }
 
     public MergeInputs Inputs(MergeProgress? progress, TrainingCheckpoints? checkpoints = null) =>
