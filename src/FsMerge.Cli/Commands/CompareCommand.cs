@@ -27,16 +27,19 @@ sealed class CompareCommand : ICommand
             .Select(MergeMethods.Get).ToList();
         if (methods.Count == 0 || methods.Select(m => m.Name).Distinct().Count() != methods.Count)
             throw new FsMergeException($"fsmerge compare: --methods '{args.Get("methods")}' must name distinct methods");
-        // Options given (file or flags) go to every method that has them; accuracies need the test data.
-        var request = MergeCommand.Request(args) with { Eval = true };
-        var settings = methods.Select(m => new MethodSettings(m, request.Options.Where(o => m.Options.Any(x => x.Name == o.Key))
-            .ToDictionary(o => o.Key, o => o.Value))).ToList();
+        // Options given (file or flags) go to every method that has them. Accuracies are measured when every source
+        // has labelled test data (a dataset task, or a 'test:' source); without, the methods are compared without labels.
+        var request = MergeCommand.Request(args);
+        request = request with { Eval = request.Sources.All(s => s.Test != null || s.Data is null || s.Data.Kind == "task") };
+        IReadOnlyDictionary<string, string> OptionsOf(IMergeMethod m) =>
+            request.Options.Where(o => m.Options.Any(x => x.Name == o.Key)).ToDictionary(o => o.Key, o => o.Value);
         var unused = request.Options.Keys.Where(k => !methods.Any(m => m.Options.Any(o => o.Name == k))).ToList();
         if (unused.Count > 0)
             throw new FsMergeException($"fsmerge compare: option --{unused[0]} belongs to none of {string.Join(", ", methods.Select(m => m.Name))}");
 
         bool dryRun = args.Has("dry-run");
-        using var prepared = PreparedMerge.Prepare(request with { Method = methods[0].Name, Options = settings[0].All.ToDictionary() }, writes: !dryRun);
+        using var prepared = PreparedMerge.Prepare(request with { Method = methods[0].Name, Options = OptionsOf(methods[0]) }, writes: !dryRun);
+        var settings = methods.Select(m => prepared.SettingsFor(m, OptionsOf(m))).ToList();
         if (dryRun)
         {
             Console.Write(prepared.DescribePlan());
@@ -50,12 +53,19 @@ sealed class CompareCommand : ICommand
             for (int i = 0; i < methods.Count; i++)
             {
                 Console.WriteLine($"== {methods[i].Name} ({i + 1}/{methods.Count})");
-                var (outcome, result) = prepared.Execute(methods[i], settings[i], MergeCommand.Progress());
+                var (outcome, result) = prepared.Execute(methods[i], settings[i], MergeCommand.Progress(), log: Console.WriteLine);
                 results.Add(result);
                 if (outcome.Merged != null) models.Add((methods[i].Name, outcome.Merged));
             }
             Console.WriteLine(Table(prepared.Plan.Tasks, results));
-            var summary = prepared.Summary(results, null, null) with { CommandLine = $"fsmerge {string.Join(" ", Environment.GetCommandLineArgs().Skip(1))}" };
+            var choice = results.Where(r => r.LabelFree != null && models.Any(m => m.Method == r.Method)).MinBy(r => r.LabelFree!.LogitError);
+            if (choice != null)
+                Console.WriteLine($"label-free choice: {choice.Method} (lowest held-out logit error against the source models, {choice.LabelFree!.LogitError:F4}; its model is models/{choice.Method})");
+            var summary = prepared.Summary(results, null, null) with
+            {
+                CommandLine = $"fsmerge {string.Join(" ", Environment.GetCommandLineArgs().Skip(1))}",
+                LabelFreeChoice = choice?.Method,
+            };
             OutputWriter.Write(request.Output!, request.Overwrite, staging =>
             {
                 foreach (var (method, model) in models)
@@ -71,17 +81,32 @@ sealed class CompareCommand : ICommand
         }
     }
 
-    /// <summary>Test accuracy (%) of every method: one column per task, then the per-task mean and the joint accuracy.</summary>
+    /// <summary>
+    /// Every method: test accuracy (%) per task, per-task mean and joint when labels were given; then the label-free
+    /// estimate (held-out agreement with the source models, %, and logit error) and the time.
+    /// </summary>
     static string Table(IReadOnlyList<string> tasks, IReadOnlyList<MethodResult> results)
     {
+        bool tested = results.All(r => r.Test != null);
+        bool estimated = results.All(r => r.LabelFree != null);
         int first = Math.Max(8, results.Max(r => r.Method.Length)) + 2;
         int col = Math.Max(10, tasks.Max(t => t.Length) + 2);
-        var lines = new List<string> { "method".PadRight(first) + string.Concat(tasks.Select(t => t.PadLeft(col))) + "per-task".PadLeft(10) + "joint".PadLeft(8) + "seconds".PadLeft(9) };
+        var header = "method".PadRight(first);
+        if (tested) header += string.Concat(tasks.Select(t => t.PadLeft(col))) + "per-task".PadLeft(10) + "joint".PadLeft(8);
+        if (estimated) header += "agreement".PadLeft(11) + "logit err".PadLeft(11);
+        var lines = new List<string> { header + "seconds".PadLeft(9) };
         foreach (var r in results)
-            lines.Add(r.Method.PadRight(first) + string.Concat(r.Test!.Tasks.Select(t => Common.Percent(t.Accuracy).PadLeft(col)))
-                + Common.Percent(r.Test.PerTaskMean).PadLeft(10) + Common.Percent(r.Test.Joint).PadLeft(8)
-                + r.Seconds.ToString("F1", CultureInfo.InvariantCulture).PadLeft(9));
-        lines.Add("(test accuracy %; per-task: each task's head alone; joint: argmax over all heads)");
+        {
+            var line = r.Method.PadRight(first);
+            if (tested)
+                line += string.Concat(r.Test!.Tasks.Select(t => Common.Percent(t.Accuracy).PadLeft(col)))
+                    + Common.Percent(r.Test.PerTaskMean).PadLeft(10) + Common.Percent(r.Test.Joint).PadLeft(8);
+            if (estimated)
+                line += Common.Percent(r.LabelFree!.Agreement).PadLeft(11) + r.LabelFree.LogitError.ToString("F4", CultureInfo.InvariantCulture).PadLeft(11);
+            lines.Add(line + r.Seconds.ToString("F1", CultureInfo.InvariantCulture).PadLeft(9));
+        }
+        if (tested) lines.Add("(test accuracy %; per-task: each task's head alone; joint: argmax over all heads)");
+        if (estimated) lines.Add("(label-free, on held-out unlabeled samples: agreement % with each source model's prediction, mean over tasks; logit error against the sources, 0 = the same)");
         return string.Join(Environment.NewLine, lines);
     }
 }

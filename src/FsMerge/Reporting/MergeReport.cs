@@ -70,6 +70,8 @@ public sealed record MergeRunSummary
     public int Threads { get; init; }
     public string Device { get; init; } = "cpu";
     public int AugmentedPerTask { get; init; }
+    /// <summary>The method `fsmerge compare` would keep without labels (lowest held-out logit error), or null.</summary>
+    public string? LabelFreeChoice { get; init; }
     /// <summary>The command line that produced the run, for reproduction (optional).</summary>
     public string? CommandLine { get; init; }
     public DateTimeOffset Finished { get; init; } = DateTimeOffset.UtcNow;
@@ -169,6 +171,7 @@ public static class MergeReport
             ["path"] = s.Path, ["task"] = s.Task, ["merge_samples"] = s.MergeSamples, ["architecture"] = Describe(s.Config),
         }).ToArray()),
         ["saved_model"] = run.SavedModel,
+        ["label_free_choice"] = run.LabelFreeChoice,
         ["methods"] = new JsonArray(run.Methods.Select(m => (JsonNode)new JsonObject
         {
             ["method"] = m.Method,
@@ -312,6 +315,8 @@ public static class MergeReport
                 md.AppendLine($"| {m.Method} | {string.Join(" | ", m.LabelFree!.Tasks.Select(t => $"{Percent(t.Agreement)} / {t.LogitError:F4}"))} | " +
                               $"{Percent(m.LabelFree.Agreement)} | {m.LabelFree.LogitError:F4} | {Percent(m.LabelFree.JointAgreement)} |");
             md.AppendLine();
+            if (run.LabelFreeChoice != null)
+                md.AppendLine($"Without labels, **{run.LabelFreeChoice}** is the one to keep: its merged model has the lowest mean held-out logit error against the source models.\n");
         }
 
         var tested = run.Methods.Where(m => m.Test != null).ToList();
