@@ -20,6 +20,7 @@ sealed class BenchCommand : ICommand
         new("sections", "S,S,..", $"vit: sections to run, each into OUT/vit-SECTION.* ({string.Join(", ", VitBench.SectionNames)}; default all; the others need 'pairs' done first)"),
         new("head", "linear|cosine", "vit: the source models' heads: linear, or cosine (CLIP-like: projection, L2 normalization, one logit scale for every head, as the paper's joint accuracy assumes, spec §10.4)", "linear"),
         new("quick", null, "one setting, one seed, shorter training: a few minutes"),
+        new("lr-auto", null, $"mlp, vit, bert: beside each method whose rate is chosen on the labelled validation split, a '(lr auto)' row whose rate --lr auto chooses from the same grid on {HeldOutPerTask} held-out unlabeled train images per task (the cost of having no labels)"),
         new("seeds", "N", "seeds per setting (default: 5 for mlp, 1 for vit, 2 for bert)"),
         new("resume", null, "keep the settings an earlier run finished (OUT/mlp.json, OUT/vit-SECTION.json) and run the rest"),
         new("data-per-task", "N", "mlp: unlabeled merge images per task", "64"),
@@ -35,6 +36,9 @@ sealed class BenchCommand : ICommand
         Common.Data, Common.Device, Common.Threads, Common.Quiet,
     ];
 
+    /// <summary>Held-out unlabeled samples per task for --lr-auto rows: the merge command's default.</summary>
+    const int HeldOutPerTask = FsMerge.Runs.MergeRequest.DefaultHeldOut;
+
     public int Run(ParsedArgs args)
     {
         if (args.Has("perf")) return Perf(args);
@@ -43,7 +47,7 @@ sealed class BenchCommand : ICommand
         {
             var bert = new BertBenchOptions
             {
-                Quick = args.Has("quick"), Seeds = args.Has("seeds") ? args.Int("seeds", min: 1) : 2, PerTask = args.Int("per-task", min: 1),
+                Quick = args.Has("quick"), LrAuto = args.Has("lr-auto"), Seeds = args.Has("seeds") ? args.Int("seeds", min: 1) : 2, PerTask = args.Int("per-task", min: 1),
                 OutDir = args.Require("out"), DataDir = Common.DataDir(args), Device = device,
             };
             BertBench.Run(bert, Console.WriteLine);
@@ -54,7 +58,7 @@ sealed class BenchCommand : ICommand
         {
             var vit = new VitBenchOptions
             {
-                Quick = args.Has("quick"), Seeds = args.Has("seeds") ? args.Int("seeds", min: 1) : 1, Resume = args.Has("resume"),
+                Quick = args.Has("quick"), LrAuto = args.Has("lr-auto"), Seeds = args.Has("seeds") ? args.Int("seeds", min: 1) : 1, Resume = args.Has("resume"),
                 OutDir = args.Require("out"), DataDir = Common.DataDir(args), Device = device,
                 Heads = HeadInfo.ParseKind(args.Get("head")!, "--head"),
                 Sections = args.Get("sections")?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries) ?? VitBench.SectionNames,
@@ -66,7 +70,7 @@ sealed class BenchCommand : ICommand
         if (!args.Has("mlp")) throw new FsMergeException("fsmerge bench: name the benchmark: 'fsmerge bench mlp', 'bench vit', 'bench bert' or 'bench perf' (see 'fsmerge bench --help')");
         var options = new MlpBenchOptions
         {
-            Quick = args.Has("quick"),
+            Quick = args.Has("quick"), LrAuto = args.Has("lr-auto"),
             Seeds = args.Has("seeds") ? args.Int("seeds", min: 1) : 5,
             Resume = args.Has("resume"),
             DataPerTask = args.Int("data-per-task", min: 1),

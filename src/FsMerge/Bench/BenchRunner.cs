@@ -42,15 +42,23 @@ public static class BenchRunner
     }
 
     /// <summary>The original models' row, then every method on these sources; appends to <paramref name="results"/>.</summary>
+    /// <param name="labelFree">Held-out unlabeled samples per task (from the merge data's pool): every method with a rate
+    /// grid gets a second row, "LABEL (lr auto)", whose rate --lr auto chooses on them from the same grid, without labels.</param>
     public static void RunSeed(string setting, string section, int seed, IReadOnlyList<BenchMethod> methods, IReadOnlyList<Model> sources,
         IReadOnlyList<ImageSet> data, IReadOnlyList<TaskSplits> splits, Dictionary<string, double> lrs, JsonObject chosen,
-        List<BenchResult> results, Device device, Action<string> log, IReadOnlyList<ImageSet>? heldOut = null)
+        List<BenchResult> results, Device device, Action<string> log, IReadOnlyList<ImageSet>? heldOut = null,
+        IReadOnlyList<ImageSet>? labelFree = null)
     {
+        if (labelFree != null)
+            methods = methods.SelectMany(m => m.LrGrid.Length > 1
+                ? [m, m with { Label = $"{m.Label} (lr auto)", Options = new(m.Options) { ["lr"] = MethodOption.Auto, ["lr-grid"] = string.Join(",", m.LrGrid.Select(g => g.ToString(CultureInfo.InvariantCulture))) }, LrGrid = [] }]
+                : new[] { m }).ToList();
         var tests = splits.Select(s => s.Test).ToList();
         var original = Evaluator.Evaluate(Evaluator.SeparateModels(sources), tests, device);
         results.Add(new(setting, section, "original models", seed, original.PerTaskMean, original.Joint, 0, "", TaskIdentified: original.TaskIdentified));
         var target = sources[0].Config with { Heads = sources.SelectMany(s => s.Config.Heads).ToList(), Training = new() };
         var inputs = new MergeInputs { Sources = sources, Data = data, HeldOut = heldOut, Target = target, Device = device, Seed = seed };
+        var autoInputs = labelFree is null ? inputs : new MergeInputs { Sources = sources, Data = data, HeldOut = labelFree, Target = target, Device = device, Seed = seed };
         foreach (var m in methods)
         {
             var options = new Dictionary<string, string>(m.Options);
@@ -71,7 +79,9 @@ public static class BenchRunner
             PeakMemory.Reset();
             var watch = Stopwatch.StartNew();
             var method = MergeMethods.Get(m.Method);
-            var outcome = MergeFallingBack(method, m, options, inputs, log);
+            bool auto = options.GetValueOrDefault("lr") == MethodOption.Auto;
+            var outcome = MergeFallingBack(method, m, options, auto ? autoInputs : inputs, log);
+            if (outcome.Settings?.All["lr"] is { } used && auto) options["lr"] = $"auto:{used}";
             double seconds = watch.Elapsed.TotalSeconds;
             double peak = PeakMemory.Megabytes();
             var test = Evaluator.Evaluate(outcome.Predict, tests, device);

@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using FsMerge.Data;
 using FsMerge.Merging;
 using FsMerge.Models;
+using FsMerge.Runs;
 using FsMerge.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -12,6 +13,8 @@ namespace FsMerge.Bench;
 public sealed class BertBenchOptions
 {
     public bool Quick { get; init; }
+    /// <summary>Add a "(lr auto)" row beside every grid-tuned method: its rate chosen without labels (see <see cref="BenchRunner.RunSeed"/>).</summary>
+    public bool LrAuto { get; init; }
     public int Seeds { get; init; } = 2;
     public int PerTask { get; init; } = 200;
     public int HeldOut { get; init; } = 200;
@@ -60,7 +63,7 @@ public static class BertBench
         var results = new List<BenchResult>();
         var chosen = new JsonObject();
         var clock = Stopwatch.StartNew();
-        string command = $"./fsmerge bench bert{(o.Quick ? " --quick" : "")} --seeds {o.Seeds} --out {o.OutDir}";
+        string command = $"./fsmerge bench bert{(o.Quick ? " --quick" : "")}{(o.LrAuto ? " --lr-auto" : "")} --seeds {o.Seeds} --out {o.OutDir}";
         string note = $"{o.PerTask} unlabeled sequences per task (pairs), no augmentation; tiny BERTs (width {Width}, depth {Depth}, {AttentionHeads} heads, {TextFolder.SequenceLength} tokens)";
         void Write() => BenchRunner.Write(o.OutDir, "bert", "BERT merging benchmark", command, note, results, chosen, clock.Elapsed,
             section => section == "pairs"
@@ -76,7 +79,8 @@ public static class BertBench
             {
                 var sources = splits.Select((s, i) => Source(s, 2 * seed - 1 + i, o, log)).ToList();
                 var data = splits.Select((s, i) => MergeData.Sample(s.Train, o.PerTask, seed * 10 + i)).ToList();
-                BenchRunner.RunSeed($"{a}+{b}", "pairs", seed, Methods(o.Quick), sources, data, splits, lrs, chosen, results, o.Device, log);
+                var labelFree = o.LrAuto ? splits.Select((s, i) => MergeData.HeldOut(s.Train, o.PerTask, MergeRequest.DefaultHeldOut, seed * 10 + i)).ToList() : null;
+                BenchRunner.RunSeed($"{a}+{b}", "pairs", seed, Methods(o.Quick), sources, data, splits, lrs, chosen, results, o.Device, log, labelFree: labelFree);
                 foreach (var s in sources) s.Dispose();
                 Write();
             }

@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using FsMerge.Data;
 using FsMerge.Merging;
 using FsMerge.Models;
+using FsMerge.Runs;
 using FsMerge.Training;
 using static TorchSharp.torch;
 
@@ -17,6 +18,8 @@ public sealed record MlpSetting(string Section, string Dataset, int Depth, int W
 public sealed class MlpBenchOptions
 {
     public bool Quick { get; init; }
+    /// <summary>Add a "(lr auto)" row beside every grid-tuned method: its rate chosen without labels (see <see cref="BenchRunner.RunSeed"/>).</summary>
+    public bool LrAuto { get; init; }
     public int Seeds { get; init; } = 5;
     public int DataPerTask { get; init; } = 64;
     /// <summary>Keep the settings already finished in OUT/mlp.json (all seeds) and run only the rest.</summary>
@@ -85,8 +88,9 @@ public static class MlpBench
             {
                 var sources = splits.Select((s, i) => Source(setting, s, seed * 1000 + i, o, log)).ToList();
                 var data = splits.Select((s, i) => MergeData.Sample(s.Train, o.DataPerTask, seed * 10 + i)).ToList();
+                var labelFree = o.LrAuto ? splits.Select((s, i) => MergeData.HeldOut(s.Train, o.DataPerTask, MergeRequest.DefaultHeldOut, seed * 10 + i)).ToList() : null;
                 BenchRunner.RunSeed(setting.Key, setting.Section, seed, Methods(o.Quick, setting.Dataset), sources, data, splits,
-                    lrs, chosen, results, o.Device, log);
+                    lrs, chosen, results, o.Device, log, labelFree: labelFree);
                 foreach (var s in sources) s.Dispose();
             }
             Write(o, results, chosen, clock.Elapsed); // after every setting, so a long run leaves partial tables
@@ -114,7 +118,7 @@ public static class MlpBench
 
     static void Write(MlpBenchOptions o, List<BenchResult> results, JsonObject chosen, TimeSpan elapsed) =>
         BenchRunner.Write(o.OutDir, "mlp", "MLP merging benchmark",
-            $"./fsmerge bench mlp{(o.Quick ? " --quick" : "")} --seeds {o.Seeds} --out {o.OutDir}",
+            $"./fsmerge bench mlp{(o.Quick ? " --quick" : "")}{(o.LrAuto ? " --lr-auto" : "")} --seeds {o.Seeds} --out {o.OutDir}",
             $"{o.DataPerTask} unlabeled merge images per task", results, chosen, elapsed, Title,
             (section, key) => section == "width" ? key.Split('-')[2] : key.Split('-')[1]);
 

@@ -6,6 +6,7 @@ using FsMerge.Data;
 using FsMerge.Evaluation;
 using FsMerge.Merging;
 using FsMerge.Models;
+using FsMerge.Runs;
 using FsMerge.Reporting;
 using FsMerge.Training;
 using static TorchSharp.torch;
@@ -15,6 +16,8 @@ namespace FsMerge.Bench;
 public sealed class VitBenchOptions
 {
     public bool Quick { get; init; }
+    /// <summary>Add a "(lr auto)" row beside every grid-tuned method: its rate chosen without labels (see <see cref="BenchRunner.RunSeed"/>).</summary>
+    public bool LrAuto { get; init; }
     public int Seeds { get; init; } = 1;
     public bool Resume { get; init; }
     public IReadOnlyList<string> Sections { get; init; } = VitBench.SectionNames;
@@ -134,7 +137,7 @@ public static class VitBench
             var done = results.Select(r => r.Setting).ToHashSet();
             var clock = Stopwatch.StartNew();
             // The whole bench reproduces every section (a section alone needs the pairs' learning rates first).
-            string command = $"./fsmerge bench vit{(o.Quick ? " --quick" : $" --seeds {seeds}")}{(o.Heads == HeadKind.Cosine ? " --head cosine" : "")} --threads {get_num_threads()} --out {o.OutDir}";
+            string command = $"./fsmerge bench vit{(o.Quick ? " --quick" : $" --seeds {seeds}")}{(o.Heads == HeadKind.Cosine ? " --head cosine" : "")}{(o.LrAuto ? " --lr-auto" : "")} --threads {get_num_threads()} --out {o.OutDir}";
             if (section == "pairs") RestoreChosen(chosen, PairName(Pairs[0]), lrs);
             else if (lrs.Count == 0)
             {
@@ -157,7 +160,9 @@ public static class VitBench
                 {
                     var sources = taskIds.Select(t => Source(t, seed, scale, o, splits[t], sourceNotes, log)).ToList();
                     var data = taskIds.Select(t => MergeDataSet.Compose(MergeData.Sample(splits[t].Train, originals, seed * 10 + t), augmented, seed * 10 + t)).ToList();
-                    BenchRunner.RunSeed(setting, section, seed, methods(), sources, data, taskIds.Select(t => splits[t]).ToList(), settingLrs ?? lrs, chosen, results, o.Device, log);
+                    var labelFree = o.LrAuto ? taskIds.Select(t => MergeData.HeldOut(splits[t].Train, originals, MergeRequest.DefaultHeldOut, seed * 10 + t)).ToList() : null;
+                    BenchRunner.RunSeed(setting, section, seed, methods(), sources, data, taskIds.Select(t => splits[t]).ToList(), settingLrs ?? lrs, chosen, results, o.Device, log,
+                        labelFree: labelFree);
                     foreach (var d in data) d.Dispose();
                     foreach (var s in sources) s.Dispose();
                 }

@@ -53,9 +53,9 @@ public static class LearningRateSearch
             var trial = Shortened(settings.With("lr", Format(rate), "--lr auto"), inputs, fraction).With("recoveries", "0", "--lr auto sweep");
             try
             {
-                var outcome = train(probe, trial);
-                var estimate = heldOut.Estimate(outcome.Predict);
-                outcome.Merged?.Dispose();
+                var shortRun = train(probe, trial);
+                var estimate = heldOut.Estimate(shortRun.Predict);
+                shortRun.Merged?.Dispose();
                 bool diverged = !double.IsFinite(estimate.LogitError);
                 trials.Add(new RateTrial(rate, estimate.LogitError, estimate.Agreement, diverged, clock.Elapsed.TotalSeconds));
             }
@@ -66,14 +66,40 @@ public static class LearningRateSearch
             var last = trials[^1];
             inputs.Log?.Invoke($"{method.Name} lr sweep: lr {Format(rate)}: {(last.Diverged ? "diverged" : $"held-out logit error {last.LogitError:F4}, agreement {100 * last.Agreement:F1}%")} ({last.Seconds:F1} s)");
         }
-        // All diverged: the full run starts at the lowest rate and recovers from there.
-        var best = trials.Where(t => !t.Diverged).OrderBy(t => t.LogitError).FirstOrDefault() ?? trials.MinBy(t => t.Rate)!;
-        var chosen = settings.With("lr", Format(best.Rate), "--lr auto");
-        inputs.Log?.Invoke($"{method.Name}: --lr auto chose {Format(best.Rate)}");
-        var result = train(inputs, chosen);
-        result.Details["lr_search"] = ToJson(trials, best.Rate);
-        return result with { Settings = chosen, RateTrials = trials };
+        // The full run at the best rate. A short run can favour a rate too high for the full one (a run that
+        // settles somewhere bad without exploding): when the full run ends worse on the held-out samples than its
+        // own short trial, the next rate in the trials' order trains fully too, up to FullRuns, and the full run
+        // with the lowest held-out error is kept. All diverged: the lowest rate, which recovers from there.
+        var ranked = trials.Where(t => !t.Diverged).OrderBy(t => t.LogitError).ToList();
+        if (ranked.Count == 0) ranked = [trials.MinBy(t => t.Rate)!];
+        var full = new JsonArray();
+        (MergeOutcome Outcome, MethodSettings Settings, double Error)? kept = null;
+        foreach (var candidate in ranked.Take(FullRuns))
+        {
+            var chosen = settings.With("lr", Format(candidate.Rate), "--lr auto");
+            inputs.Log?.Invoke($"{method.Name}: --lr auto trains the full run at {Format(candidate.Rate)}");
+            var result = train(kept is null ? inputs : probe, chosen);
+            double error = heldOut.Estimate(result.Predict).LogitError;
+            full.Add((JsonNode)new JsonObject { ["lr"] = candidate.Rate, ["logit_error"] = double.IsFinite(error) ? error : null });
+            if (kept is null || error < kept.Value.Error)
+            {
+                kept?.Outcome.Merged?.Dispose();
+                kept = (result, chosen, error);
+            }
+            else result.Merged?.Dispose();
+            if (error <= candidate.LogitError) break;
+            inputs.Log?.Invoke($"{method.Name}: the full run at {Format(candidate.Rate)} ends with held-out logit error {error:F4}, above its short run's {candidate.LogitError:F4}");
+        }
+        var (outcome, used, _) = kept!.Value;
+        var search = ToJson(trials, used.Double("lr"));
+        search["full_runs"] = full;
+        outcome.Details["lr_search"] = search;
+        inputs.Log?.Invoke($"{method.Name}: --lr auto chose {used.All["lr"]}");
+        return outcome with { Settings = used, RateTrials = trials };
     }
+
+    /// <summary>At most this many full runs (the best rate's, then the next ones' while a full run ends worse than its short trial).</summary>
+    const int FullRuns = 3;
 
     /// <summary>The settings for a trial: epochs (and FS-Merge seq.'s stage epochs) scaled by the fraction, at least 1.</summary>
     static MethodSettings Shortened(MethodSettings settings, MergeInputs inputs, double fraction)
@@ -92,7 +118,7 @@ public static class LearningRateSearch
 
     public static JsonObject ToJson(IReadOnlyList<RateTrial> trials, double chosen) => new()
     {
-        ["rule"] = "each rate trains for --sweep-fraction of the steps; the lowest mean held-out logit error wins",
+        ["rule"] = "each rate trains for --sweep-fraction of the steps; the lowest mean held-out logit error wins, unless its full run ends worse than its short run (then the next rate trains fully too and the better full run is kept)",
         ["chosen"] = chosen,
         ["trials"] = new JsonArray(trials.Select(t => (JsonNode)t.ToJson()).ToArray()),
     };

@@ -15,4 +15,16 @@ public static class MergeData
         var labels = order.data<long>().Select(i => train.Labels[i]).ToArray();
         return new ImageSet(train.Images.index_select(0, order), labels, train.LabelNames);
     }
+
+    /// <summary>
+    /// Held-out samples for the label-free choices (--lr auto, the estimate): the <paramref name="count"/> images that
+    /// follow the <paramref name="drawn"/> merge images in the same seeded shuffle, so never one of them.
+    /// </summary>
+    public static ImageSet HeldOut(ImageSet train, int drawn, int count, long seed)
+    {
+        using var both = Sample(train, drawn + count, seed);
+        int start = Math.Min(drawn, both.Count - 1);
+        if (both.Count <= drawn) throw new FsMergeException($"no images left for held-out samples after {drawn} merge images of {both.Count}");
+        return new ImageSet(both.Images.narrow(0, start, both.Count - start).clone(), both.Labels[start..], both.LabelNames);
+    }
 }
