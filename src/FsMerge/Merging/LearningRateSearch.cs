@@ -90,6 +90,17 @@ public static class LearningRateSearch
             if (error <= candidate.LogitError) break;
             inputs.Log?.Invoke($"{method.Name}: the full run at {Format(candidate.Rate)} ends with held-out logit error {error:F4}, above its short run's {candidate.LogitError:F4}");
         }
+        // The number of steps is chosen the same way: when a short run beat every full run on the held-out samples
+        // (a full run over-fits the few merge samples), the best short run is trained again (it is deterministic) and kept.
+        var bestShort = ranked[0];
+        if (double.IsFinite(bestShort.LogitError) && bestShort.LogitError < kept!.Value.Error)
+        {
+            inputs.Log?.Invoke($"{method.Name}: the short run at {Format(bestShort.Rate)} ({bestShort.LogitError:F4}) beats every full run ({kept.Value.Error:F4}) on the held-out samples: keeping it");
+            kept.Value.Outcome.Merged?.Dispose();
+            var shortSettings = Shortened(settings.With("lr", Format(bestShort.Rate), "--lr auto"), inputs, fraction);
+            kept = (train(probe, shortSettings), shortSettings, bestShort.LogitError);
+            full.Add((JsonNode)new JsonObject { ["lr"] = bestShort.Rate, ["short_run_kept"] = true, ["logit_error"] = bestShort.LogitError });
+        }
         var (outcome, used, _) = kept!.Value;
         var search = ToJson(trials, used.Double("lr"));
         search["full_runs"] = full;
@@ -99,7 +110,7 @@ public static class LearningRateSearch
     }
 
     /// <summary>At most this many full runs (the best rate's, then the next ones' while a full run ends worse than its short trial).</summary>
-    const int FullRuns = 3;
+    const int FullRuns = 2;
 
     /// <summary>The settings for a trial: epochs (and FS-Merge seq.'s stage epochs) scaled by the fraction, at least 1.</summary>
     static MethodSettings Shortened(MethodSettings settings, MergeInputs inputs, double fraction)
@@ -118,7 +129,7 @@ public static class LearningRateSearch
 
     public static JsonObject ToJson(IReadOnlyList<RateTrial> trials, double chosen) => new()
     {
-        ["rule"] = "each rate trains for --sweep-fraction of the steps; the lowest mean held-out logit error wins, unless its full run ends worse than its short run (then the next rate trains fully too and the better full run is kept)",
+        ["rule"] = "each rate trains for --sweep-fraction of the steps; the lowest mean held-out logit error wins, unless its full run ends worse than its short run (then the next rate trains fully too and the better full run is kept); a short run better than every full run is kept itself",
         ["chosen"] = chosen,
         ["trials"] = new JsonArray(trials.Select(t => (JsonNode)t.ToJson()).ToArray()),
     };
