@@ -45,6 +45,11 @@ sealed class MergeCommand : ICommand
             lines.Add($"  {m.Name}: {m.Summary}");
             foreach (var o in m.Options) lines.Add($"      --{o.Name,-14} {o.Help} (default: {o.Default})");
         }
+        lines.Add("");
+        lines.Add("defaults that depend on the sources' architecture (they replace the defaults above; a flag or the config file replaces both;");
+        lines.Add("the dry run, merge.json and report.md say where each value came from):");
+        foreach (var name in Architectures.Names)
+            lines.Add($"  {name}: {string.Join(", ", Architectures.Get(name).MergeDefaults.Select(kv => $"--{kv.Key} {kv.Value}"))}");
         return string.Join(Environment.NewLine, lines);
     }
 
