@@ -81,7 +81,8 @@ public static class BenchRunner
             var method = MergeMethods.Get(m.Method);
             bool auto = options.GetValueOrDefault("lr") == MethodOption.Auto;
             var outcome = MergeFallingBack(method, m, options, auto ? autoInputs : inputs, log);
-            if (outcome.Settings?.All["lr"] is { } used && auto) options["lr"] = $"auto:{used}";
+            if (auto && outcome.Settings is { } used)   // the rate --lr auto chose, and its length if it kept a short run
+                (options["lr"], options["epochs"]) = ($"auto:{used.All["lr"]}", used.All["epochs"]);
             double seconds = watch.Elapsed.TotalSeconds;
             double peak = PeakMemory.Megabytes();
             var test = Evaluator.Evaluate(outcome.Predict, tests, device);
