@@ -17,8 +17,11 @@ public sealed record BenchMethod(string Label, string Method, Dictionary<string,
 
 /// <param name="PeakMegabytes">The process's peak resident memory while the method ran (sources and data included).</param>
 /// <param name="TaskIdentified">See <see cref="EvaluationResult.TaskIdentified"/>; NaN in results written before it was measured.</param>
+/// <param name="LogitError">The label-free estimate's mean held-out logit error (<see cref="LabelFreeEstimate"/>); NaN without --lr-auto.</param>
+/// <param name="JointAgreement">The label-free estimate's joint agreement with the sources' ensemble; NaN without --lr-auto.</param>
 public sealed record BenchResult(string Setting, string Section, string Label, int Seed, double PerTask, double Joint,
-    double Seconds, string Options, long Parameters = 0, double PeakMegabytes = 0, double TaskIdentified = double.NaN);
+    double Seconds, string Options, long Parameters = 0, double PeakMegabytes = 0, double TaskIdentified = double.NaN,
+    double LogitError = double.NaN, double JointAgreement = double.NaN);
 
 /// <summary>
 /// What the benches share: cached source models, running every method on one set of sources (learning
@@ -59,6 +62,7 @@ public static class BenchRunner
         var target = sources[0].Config with { Heads = sources.SelectMany(s => s.Config.Heads).ToList(), Training = new() };
         var inputs = new MergeInputs { Sources = sources, Data = data, HeldOut = heldOut, Target = target, Device = device, Seed = seed };
         var autoInputs = labelFree is null ? inputs : new MergeInputs { Sources = sources, Data = data, HeldOut = labelFree, Target = target, Device = device, Seed = seed };
+        using var reference = labelFree is null ? null : new HeldOutReference(sources, labelFree, sources.Select(s => s.Config.Heads[0].Task).ToList(), device);
         foreach (var m in methods)
         {
             var options = new Dictionary<string, string>(m.Options);
@@ -86,9 +90,11 @@ public static class BenchRunner
             double seconds = watch.Elapsed.TotalSeconds;
             double peak = PeakMemory.Megabytes();
             var test = Evaluator.Evaluate(outcome.Predict, tests, device);
+            var estimate = reference?.Estimate(outcome.Predict);
             outcome.Merged?.Dispose();
             results.Add(new(setting, section, m.Label, seed, test.PerTaskMean, test.Joint, seconds,
-                string.Join(" ", options.Select(kv => $"--{kv.Key} {kv.Value}")), OptimizedParameters(outcome.Details), peak, test.TaskIdentified));
+                string.Join(" ", options.Select(kv => $"--{kv.Key} {kv.Value}")), OptimizedParameters(outcome.Details), peak, test.TaskIdentified,
+                estimate?.LogitError ?? double.NaN, estimate?.JointAgreement ?? double.NaN));
             log($"  {setting} seed {seed} {m.Label,-28} per-task {100 * test.PerTaskMean:F2}  joint {100 * test.Joint:F2}  task identified {100 * test.TaskIdentified:F2}  ({seconds:F1} s)");
         }
     }
@@ -154,7 +160,7 @@ public static class BenchRunner
         var path = Path.Combine(outDir, $"{name}.json");
         if (!File.Exists(path)) return ([], new JsonObject());
         var root = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
-        var all = root["results"].Deserialize<List<BenchResult>>() ?? [];
+        var all = root["results"].Deserialize<List<BenchResult>>(ResultsJson) ?? [];
         var done = all.GroupBy(r => r.Setting)
             .Where(g => g.Where(r => r.Label == "original models").Select(r => r.Seed).Distinct().Count() == seeds
                         && g.Select(r => r.Label).Distinct().All(l => g.Count(r => r.Label == l) == seeds))
@@ -181,7 +187,7 @@ public static class BenchRunner
             ["seconds"] = Math.Round(elapsed.TotalSeconds),
             ["data"] = dataNote,
             ["chosen_lr"] = chosen.DeepClone(),
-            ["results"] = JsonSerializer.SerializeToNode(results),
+            ["results"] = JsonSerializer.SerializeToNode(results, ResultsJson),
         };
         AtomicFile.WriteAllText(Path.Combine(outDir, $"{name}.json"), json.ToJsonString(JsonFormat.Indented));
 
@@ -220,10 +226,67 @@ public static class BenchRunner
                 md.AppendLine($"| {group.Key} | {group.Average(r => r.Seconds):F1} | {group.Average(r => r.PeakMegabytes):F0} | {group.Max(r => r.Parameters):N0} |");
             md.AppendLine();
         }
+        AppendEstimateRanking(md, results);
         md.AppendLine("## Learning rates chosen on validation (where a grid was searched)\n");
         foreach (var (key, value) in chosen) md.AppendLine($"- {key}: {value}");
         AtomicFile.WriteAllText(Path.Combine(outDir, $"{name}.md"), md.ToString());
     }
 
     static string F(double v) => v.ToString("G6", CultureInfo.InvariantCulture);
+
+    /// <summary>Unmeasured values are NaN (task identification in old results, the estimate without --lr-auto): written as "NaN".</summary>
+    static readonly JsonSerializerOptions ResultsJson = new() { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
+
+    /// <summary>
+    /// How the label-free estimate ranks the methods of each setting and seed against their test accuracy: Spearman's
+    /// ρ between −(held-out logit error) and per-task accuracy, and between joint agreement and joint accuracy, and
+    /// what picking the method by the estimate costs in per-task accuracy against the best method.
+    /// </summary>
+    static void AppendEstimateRanking(StringBuilder md, List<BenchResult> results)
+    {
+        // The ensemble keeps every model (its estimate is perfect by construction): merged models only.
+        var groups = results.Where(r => !double.IsNaN(r.LogitError) && r.Label != "ensemble").GroupBy(r => (r.Setting, r.Seed)).Where(g => g.Count() >= 3).ToList();
+        if (groups.Count == 0) return;
+        md.AppendLine("## The label-free estimate against test accuracy\n");
+        md.AppendLine("Every merged model (the ensemble left out) scored on 32 held-out unlabeled train images per task, no label read. ρ: Spearman's rank " +
+                      "correlation over the methods of a setting; 1 = the estimate orders them as test accuracy does. Picked: the method with the lowest " +
+                      "held-out logit error, against the best by per-task test accuracy.\n");
+        md.AppendLine("| setting | seed | methods | ρ per-task (−logit error) | ρ joint (joint agreement) | picked by the estimate | best by test | per-task cost of the pick |");
+        md.AppendLine("|---|---|---|---|---|---|---|---|");
+        var rhos = new List<(double PerTask, double Joint)>();
+        foreach (var g in groups)
+        {
+            var rows = g.ToList();
+            double perTask = Spearman(rows.Select(r => -r.LogitError).ToList(), rows.Select(r => r.PerTask).ToList());
+            double joint = Spearman(rows.Select(r => r.JointAgreement).ToList(), rows.Select(r => r.Joint).ToList());
+            rhos.Add((perTask, joint));
+            var picked = rows.MinBy(r => r.LogitError)!;
+            var best = rows.MaxBy(r => r.PerTask)!;
+            md.AppendLine($"| {g.Key.Setting} | {g.Key.Seed} | {rows.Count} | {perTask:F2} | {joint:F2} | {picked.Label} ({100 * picked.PerTask:F2}) | {best.Label} ({100 * best.PerTask:F2}) | {100 * (best.PerTask - picked.PerTask):F2} |");
+        }
+        md.AppendLine($"\nMean ρ over {rhos.Count} settings: per-task {rhos.Average(r => r.PerTask):F2}, joint {rhos.Average(r => r.Joint):F2}.\n");
+    }
+
+    /// <summary>Spearman's ρ with average ranks for ties; NaN when either side is constant.</summary>
+    static double Spearman(IReadOnlyList<double> x, IReadOnlyList<double> y)
+    {
+        static double[] Ranks(IReadOnlyList<double> v)
+        {
+            var order = Enumerable.Range(0, v.Count).OrderBy(i => v[i]).ToArray();
+            var ranks = new double[v.Count];
+            for (int i = 0; i < order.Length;)
+            {
+                int j = i;
+                while (j + 1 < order.Length && v[order[j + 1]] == v[order[i]]) j++;
+                for (int k = i; k <= j; k++) ranks[order[k]] = (i + j) / 2.0;
+                i = j + 1;
+            }
+            return ranks;
+        }
+        var (rx, ry) = (Ranks(x), Ranks(y));
+        double mx = rx.Average(), my = ry.Average();
+        double cov = rx.Zip(ry).Sum(p => (p.First - mx) * (p.Second - my));
+        double sx = Math.Sqrt(rx.Sum(r => (r - mx) * (r - mx))), sy = Math.Sqrt(ry.Sum(r => (r - my) * (r - my)));
+        return sx == 0 || sy == 0 ? double.NaN : cov / (sx * sy);
+    }
 }
