@@ -177,6 +177,13 @@ public class TextDataTests
             var record = JsonNode.Parse(File.ReadAllText(Path.Combine(merged, "merge.json")))!;
             Assert.NotNull(record["details"]!["early_stopping"]);
 
+            // The dry run describes a BERT and its sequences, with the architecture's defaults.
+            (code, output, err) = CliTests.Run(["merge", "--method", "fs-merge", "--model", a, "--model", b, "--dry-run", "--data-per-task", "8", "--threads", "1"]);
+            Assert.True(code == 0, err);
+            Assert.Contains("bert vocab", output);
+            Assert.Contains("8 sequences of", output);
+            Assert.Matches(@"--weight-decay +0 +default for bert", output);
+
             // Bad inputs: one error line, non-zero exit.
             (code, _, err) = CliTests.Run(["train", "--arch", "bert", "--task", "mnist:0-1", "--out", Path.Combine(root, "x"), "--quiet"]);
             Assert.NotEqual(0, code);

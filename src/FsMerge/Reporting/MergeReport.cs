@@ -242,9 +242,12 @@ public static class MergeReport
     static string Field(string text) => text.IndexOfAny([',', '"', '\n']) < 0 ? text : $"\"{text.Replace("\"", "\"\"")}\"";
 
     /// <summary>A one-line description of a model's shape, e.g. "mlp 784-128-128" or "vit 28x28/7, d=64, depth 4, 4 heads, mlp 256".</summary>
-    public static string Describe(ModelConfig c) => c.Architecture == "mlp"
-        ? $"mlp {c.InputSize}-{string.Join("-", c.HiddenSizes)}"
-        : $"vit {c.ImageSize}x{c.ImageSize}x{c.NumChannels}/{c.PatchSize}, d={c.HiddenSize}, depth {c.NumHiddenLayers}, {c.NumAttentionHeads} heads, mlp {c.IntermediateSize}";
+    public static string Describe(ModelConfig c) => c.Architecture switch
+    {
+        "mlp" => $"mlp {c.InputSize}-{string.Join("-", c.HiddenSizes)}",
+        "bert" => $"bert vocab {c.VocabSize}, up to {c.MaxPositionEmbeddings} tokens, d={c.HiddenSize}, depth {c.NumHiddenLayers}, {c.NumAttentionHeads} heads, mlp {c.IntermediateSize}",
+        _ => $"vit {c.ImageSize}x{c.ImageSize}x{c.NumChannels}/{c.PatchSize}, d={c.HiddenSize}, depth {c.NumHiddenLayers}, {c.NumAttentionHeads} heads, mlp {c.IntermediateSize}",
+    };
 
     static string Percent(double a) => (100 * a).ToString("F2", CultureInfo.InvariantCulture);
 

@@ -194,8 +194,9 @@ public sealed class PreparedMerge : IDisposable
         for (int i = 0; i < Plan.Data.Count; i++)
         {
             var shape = Plan.Data[i].Images.shape;
-            text.AppendLine($"  {Plan.Tasks[i]}: {Plan.Data[i].Count - Request.Augment} images {shape[1]}x{shape[2]}x{shape[3]} from {DataUsed[i]}"
-                + (Request.Augment > 0 ? $" + {Request.Augment} augmented" : "") + (i < Plan.Tests.Count ? $"; test: {Plan.Tests[i].Count} labelled images" : ""));
+            string what = shape.Length == 4 ? $"images {shape[1]}x{shape[2]}x{shape[3]}" : $"sequences of {shape[1]} tokens";
+            text.AppendLine($"  {Plan.Tasks[i]}: {Plan.Data[i].Count - Request.Augment} {what} from {DataUsed[i]}"
+                + (Request.Augment > 0 ? $" + {Request.Augment} augmented" : "") + (i < Plan.Tests.Count ? $"; test: {Plan.Tests[i].Count} labelled" : ""));
         }
         var inputs = Inputs(null);
         var sites = inputs.Sites;
@@ -241,7 +242,8 @@ public sealed class PreparedMerge : IDisposable
     {
         long weights = Plan.Sources.Sum(s => ParameterCount(s.Config)) + ParameterCount(Plan.Target);
         long images = Plan.Data.Sum(d => d.Images.numel());
-        long tokens = Plan.Target.Architecture == "vit" ? Vit.Patches(Plan.Target) + 1 : 1;
+        // Rows per sample in the activations: ViT tokens, BERT sequence positions, one for an MLP.
+        long tokens = Plan.Target.Arch.TokensPerInput(Plan.Target) ?? (Plan.Data[0].Images.dim() == 2 ? Plan.Data[0].Images.shape[1] : 1);
         long activations = 2 * batch * tokens * inputs.Sites.Sites.Sum(s => s.StackedWidth + s.MergedWidth);
         long bytes = 4 * (weights + images + 4 * optimized + activations);
 
@@ -282,9 +284,7 @@ public sealed class PreparedMerge : IDisposable
 
     static long ParameterCount(ModelConfig c) => Model.ExpectedWeights(c).Sum(w => w.Shape.Aggregate(1L, (a, b) => a * b));
 
-    static string Shape(ModelConfig c) => c.Architecture == "mlp"
-        ? $"mlp {c.InputSize} -> [{string.Join(", ", c.HiddenSizes)}]"
-        : $"vit {c.ImageSize}x{c.ImageSize}x{c.NumChannels}, patch {c.PatchSize}, {c.NumHiddenLayers} layers, hidden {c.HiddenSize}, {c.NumAttentionHeads} heads, mlp {c.IntermediateSize}";
+    static string Shape(ModelConfig c) => MergeReport.Describe(c);
 
     public void Dispose()
     {
