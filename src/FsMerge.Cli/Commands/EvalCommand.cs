@@ -86,8 +86,8 @@ sealed class EvalCommand : ICommand
         lines.Add($"{"per-task mean".PadRight(width)}{"",9}{Common.Percent(estimate.Agreement),13}{estimate.LogitError,13:F4}"
             + (test is null ? "" : $"{Common.Percent(test.PerTaskMean),12}"));
         lines.Add($"{"joint".PadRight(width)}{"",9}{Common.Percent(estimate.JointAgreement),13}{"",13}" + (test is null ? "" : $"{Common.Percent(test.Joint),12}"));
-        lines.Add("(agreement: held-out unlabeled samples on which head t predicts what source model t predicts; joint: the argmax over all heads");
-        lines.Add(" is the source models' ensemble's; logit error: squared error of head t's logits relative to their spread, 0 = the source's");
+        lines.Add("(agreement: held-out unlabeled samples on which head t predicts what source model t predicts; joint: the argmax over all");
+        lines.Add(" heads is the source models' ensemble's; logit error: head t's squared error against source t's logits over their spread, 0 = identical)");
         return string.Join(Environment.NewLine, lines);
     }
 
