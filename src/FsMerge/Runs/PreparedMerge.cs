@@ -234,7 +234,7 @@ public sealed class PreparedMerge : IDisposable
     }
 
     /// <summary>
-    /// Memory from the sizes involved; time measured: a trained method is run for 1 and for 5 epochs, which
+    /// Memory from the sizes involved; time measured: a trained method is run for 1 and for up to 21 epochs, which
     /// separates its fixed cost (features, initialization) from its cost per epoch; a method without epochs is
     /// run once. Either way the method also checks every option value, as the real run would.
     /// </summary>
@@ -260,19 +260,23 @@ public sealed class PreparedMerge : IDisposable
                 return clock.Elapsed.TotalSeconds;
             }
             TimeFor(1); // warm-up: first calls pay for JIT and allocator growth
-            double one = TimeFor(1), five = TimeFor(5);
-            double perEpoch = Math.Max(0, (five - one) / 4), fixedCost = Math.Max(0, one - perEpoch);
+            // 1 epoch against up to 21: enough epochs that their cost stands out of the fixed cost's noise.
+            int more = Math.Min(fullEpochs, 21);
+            double one = TimeFor(1), many = TimeFor(more);
+            double perEpoch = Math.Max(0, (many - one) / (more - 1)), fixedCost = Math.Max(0, one - perEpoch);
             double total = fixedCost + fullEpochs * perEpoch;
             string sweep = "";
             if (LearningRateSearch.Applies(Settings))
             {
                 int rates = Settings.Doubles("lr-grid").Length;
                 int sweepEpochs = Math.Max(1, (int)Math.Round(fullEpochs * Settings.Double("sweep-fraction")));
-                total += rates * (fixedCost + sweepEpochs * perEpoch);
-                sweep = $" + the --lr auto sweep, {rates} x ({fixedCost:F2} s + {sweepEpochs} x {perEpoch:F3} s)";
+                double shortRun = fixedCost + sweepEpochs * perEpoch, fullRun = fixedCost + fullEpochs * perEpoch;
+                total += rates * shortRun;
+                sweep = $" + the --lr auto sweep, {rates} x ({fixedCost:F2} s + {sweepEpochs} x {perEpoch:F3} s); up to {FormatSeconds(total + fullRun + shortRun)} " +
+                        "if the first full run ends worse than its short run (a second full run, and a short one kept)";
             }
             return (bytes, total,
-                $"measured just now by running {Method.Name} for 1 epoch ({one:F2} s) and 5 epochs ({five:F2} s) after a warm-up run: {fixedCost:F2} s fixed + {fullEpochs} x {perEpoch:F3} s per epoch{sweep}");
+                $"measured just now by running {Method.Name} for 1 epoch ({one:F2} s) and {more} epochs ({many:F2} s) after a warm-up run: {fixedCost:F2} s fixed + {fullEpochs} x {perEpoch:F3} s per epoch{sweep}");
         }
         var watch = Stopwatch.StartNew();
         Method.Merge(inputs, timed).Merged?.Dispose();
