@@ -112,6 +112,22 @@ public class LabelFreeTests
     }
 
     [Fact]
+    public void RegMean_alpha_auto_keeps_the_value_with_the_lowest_held_out_error_and_without_held_out_the_papers()
+    {
+        var sources = Sources(2, [12, 10]);
+        var method = new RegMeanMerge();
+        var settings = new MethodSettings(method, new Dictionary<string, string> { ["alpha"] = "auto", ["alpha-grid"] = "0.2,0.6,0.95" });
+        var outcome = method.Merge(WithHeldOut(sources), settings);
+        var trials = outcome.Details["alpha_search"]!["trials"]!.AsArray();
+        Assert.Equal(3, trials.Count);
+        var best = trials.MinBy(t => (double)t!["logit_error"]!)!;
+        Assert.Equal((double)best["alpha"]!, (double)outcome.Details["alpha"]!);
+        using var given = method.Merge(MergeTests.Inputs(sources), new MethodSettings(method, new Dictionary<string, string> { ["alpha"] = ((double)best["alpha"]!).ToString(System.Globalization.CultureInfo.InvariantCulture) })).Merged!;
+        foreach (var (name, w) in outcome.Merged!.Weights) Assert.True(w.Equals(given.Weights[name]), name);
+        Assert.Equal(0.9, (double)method.Merge(MergeTests.Inputs(sources), settings).Details["alpha"]!);
+    }
+
+    [Fact]
     public void Held_out_samples_are_disjoint_from_the_merge_samples_and_small_sources_lend_a_quarter()
     {
         var dir = Directory.CreateTempSubdirectory("fsmerge-heldout").FullName;

@@ -10,12 +10,13 @@ namespace FsMerge.Merging;
 
 /// <summary>
 /// An option of a merge method, with its default and help (listed by `fsmerge merge --help`). Its values have the
-/// type of its default, or, when the default is "auto", "auto" or the type of <paramref name="Example"/>.
+/// type of its default; an option with an <paramref name="Example"/> also takes "auto", and its other values have
+/// the example's type.
 /// </summary>
 public sealed record MethodOption(string Name, string Default, string Help, string? Example = null)
 {
     public const string Auto = "auto";
-    /// <summary>A value that shows the option's type (its default, unless that is "auto").</summary>
+    /// <summary>A value that shows the option's type: the example, else the default.</summary>
     public string TypeExample => Example ?? Default;
 }
 

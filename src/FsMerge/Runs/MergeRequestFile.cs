@@ -228,8 +228,8 @@ public static class MergeRequestFile
             {
                 var option = method.Options.First(x => x.Name == key);
                 var s = Scalar(value, key);
-                if (!(s == MethodOption.Auto && option.Default == MethodOption.Auto) && !FitsDefaultType(s, option.TypeExample))
-                    throw Error(value, $"option '{key}' of {method.Name} is '{s}'; expected {TypeOf(option.TypeExample)}{(option.Default == MethodOption.Auto ? " or auto" : "")} like its default {option.Default} ({option.Help})");
+                if (!(s == MethodOption.Auto && option.Example != null) && !FitsDefaultType(s, option.TypeExample))
+                    throw Error(value, $"option '{key}' of {method.Name} is '{s}'; expected {TypeOf(option.TypeExample)}{(option.Example != null ? " or auto" : "")} like its default {option.Default} ({option.Help})");
                 result[key] = s;
             }
             return result;
