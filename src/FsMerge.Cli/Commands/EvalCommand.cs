@@ -32,6 +32,8 @@ sealed class EvalCommand : ICommand
         var models = dirs.Select(d => Model.Load(d, device)).ToList();
         try
         {
+            if (models.FirstOrDefault(m => m.HeadCount == 0) is { } backbone)
+                throw new FsMergeException($"{dirs[models.IndexOf(backbone)]}: has no classification head (a backbone such as ViTModel or BertModel); fine-tune it with `fsmerge train --init`");
             // Head t: its model and head index. Several models → each is single-task; one model → all its heads.
             var heads = models.Count == 1
                 ? Enumerable.Range(0, models[0].HeadCount).Select(t => (Model: models[0], Head: t, Dir: dirs[0])).ToList()

@@ -22,7 +22,7 @@ sealed class TrainCommand : ICommand
         new("lr", "LR", "peak learning rate of AdamW (warm-up 5% of steps, then cosine)", "0.001"),
         new("batch", "B", "batch size (default: 10 for mlp, 128 for vit and bert)"),
         new("weight-decay", "WD", "AdamW decoupled weight decay", "0.01"),
-        new("init", "DIR", "fine-tune from this checkpoint's backbone (a fresh head is made for the task)"),
+        new("init", "DIR", "fine-tune from this checkpoint's backbone (a fresh head is made for the task); a classifier or a pre-trained backbone (ViTModel, BertModel, BertForMaskedLM)"),
         new("head", "linear|cosine", "the head: linear (W·f + b), or cosine (CLIP-like: a projection, L2 normalization, logit scale × cosine with each class; heads of equal scale are comparable in joint accuracy)", "linear"),
         new("logit-scale", "S", "cosine head: the logit scale", "16"),
         new("hidden", "W,W,..", "MLP hidden widths", "128,128"),
@@ -133,7 +133,9 @@ sealed class TrainCommand : ICommand
     /// <summary>Fine-tuning: the checkpoint's backbone and architecture, a fresh head for the new task.</summary>
     static Model FromCheckpoint(string dir, ParsedArgs args, TaskSplits data, long seed, TorchSharp.torch.Device device)
     {
-        using var source = Model.Load(dir, device);
+        using var source = Model.Load(dir, device, freshSeed: seed);
+        if (source.FreshWeights.Count > 0)
+            Console.WriteLine($"note: {dir} has no {string.Join(", ", source.FreshWeights)}; initialized fresh for fine-tuning, as Hugging Face does");
         source.Config.CheckImages(data.Train.Images.shape, $"task {data.Task}");
         return source.WithFreshHead(Head(args, data, (int)source.Config.Arch.FeatureWidth(source.Config)), seed);
     }

@@ -64,6 +64,8 @@ public sealed class Bert : IArchitecture
 
     public long FeatureWidth(ModelConfig config) => config.HiddenSize;
 
+    public bool InitializedByTaskModel(string weight) => weight.StartsWith(Pooler + ".");
+
     public int? TokensPerInput(ModelConfig config) => null;
 
     /// <summary>Checks what the shapes need: heads divide the width, and token type 0 exists.</summary>

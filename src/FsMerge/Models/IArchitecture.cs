@@ -54,4 +54,10 @@ public interface IArchitecture
     /// spec §9.6); null when the count varies (BERT reports only non-padding tokens) or there are no tokens (MLP).
     /// </summary>
     int? TokensPerInput(ModelConfig config);
+
+    /// <summary>
+    /// Whether a Hugging Face task model initializes this backbone weight itself when a pre-trained checkpoint
+    /// lacks it (BERT's pooler, absent from BertForMaskedLM), so fine-tuning may start without it.
+    /// </summary>
+    bool InitializedByTaskModel(string weight) => false;
 }

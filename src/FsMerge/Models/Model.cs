@@ -75,49 +75,68 @@ public sealed class Model : IDisposable
     /// <summary>
     /// Reads a Hugging Face-style directory: config.json and model.safetensors, or shards listed in
     /// model.safetensors.index.json. Tensor names may carry the usual prefixes ("model.", and "vit."/"bert."
-    /// present or absent, as ViTModel and ViTForImageClassification differ); ViTModel's pooler, which the
-    /// classification head does not read, is skipped. Every weight is checked for shape, type and finite values.
+    /// present or absent, as ViTModel and ViTForImageClassification differ) and TF-era LayerNorm names
+    /// (gamma/beta); tensors no head reads (ViTModel's pooler, BERT's cls.* pre-training heads and its
+    /// position_ids buffer) are skipped. A config without labels gets Hugging Face's default labels from the
+    /// stored classifier, or no head (a backbone). Every weight is checked for shape, type and finite values.
+    /// <paramref name="freshSeed"/> (fine-tuning from a backbone): weights the architecture lets a task model
+    /// initialize (BertForMaskedLM has no pooler) are drawn fresh with this seed when missing, as Hugging Face does.
     /// </summary>
-    public static Model Load(string dir, Device device)
+    public static Model Load(string dir, Device device, long? freshSeed = null)
     {
         if (!Directory.Exists(dir)) throw new FsMergeException($"{dir}: model directory not found");
         var config = ModelConfig.Read(Path.Combine(dir, ConfigFile));
-        var expected = ExpectedWeights(config).ToDictionary(w => w.Name);
-        var stored = new Dictionary<string, (Tensor Tensor, string File)>();
         var contents = new List<SafetensorsContent>();
         try
         {
+            var tensors = new List<(string Name, string Bare, Tensor Tensor, string File)>();
             foreach (var file in WeightFiles(dir))
             {
                 var content = Safetensors.Read(file.Path);
                 contents.Add(content);
                 foreach (var (name, tensor) in content.Tensors)
-                {
-                    if (file.Names != null && !file.Names.Contains(name)) continue;
-                    var canonical = CanonicalName(name, expected.Keys, config, file.Path);
-                    if (canonical == null) continue;
-                    if (!stored.TryAdd(canonical, (tensor, file.Path)))
-                        throw new FsMergeException($"{file.Path}: tensor '{name}' is stored twice (as '{canonical}' also in {stored[canonical].File})");
-                }
+                    if (file.Names == null || file.Names.Contains(name)) tensors.Add((name, BareName(name), tensor, file.Path));
             }
+            if (config.LabelsFromWeights && tensors.FirstOrDefault(t => t.Bare == "classifier.weight") is { Tensor: not null } classifier)
+                config = config with { Heads = [new HeadInfo(HeadInfo.Unrecorded, ModelConfig.DefaultLabels(classifier.Tensor.shape[0]))] };
+            var expected = ExpectedWeights(config).ToDictionary(w => w.Name);
+            var stored = new Dictionary<string, (Tensor Tensor, string File)>();
+            foreach (var (name, bare, tensor, file) in tensors)
+            {
+                var canonical = CanonicalName(name, bare, expected, config, file);
+                if (canonical == null) continue;
+                if (!stored.TryAdd(canonical, (tensor, file)))
+                    throw new FsMergeException($"{file}: tensor '{name}' is stored twice (as '{canonical}' also in {stored[canonical].File})");
+            }
+            var fresh = freshSeed is { } seed && expected.Keys.Any(n => !stored.ContainsKey(n) && config.Arch.InitializedByTaskModel(n))
+                ? config.Arch.InitBackbone(config, new Generator((ulong)seed), CPU) : null;
             var weights = new Dictionary<string, Tensor>();
             try
             {
                 foreach (var spec in expected.Values)
-                    weights[spec.Name] = CheckedWeight(spec, stored, dir, device);
+                    weights[spec.Name] = fresh != null && !stored.ContainsKey(spec.Name) && config.Arch.InitializedByTaskModel(spec.Name)
+                        ? fresh[spec.Name].to(device)
+                        : CheckedWeight(spec, stored, dir, device);
             }
             catch
             {
                 foreach (var w in weights.Values) w.Dispose();
                 throw;
             }
-            return new Model(config, weights);
+            finally
+            {
+                if (fresh != null) foreach (var t in fresh.Values) t.Dispose();
+            }
+            return new Model(config, weights) { FreshWeights = expected.Keys.Where(n => !stored.ContainsKey(n)).ToList() };
         }
         finally
         {
             foreach (var c in contents) c.Dispose();
         }
     }
+
+    /// <summary>Weights that <see cref="Load"/> initialized because the checkpoint lacks them (empty for a complete model).</summary>
+    public IReadOnlyList<string> FreshWeights { get; private init; } = [];
 
     public const string IndexFile = "model.safetensors.index.json";
 
@@ -126,6 +145,8 @@ public sealed class Model : IDisposable
     {
         var single = Path.Combine(dir, WeightsFile);
         var index = Path.Combine(dir, IndexFile);
+        if (!File.Exists(single) && !File.Exists(index) && Directory.EnumerateFiles(dir, "pytorch_model*.bin").Any())
+            throw new FsMergeException($"{dir}: PyTorch .bin checkpoints are not read (convert to safetensors)");
         if (File.Exists(single) || !File.Exists(index)) return [(single, null)];
         JsonObject map;
         try
@@ -151,17 +172,30 @@ public sealed class Model : IDisposable
         return files.Select(kv => (Path.Combine(dir, kv.Key), (HashSet<string>?)kv.Value)).ToList();
     }
 
-    /// <summary>
-    /// The name FsMerge uses for a stored tensor, tolerating the usual prefixes; null for a tensor the model
-    /// does not read (ViTModel's pooler). Any other unknown tensor is an error.
-    /// </summary>
-    static string? CanonicalName(string name, IEnumerable<string> expected, ModelConfig config, string file)
+    /// <summary>A stored name without the "model." prefix, with TF-era LayerNorm names (gamma, beta) as PyTorch's (weight, bias).</summary>
+    static string BareName(string name)
     {
-        var known = expected as ICollection<string> ?? expected.ToList();
         var bare = name.StartsWith("model.") ? name["model.".Length..] : name;
-        foreach (var candidate in new[] { name, bare, "vit." + bare, "bert." + bare })
-            if (known.Contains(candidate)) return candidate;
-        if (config.Architecture == "vit" && (bare.StartsWith("pooler.") || bare.StartsWith("vit.pooler."))) return null;
+        if (bare.EndsWith("LayerNorm.gamma")) return bare[..^"gamma".Length] + "weight";
+        if (bare.EndsWith("LayerNorm.beta")) return bare[..^"beta".Length] + "bias";
+        return bare;
+    }
+
+    /// <summary>
+    /// The name FsMerge uses for a stored tensor, tolerating the "vit."/"bert." prefix; null for a tensor the model
+    /// does not read (ViTModel's pooler; BERT's pre-training heads cls.* and position_ids buffer). Any other unknown tensor is an error.
+    /// </summary>
+    static string? CanonicalName(string name, string bare, IReadOnlyDictionary<string, WeightSpec> expected, ModelConfig config, string file)
+    {
+        foreach (var candidate in new[] { bare, "vit." + bare, "bert." + bare })
+            if (expected.ContainsKey(candidate)) return candidate;
+        bool skipped = config.Architecture switch
+        {
+            "vit" => bare.StartsWith("pooler.") || bare.StartsWith("vit.pooler."),
+            "bert" => bare.StartsWith("cls.") || bare.EndsWith("embeddings.position_ids"),
+            _ => false,
+        };
+        if (skipped) return null;
         throw new FsMergeException($"{file}: unexpected tensor '{name}' (not part of the {config.Architecture} described by config.json)");
     }
 

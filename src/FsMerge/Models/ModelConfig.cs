@@ -74,6 +74,15 @@ public sealed record ModelConfig
     /// <summary>One head per task, in order. A source model has one; a merged model has one per source; a pre-trained backbone none.</summary>
     public List<HeadInfo> Heads { get; init; } = [];
 
+    /// <summary>
+    /// config.json describes no head (Hugging Face's default labels, or a backbone): <see cref="Model.Load"/> makes one
+    /// head of default labels when the weights hold a classifier, none otherwise.
+    /// </summary>
+    public bool LabelsFromWeights { get; init; }
+
+    /// <summary>Hugging Face's default label names: LABEL_0 .. LABEL_{n-1}.</summary>
+    public static string[] DefaultLabels(long count) => Enumerable.Range(0, (int)count).Select(i => $"LABEL_{i}").ToArray();
+
     /// <summary>Provenance written under "fsmerge.training" (seed, hyper-parameters, data counts, accuracy).</summary>
     public JsonObject Training { get; init; } = new();
 
@@ -160,8 +169,12 @@ public sealed record ModelConfig
             }
             heads.Add(new HeadInfo(fs?["task"]?.GetValue<string>() ?? HeadInfo.Unrecorded, labels));
         }
-        // An explicitly empty fsmerge.heads is a backbone-only checkpoint (a pre-trained BertModel).
-        if (heads.Count == 0 && fs?["heads"] is not JsonArray) throw new FsMergeException($"{source}: no head described (expected id2label or fsmerge.heads)");
+        // save_pretrained omits id2label when it is the default LABEL_0..LABEL_{n-1}: num_labels, else the stored
+        // classifier's shape (Model.Load), says how many; a checkpoint without a classifier is a backbone.
+        else if (root["num_labels"] is JsonValue count)
+            heads.Add(new HeadInfo(fs?["task"]?.GetValue<string>() ?? HeadInfo.Unrecorded,
+                DefaultLabels(count.TryGetValue<int>(out int n) && n > 0 ? n : throw new FsMergeException($"{source}: field 'num_labels' is not a positive integer"))));
+        bool labelsFromWeights = heads.Count == 0 && fs?["heads"] is not JsonArray;
 
         var training = (fs?["training"] as JsonObject)?.DeepClone().AsObject() ?? new JsonObject();
         if (arch == "mlp")
@@ -172,10 +185,15 @@ public sealed record ModelConfig
                 HiddenSizes = (root["hidden_sizes"] as JsonArray)?.Select(n => n!.GetValue<int>()).ToArray()
                               ?? throw new FsMergeException($"{source}: field 'hidden_sizes' missing (expected a list of widths)"),
                 Heads = heads,
+                LabelsFromWeights = labelsFromWeights,
                 Training = training,
             };
 
         // The fields every transformer encoder shares (ViTConfig, BertConfig).
+        // A decoder (causal mask, cross-attention) computes another function than the encoders implemented here.
+        foreach (var flag in new[] { "is_decoder", "add_cross_attention" })
+            if (root[flag] is JsonValue f && f.TryGetValue<bool>(out var set) && set)
+                throw new FsMergeException($"{source}: {flag} true is not supported (FsMerge reads bidirectional encoders)");
         if (root["hidden_act"] is JsonValue act && act.TryGetValue<string>(out var activation) && activation != "gelu")
             throw new FsMergeException($"{source}: hidden_act '{activation}' is not supported (expected 'gelu')");
         var encoder = new ModelConfig
@@ -187,6 +205,7 @@ public sealed record ModelConfig
             IntermediateSize = Int(root, "intermediate_size", source),
             LayerNormEps = root["layer_norm_eps"]?.GetValue<double>() ?? 1e-12,
             Heads = heads,
+            LabelsFromWeights = labelsFromWeights,
             Training = training,
         };
         if (arch == "bert")
@@ -209,9 +228,9 @@ public sealed record ModelConfig
             throw new FsMergeException($"{source}: qkv_bias false is not supported (expected true, ViT's default)");
         return encoder with
         {
-            ImageSize = Int(root, "image_size", source),
+            ImageSize = Square(root, "image_size", source),
             NumChannels = Int(root, "num_channels", source),
-            PatchSize = Int(root, "patch_size", source),
+            PatchSize = Square(root, "patch_size", source),
         };
     }
 
@@ -312,6 +331,18 @@ public sealed record ModelConfig
     static string Str(JsonObject o, string key, string source) =>
         o[key] is JsonValue v && v.TryGetValue<string>(out var s) ? s
             : throw new FsMergeException($"{source}: field '{key}' missing or not a string");
+
+    /// <summary>A ViTConfig size: one integer, or [height, width] as Hugging Face also accepts, which must be square here.</summary>
+    static int Square(JsonObject o, string key, string source)
+    {
+        if (o[key] is not JsonArray pair) return Int(o, key, source);
+        int[] sides = pair.Count == 2 && pair.All(v => v is JsonValue x && x.TryGetValue<int>(out int i) && i > 0)
+            ? pair.Select(v => v!.GetValue<int>()).ToArray()
+            : throw new FsMergeException($"{source}: field '{key}' must be a positive integer or [height, width]");
+        if (sides[0] != sides[1])
+            throw new FsMergeException($"{source}: field '{key}' is [{sides[0]}, {sides[1]}]; only square sizes are supported");
+        return sides[0];
+    }
 
     static int Int(JsonObject o, string key, string source) =>
         o[key] is JsonValue v && v.TryGetValue<int>(out var i) && i > 0 ? i

@@ -61,6 +61,8 @@ public sealed class PreparedMerge : IDisposable
                 var source = request.Sources[i];
                 var model = Model.Load(source.Model, device);
                 sources.Add(model);
+                if (model.HeadCount != 1)
+                    throw new FsMergeException($"{source.Model}: has {model.HeadCount} heads; a merge source is a single-task classifier (such as ViTForImageClassification)");
                 var task = source.Task ?? model.Config.Heads[0].Task;
                 if (source.Task == null && source.Data == null && task == HeadInfo.Unrecorded)
                     throw new FsMergeException($"{source.Model}: config.json records no task (as in a Hugging Face checkpoint); give this source a task (task: mnist:0-4, --task) or its data (data: {{images: DIR}})");

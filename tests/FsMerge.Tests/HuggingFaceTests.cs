@@ -1,0 +1,163 @@
+using System.Text.Json.Nodes;
+using FsMerge.Data;
+using FsMerge.IO;
+using FsMerge.Models;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace FsMerge.Tests;
+
+/// <summary>
+/// Checkpoints laid out as Hugging Face's save_pretrained (and older transformers) write them: configs without
+/// labels or with [h, w] sizes, prefixed and TF-era tensor names, buffers and pre-training heads, backbones
+/// without a head; and the checkpoints whose function FsMerge does not implement, refused with one line.
+/// </summary>
+[Collection("torch")]
+public class HuggingFaceTests
+{
+    /// <summary>Writes <paramref name="model"/> as a Hugging Face folder: config.json edited by <paramref name="config"/>, tensors renamed by <paramref name="rename"/> (null drops one), plus <paramref name="extra"/> tensors.</summary>
+    internal static void WriteHf(Model model, string dir, Action<JsonObject> config, Func<string, string?> rename,
+        Dictionary<string, Tensor>? extra = null)
+    {
+        Directory.CreateDirectory(dir);
+        var json = model.Config.ToJson();
+        json.Remove("fsmerge");
+        config(json);
+        File.WriteAllText(Path.Combine(dir, Model.ConfigFile), json.ToJsonString());
+        var tensors = new Dictionary<string, Tensor>();
+        foreach (var (name, w) in model.Weights)
+            if (rename(name) is { } stored) tensors[stored] = w;
+        foreach (var (name, w) in extra ?? []) tensors[name] = w;
+        Safetensors.Write(Path.Combine(dir, Model.WeightsFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+    }
+
+    static void AssertSameWeights(Model expected, Model actual, IEnumerable<string>? except = null)
+    {
+        var skip = except?.ToHashSet() ?? [];
+        foreach (var (name, w) in expected.Weights.Where(kv => !skip.Contains(kv.Key)))
+            Assert.True(w.equal(actual.Weights[name]).all().item<bool>(), name);
+    }
+
+    static ModelConfig Bert(string[] labels) => BertOracleTests.Config("lang:0-1") with { Heads = [new HeadInfo("task", labels)] };
+
+    [Fact]
+    public void A_binary_classifier_saved_with_default_labels_gets_LABEL_0_and_LABEL_1_from_its_classifier()
+    {
+        using var tmp = new TempDir();
+        using var original = Model.Create(ModelTests.TinyVit(), 3, CPU);
+        WriteHf(original, tmp.Sub("binary"), c => { c.Remove("id2label"); c.Remove("label2id"); }, n => n);
+        using var loaded = Model.Load(tmp.Sub("binary"), CPU);
+        Assert.Equal(["LABEL_0", "LABEL_1"], loaded.Config.Heads.Single().Labels);
+        Assert.Equal(HeadInfo.Unrecorded, loaded.Config.Heads[0].Task);
+        AssertSameWeights(original, loaded);
+
+        var withCount = original.Config.ToJson();
+        withCount.Remove("fsmerge");
+        withCount.Remove("id2label");
+        withCount.Remove("label2id");
+        withCount["num_labels"] = 3;
+        Assert.Equal(["LABEL_0", "LABEL_1", "LABEL_2"], ModelConfig.FromJson(withCount, "config.json").Heads.Single().Labels);
+    }
+
+    [Fact]
+    public void An_old_bert_checkpoint_with_position_ids_gamma_beta_and_pretraining_heads_loads_as_the_same_model()
+    {
+        using var tmp = new TempDir();
+        using var original = Model.Create(Bert(["x", "y", "z"]), 5, CPU);
+        static string Old(string name) =>
+            name.EndsWith("LayerNorm.weight") ? name[..^"weight".Length] + "gamma"
+            : name.EndsWith("LayerNorm.bias") ? name[..^"bias".Length] + "beta"
+            : name;
+        WriteHf(original, tmp.Sub("old"), _ => { }, Old, new()
+        {
+            ["bert.embeddings.position_ids"] = torch.arange(12).unsqueeze(0),
+            ["cls.predictions.bias"] = torch.zeros(40),
+            ["cls.seq_relationship.weight"] = torch.zeros(2, 16),
+        });
+        using var loaded = Model.Load(tmp.Sub("old"), CPU);
+        Assert.Equal(["x", "y", "z"], loaded.Config.Heads[0].Labels);
+        AssertSameWeights(original, loaded);
+    }
+
+    [Fact]
+    public void Backbones_without_a_head_load_headless_and_a_masked_lm_gets_a_fresh_pooler_for_fine_tuning()
+    {
+        using var tmp = new TempDir();
+        // ViTModel: names without "vit.", its pooler, no classifier, no labels.
+        using var vit = Model.Create(ModelTests.TinyVit(), 3, CPU);
+        WriteHf(vit, tmp.Sub("vit-model"), c => { c.Remove("id2label"); c.Remove("label2id"); },
+            n => n.StartsWith("vit.") ? n["vit.".Length..] : null, new() { ["pooler.dense.weight"] = torch.zeros(16, 16), ["pooler.dense.bias"] = torch.zeros(16) });
+        using (var backbone = Model.Load(tmp.Sub("vit-model"), CPU))
+        {
+            Assert.Equal(0, backbone.HeadCount);
+            AssertSameWeights(vit, backbone, vit.Weights.Keys.Where(k => k.StartsWith("classifier")));
+        }
+
+        // BertForMaskedLM: "bert." backbone without the pooler, plus the cls.* pre-training head.
+        using var bert = Model.Create(Bert(["a", "b"]), 4, CPU);
+        WriteHf(bert, tmp.Sub("bert-mlm"), c => { c.Remove("id2label"); c.Remove("label2id"); },
+            n => n.StartsWith("bert.pooler") || n.StartsWith("classifier") ? null : n,
+            new() { ["cls.predictions.transform.dense.weight"] = torch.zeros(16, 16), ["cls.predictions.bias"] = torch.zeros(40) });
+        var error = Assert.Throws<FsMergeException>(() => Model.Load(tmp.Sub("bert-mlm"), CPU));
+        Assert.Contains("bert.pooler.dense.weight' missing", error.Message);
+        using var mlm = Model.Load(tmp.Sub("bert-mlm"), CPU, freshSeed: 1);
+        Assert.Equal(["bert.pooler.dense.weight", "bert.pooler.dense.bias"], mlm.FreshWeights);
+        Assert.Equal(0.0, mlm.Weights["bert.pooler.dense.bias"].abs().sum().item<float>());
+        AssertSameWeights(bert, mlm, bert.Weights.Keys.Where(k => k.StartsWith("classifier") || k.StartsWith("bert.pooler")));
+        using var tuned = mlm.WithFreshHead(new HeadInfo("lang:0-1", ["a", "b"]), 2);
+        Assert.Equal(new long[] { 2, 2 }, tuned.Logits(tuned.Features(BertOracleTests.Ids(1).narrow(0, 0, 2)), 0).shape);
+    }
+
+    [Fact]
+    public void Train_init_fine_tunes_from_a_vit_backbone_and_eval_refuses_a_backbone()
+    {
+        DataProvisioner.Provision(DataDirectory.Resolve(null), _ => { });
+        using var tmp = new TempDir();
+        using var vit = Model.Create(ModelTests.TinyVit(), 3, CPU);
+        WriteHf(vit, tmp.Sub("backbone"), c => { c.Remove("id2label"); c.Remove("label2id"); c["image_size"] = new JsonArray(28, 28); },
+            n => n.StartsWith("classifier") ? null : n);
+        var (code, _, err) = CliTests.Run("eval", "--model", tmp.Sub("backbone"), "--task", "mnist:0-1");
+        Assert.Equal(2, code);
+        Assert.Contains("has no classification head", err);
+        (code, var stdout, err) = CliTests.Run("train", "--task", "mnist:0-1", "--init", tmp.Sub("backbone"), "--epochs", "1",
+            "--out", tmp.Sub("tuned"), "--quiet", "--threads", "1");
+        Assert.True(code == 0, err);
+        Assert.Contains("test accuracy on mnist:0-1", stdout);
+        using var tuned = Model.Load(tmp.Sub("tuned"), CPU);
+        Assert.Equal(["0", "1"], tuned.Config.Heads[0].Labels);
+    }
+
+    [Theory]
+    [InlineData("is_decoder", "true", "is_decoder true is not supported")]
+    [InlineData("add_cross_attention", "true", "add_cross_attention true is not supported")]
+    [InlineData("hidden_act", "\"gelu_new\"", "hidden_act 'gelu_new' is not supported")]
+    [InlineData("position_embedding_type", "\"relative_key\"", "position_embedding_type 'relative_key' is not supported")]
+    [InlineData("image_size", "[28, 21]", "field 'image_size' is [28, 21]; only square sizes are supported")]
+    [InlineData("patch_size", "[7, 7, 7]", "field 'patch_size' must be a positive integer or [height, width]")]
+    public void Configs_that_change_the_function_are_refused_with_one_line_naming_the_field(string field, string value, string message)
+    {
+        var config = (field is "image_size" or "patch_size" ? ModelTests.TinyVit() : Bert(["a", "b"])).ToJson();
+        config[field] = JsonNode.Parse(value);
+        var error = Assert.Throws<FsMergeException>(() => ModelConfig.FromJson(config, "config.json"));
+        Assert.Contains(message, error.Message);
+        Assert.DoesNotContain('\n', error.Message);
+    }
+
+    [Fact]
+    public void Square_sizes_as_lists_are_read_and_a_pytorch_bin_checkpoint_is_named()
+    {
+        var config = ModelTests.TinyVit().ToJson();
+        config["image_size"] = new JsonArray(28, 28);
+        config["patch_size"] = new JsonArray(7, 7);
+        var read = ModelConfig.FromJson(config, "config.json");
+        Assert.Equal((28, 7), (read.ImageSize, read.PatchSize));
+
+        using var tmp = new TempDir();
+        Directory.CreateDirectory(tmp.Sub("bin"));
+        File.WriteAllText(tmp.Sub("bin", Model.ConfigFile), config.ToJsonString());
+        File.WriteAllBytes(tmp.Sub("bin", "pytorch_model.bin"), [0x50, 0x4b]);
+        var error = Assert.Throws<FsMergeException>(() => Model.Load(tmp.Sub("bin"), CPU));
+        Assert.EndsWith("PyTorch .bin checkpoints are not read (convert to safetensors)", error.Message);
+    }
+}
