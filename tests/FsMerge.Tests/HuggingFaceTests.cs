@@ -160,4 +160,16 @@ public class HuggingFaceTests
         var error = Assert.Throws<FsMergeException>(() => Model.Load(tmp.Sub("bin"), CPU));
         Assert.EndsWith("PyTorch .bin checkpoints are not read (convert to safetensors)", error.Message);
     }
+
+    [Fact]
+    public void Cosine_heads_are_labelled_with_a_class_name_no_hugging_face_class_claims()
+    {
+        static string Class(ModelConfig c) => c.ToJson()["architectures"]![0]!.GetValue<string>();
+        var vit = ModelTests.TinyVit();
+        var cosine = HeadInfo.Create(HeadKind.Cosine, "t", ["a", "b"], 8);
+        Assert.Equal("ViTForImageClassification", Class(vit));
+        Assert.Equal("FsMergeViTForCosineClassification", Class(vit with { Heads = [cosine] }));
+        Assert.Equal("FsMergeBertForCosineClassification", Class(Bert(["a", "b"]) with { Heads = [cosine] }));
+        Assert.Equal("ViTModel", Class(vit with { Heads = [cosine, cosine] }));
+    }
 }

@@ -248,6 +248,14 @@ public sealed record ModelConfig
         root["hidden_dropout_prob"] = 0.0;
         root["attention_probs_dropout_prob"] = 0.0;
     }
+    /// <summary>
+    /// The "architectures" entry: Hugging Face's classifier class for one linear head, its backbone class for
+    /// several heads or none. A cosine head gets a name of its own, which no Hugging Face class claims, so that
+    /// nothing loads it as a linear classifier and computes another function (the model card says how to load it).
+    /// </summary>
+    string ClassName(string family, string linearClassifier) =>
+        Heads.Count != 1 ? $"{family}Model" : Heads[0].Kind == HeadKind.Cosine ? $"FsMerge{family}ForCosineClassification" : linearClassifier;
+
     public JsonObject ToJson()
     {
         var root = new JsonObject();
@@ -259,7 +267,7 @@ public sealed record ModelConfig
         }
         else if (Architecture == "bert")
         {
-            WriteEncoderFields(root, "bert", Heads.Count == 1 ? "BertForSequenceClassification" : "BertModel");
+            WriteEncoderFields(root, "bert", ClassName("Bert", "BertForSequenceClassification"));
             root["vocab_size"] = VocabSize;
             root["max_position_embeddings"] = MaxPositionEmbeddings;
             root["type_vocab_size"] = TypeVocabSize;
@@ -270,7 +278,7 @@ public sealed record ModelConfig
         }
         else
         {
-            WriteEncoderFields(root, "vit", Heads.Count == 1 ? "ViTForImageClassification" : "ViTModel");
+            WriteEncoderFields(root, "vit", ClassName("ViT", "ViTForImageClassification"));
             root["image_size"] = ImageSize;
             root["num_channels"] = NumChannels;
             root["patch_size"] = PatchSize;
