@@ -173,3 +173,104 @@ public class HuggingFaceTests
         Assert.Equal("ViTModel", Class(vit with { Heads = [cosine, cosine] }));
     }
 }
+
+/// <summary>preprocessor_config.json: read as ViTImageProcessor reads it, applied as its documented formulas say, written into every model folder.</summary>
+[Collection("torch")]
+public class ImageProcessorTests
+{
+    static ImageProcessor Parse(string json)
+    {
+        using var tmp = new TempDir();
+        File.WriteAllText(tmp.Sub(ImageProcessor.FileName), json);
+        return ImageProcessor.Read(tmp.Sub(ImageProcessor.FileName));
+    }
+
+    static ImageSet Images(byte[] pixels, params long[] shape) =>
+        new(torch.tensor(pixels, shape).to(ScalarType.Float32).div(255), new long[shape[0]], ["x"]);
+
+    [Fact]
+    public void Absent_fields_take_vit_image_processor_defaults()
+    {
+        var p = Parse("{}");
+        Assert.True(p.DoResize && p.DoRescale && p.DoNormalize && !p.DoConvertRgb);
+        Assert.Equal((224, 224), p.Size);
+        Assert.Equal(2, p.Resample);
+        Assert.Equal(1 / 255.0, p.RescaleFactor);
+        Assert.Equal([0.5, 0.5, 0.5], p.ImageMean);
+        Assert.Equal((32, 32), Parse("{\"size\": 32}").Size);
+        Assert.Equal(20, Parse("{\"size\": {\"shortest_edge\": 20}}").ShortestEdge);
+        Assert.Contains("resample 1 is not supported", Assert.Throws<FsMergeException>(() => Parse("{\"resample\": 1}")).Message);
+        Assert.Contains("do_center_crop true is not supported", Assert.Throws<FsMergeException>(() => Parse("{\"do_center_crop\": true}")).Message);
+    }
+
+    [Fact]
+    public void Rescale_and_normalize_follow_the_formula_per_channel()
+    {
+        var p = Parse("{\"do_resize\": false, \"rescale_factor\": 0.00392156862745098, \"image_mean\": [0.485, 0.456, 0.406], \"image_std\": [0.229, 0.224, 0.225]}");
+        byte[] pixels = [0, 17, 128, 255, 3, 99, 200, 254, 60, 61, 62, 63];
+        using var x = p.Apply(Images(pixels, 1, 3, 2, 2), 3, "test");
+        double[] mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225];
+        var expected = pixels.Select((b, i) => (float)((b * 0.00392156862745098 - mean[i / 4]) / std[i / 4])).ToArray();
+        Assert.Equal(expected, x.Images.data<float>().ToArray(), new FloatTolerance(1e-6f));
+    }
+
+    [Fact]
+    public void Bilinear_upscaling_matches_pil_and_grayscale_becomes_rgb()
+    {
+        // 2x2 -> 4x4 with half-pixel centres and edge clamping: weights 1, 3/4-1/4, 1/4-3/4, 1 along each axis
+        // (values chosen so that PIL's per-pass rounding to bytes changes nothing).
+        var p = Parse("{\"size\": {\"height\": 4, \"width\": 4}, \"do_normalize\": false, \"do_convert_rgb\": true}");
+        using var x = p.Apply(Images([0, 160, 240, 48], 1, 1, 2, 2), 3, "test");
+        float[] expected = [0, 40, 120, 160, 60, 78, 114, 132, 180, 154, 102, 76, 240, 192, 96, 48];
+        Assert.Equal(new long[] { 1, 3, 4, 4 }, x.Images.shape);
+        for (int c = 0; c < 3; c++)
+            Assert.Equal(expected.Select(v => v / 255f).ToArray(), x.Images[0, c].reshape(-1).data<float>().ToArray(), new FloatTolerance(1e-6f));
+    }
+
+    [Fact]
+    public void Plain_images_pass_unchanged_and_every_saved_image_model_describes_its_input()
+    {
+        using var set = Images([1, 2, 3, 4], 1, 1, 2, 2);
+        Assert.Same(set, ImageProcessor.Plain.Apply(set, 1, "test"));
+
+        using var tmp = new TempDir();
+        using var model = Model.Create(ModelTests.TinyVit(), 1, CPU);
+        model.Save(tmp.Sub("plain"));
+        var written = JsonNode.Parse(File.ReadAllText(tmp.Sub("plain", ImageProcessor.FileName)))!;
+        Assert.False((bool)written["do_resize"]!);
+        Assert.False((bool)written["do_normalize"]!);
+        Assert.True((bool)written["do_rescale"]!);
+        Assert.Equal(28, (int)written["size"]!["height"]!);
+        Assert.Equal(ImageProcessor.Plain, ImageProcessor.ForModel(tmp.Sub("plain")));
+
+        var normalized = Parse("{\"size\": 28, \"image_mean\": 0.1307, \"image_std\": 0.3081}");
+        using var withFile = new Model(model.Config with { Preprocessor = normalized }, model.Weights);
+        withFile.Save(tmp.Sub("normalized"));
+        using var reread = Model.Load(tmp.Sub("normalized"), CPU);
+        Assert.Equal(normalized, reread.Config.Preprocessor);
+        Assert.Equal(normalized, reread.SingleTask(0).Config.Preprocessor);
+    }
+
+    [Fact]
+    public void Eval_resizes_and_normalizes_as_the_model_folder_says()
+    {
+        DataProvisioner.Provision(DataDirectory.Resolve(null), _ => { });
+        using var tmp = new TempDir();
+        var config = ModelTests.TinyVit() with { ImageSize = 14, Heads = [new HeadInfo("mnist:0-1", ["0", "1"])] };
+        using (var model = Model.Create(config, 2, CPU)) model.Save(tmp.Sub("vit14"));
+        var (code, _, err) = CliTests.Run("eval", "--model", tmp.Sub("vit14"));
+        Assert.Equal(2, code);
+        Assert.Contains("expects 1 channel(s) 14x14", err);
+        File.WriteAllText(tmp.Sub("vit14", ImageProcessor.FileName), "{\"size\": {\"height\": 14, \"width\": 14}, \"image_mean\": [0.5], \"image_std\": [0.5]}");
+        (code, var stdout, err) = CliTests.Run("eval", "--model", tmp.Sub("vit14"), "--json");
+        Assert.True(code == 0, err);
+        Assert.Contains("\"task\": \"mnist:0-1\"", stdout);
+    }
+}
+
+/// <summary>Compares floats to an absolute tolerance.</summary>
+sealed class FloatTolerance(float tolerance) : IEqualityComparer<float>
+{
+    public bool Equals(float a, float b) => Math.Abs(a - b) <= tolerance;
+    public int GetHashCode(float value) => 0;
+}

@@ -51,8 +51,8 @@ sealed class EvalCommand : ICommand
             for (int t = 0; t < tasks.Count; t++)
             {
                 var splits = TaskData.Load(tasks[t], dataDir);
-                var set = split == "test" ? splits.Test : splits.Validation;
                 var (model, head, dir) = heads[t];
+                var set = model.Config.Prepare(split == "test" ? splits.Test : splits.Validation, $"task {tasks[t]}");
                 model.Config.CheckImages(set.Images.shape, $"task {tasks[t]}");
                 int classes = model.Config.Heads[head].Labels.Length;
                 if (set.LabelNames.Length != classes)
@@ -60,6 +60,9 @@ sealed class EvalCommand : ICommand
                 sets.Add(set);
             }
 
+            // Several models see each other's test images in the joint accuracy: they must prepare images alike.
+            if (models.FirstOrDefault(m => !m.Config.Preprocessor.Equals(models[0].Config.Preprocessor)) is { } other)
+                throw new FsMergeException($"{dirs[models.IndexOf(other)]}: its {ImageProcessor.FileName} differs from {dirs[0]}'s; evaluate models that prepare images differently one at a time");
             AllHeadLogits logits = models.Count == 1 ? Evaluator.MultiTask(models[0]) : Evaluator.SeparateModels(models);
             var result = Evaluator.Evaluate(logits, sets, device, tasks.Select(t => t.ToString()).ToList());
             Console.WriteLine(args.Has("json") ? ToJson(result) : ToTable(result));

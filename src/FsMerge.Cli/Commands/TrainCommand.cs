@@ -56,6 +56,15 @@ sealed class TrainCommand : ICommand
         using var initial = args.Get("init") is { } initDir
             ? FromCheckpoint(initDir, args, data, options.Seed, device)
             : Model.Create(NewConfig(args, arch, data), options.Seed, device);
+        // The checkpoint's preprocessing (a new model's is the plain [0, 1] one) feeds every split.
+        var config = initial.Config;
+        data = data with
+        {
+            Train = config.Prepare(data.Train, $"task {task} train"),
+            Validation = config.Prepare(data.Validation, $"task {task} validation"),
+            Test = config.Prepare(data.Test, $"task {task} test"),
+        };
+        config.CheckImages(data.Train.Images.shape, $"task {task}");
         TrainAndSave(initial, data, options, args.Get("init"), outDir, device);
         TextFolder.CopyVocabulary(Path.Combine(Common.DataDir(args), task.Dataset), outDir);
         return 0;
@@ -136,7 +145,6 @@ sealed class TrainCommand : ICommand
         using var source = Model.Load(dir, device, freshSeed: seed);
         if (source.FreshWeights.Count > 0)
             Console.WriteLine($"note: {dir} has no {string.Join(", ", source.FreshWeights)}; initialized fresh for fine-tuning, as Hugging Face does");
-        source.Config.CheckImages(data.Train.Images.shape, $"task {data.Task}");
         return source.WithFreshHead(Head(args, data, (int)source.Config.Arch.FeatureWidth(source.Config)), seed);
     }
 }

@@ -59,7 +59,18 @@ public sealed class MergePlan
                 throw new FsMergeException($"{names[i]}: architecture {c.Architecture} differs from model 1's {first.Architecture}");
             if (c.Heads.Count != 1)
                 throw new FsMergeException($"{names[i]}: has {c.Heads.Count} heads; merge sources must be single-task models");
-            c.CheckImages(data[i].Images.shape, $"{names[i]}: merge data for {tasks[i]}");
+            // Every source reads every task's images (probes, ensembles), and the merged model has one input.
+            if (!c.Preprocessor.Equals(first.Preprocessor))
+                throw new FsMergeException($"{names[i]}: its {ImageProcessor.FileName} differs from model 1's; merge sources must prepare images alike");
+        }
+        // Augmentation works on [0, 1] images; the sources' preprocessing (resize, normalization) follows it.
+        var composed = data.Select((d, i) => first.Prepare(MergeDataSet.Compose(d, augmentPerTask, seed + i), $"{names[i]}: merge data")).ToList();
+        tests = tests.Select((t, i) => first.Prepare(t, $"{names[i]}: test data")).ToList();
+        heldOut = heldOut?.Select((h, i) => first.Prepare(h, $"{names[i]}: held-out data")).ToList();
+        for (int i = 0; i < sources.Count; i++)
+        {
+            var c = sources[i].Config;
+            c.CheckImages(composed[i].Images.shape, $"{names[i]}: merge data for {tasks[i]}");
             if (i < tests.Count)
             {
                 c.CheckImages(tests[i].Images.shape, $"{names[i]}: test data for {tasks[i]}");
@@ -85,7 +96,6 @@ public sealed class MergePlan
                 throw new FsMergeException($"{names[i]}: cannot be merged with model 1 ({e.Message})");
             }
         }
-        var composed = data.Select((d, i) => MergeDataSet.Compose(d, augmentPerTask, seed + i)).ToList();
         return new MergePlan { Sources = sources, Tasks = tasks, Data = composed, Tests = tests, HeldOut = heldOut, Target = target };
     }
 

@@ -86,6 +86,7 @@ public sealed class Model : IDisposable
     {
         if (!Directory.Exists(dir)) throw new FsMergeException($"{dir}: model directory not found");
         var config = ModelConfig.Read(Path.Combine(dir, ConfigFile));
+        if (config.Architecture != "bert") config = config with { Preprocessor = ImageProcessor.ForModel(dir) };
         var contents = new List<SafetensorsContent>();
         try
         {
@@ -219,7 +220,7 @@ public sealed class Model : IDisposable
         return weight;
     }
 
-    /// <summary>Writes config.json and model.safetensors, each atomically.</summary>
+    /// <summary>Writes config.json, model.safetensors and (image models) preprocessor_config.json, each atomically.</summary>
     public void Save(string dir)
     {
         Directory.CreateDirectory(dir);
@@ -227,6 +228,8 @@ public sealed class Model : IDisposable
         Safetensors.Write(Path.Combine(dir, WeightsFile), cpu,
             new Dictionary<string, string> { ["format"] = "pt", ["producer"] = "fsmerge" });
         Config.Write(Path.Combine(dir, ConfigFile));
+        if (Config.Architecture != "bert")
+            Config.Preprocessor.Write(Path.Combine(dir, ImageProcessor.FileName), Config.Architecture == "vit" ? Config.ImageSize : null);
     }
 
     public void Dispose()

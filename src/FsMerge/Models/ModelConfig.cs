@@ -71,6 +71,13 @@ public sealed record ModelConfig
     public int TypeVocabSize { get; init; } = 2;
     public int PadTokenId { get; init; }
 
+    /// <summary>How images become this model's input (preprocessor_config.json beside config.json); unused by BERT.</summary>
+    public ImageProcessor Preprocessor { get; init; } = ImageProcessor.Plain;
+
+    /// <summary>This model's input from a set of images in [0, 1] (token ids pass unchanged); takes over <paramref name="set"/> (see <see cref="ImageProcessor.Apply"/>).</summary>
+    public Data.ImageSet Prepare(Data.ImageSet set, string what) =>
+        Architecture == "bert" ? set : Preprocessor.Apply(set, Architecture == "vit" ? NumChannels : set.Images.shape.Length == 4 ? (int)set.Images.shape[1] : 1, what);
+
     /// <summary>One head per task, in order. A source model has one; a merged model has one per source; a pre-trained backbone none.</summary>
     public List<HeadInfo> Heads { get; init; } = [];
 
