@@ -268,6 +268,51 @@ public class ImageProcessorTests
     }
 }
 
+/// <summary>Sources that normalize differently: re-expressed exactly for model 1's preprocessing, which the merged model keeps.</summary>
+[Collection("torch")]
+public class MixedPreprocessingTests
+{
+    static ImageProcessor Normalizing(double mean, double std, double rescale = 1 / 255.0) =>
+        ImageProcessor.Plain with { DoNormalize = true, ImageMean = [mean, mean, mean], ImageStd = [std, std, std], RescaleFactor = rescale };
+
+    [Theory]
+    [InlineData("vit")]
+    [InlineData("mlp")]
+    public void A_source_re_expressed_for_another_normalization_computes_the_same_features(string arch)
+    {
+        var config = (arch == "vit" ? ModelTests.TinyVit() with { NumChannels = 3, ImageSize = 14 } : ModelTests.TinyMlp() with { InputSize = 3 * 14 * 14 })
+            with { Preprocessor = Normalizing(0.5, 0.25) };
+        using var model = Model.Create(config, 5, CPU);
+        var raw = torch.randint(0, 256, [4, 3, 14, 14], generator: new Generator(3)).to(ScalarType.Float32).div(255);
+        using var own = config.Prepare(new ImageSet(raw.clone(), new long[4], ["x"]), "test");
+        var expected = model.Features(own.Images);
+
+        var imagenet = ImageProcessor.Plain with { DoNormalize = true, ImageMean = [0.485, 0.456, 0.406], ImageStd = [0.229, 0.224, 0.225] };
+        using var theirs = (config with { Preprocessor = imagenet }).Prepare(new ImageSet(raw, new long[4], ["x"]), "test");
+        var reader = model.ReadingInputOf(imagenet)!;
+        Assert.Equal(imagenet, reader.Config.Preprocessor);
+        Assert.True(torch.allclose(expected, reader.Features(theirs.Images), atol: 1e-4), $"max diff {(expected - reader.Features(theirs.Images)).abs().max().item<float>()}");
+        Assert.Null(reader.ReadingInputOf(imagenet with { DoResize = true, Size = (7, 7) }));
+    }
+
+    [Fact]
+    public void A_merge_of_sources_with_different_normalization_keeps_model_1s_and_says_so()
+    {
+        DataProvisioner.Provision(DataDirectory.Resolve(null), _ => { });
+        using var tmp = new TempDir();
+        BadInputTests.Models.Save(BadInputTests.Models.Mlp(16), tmp.Sub("a"), 1);
+        BadInputTests.Models.Save(BadInputTests.Models.Mlp(16) with { Heads = [new HeadInfo("mnist:5-9", ["5", "6", "7", "8", "9"])] }, tmp.Sub("b"), 2);
+        File.WriteAllText(tmp.Sub("b", ImageProcessor.FileName), "{\"do_resize\": false, \"image_mean\": [0.1307], \"image_std\": [0.3081]}");
+        var (code, stdout, err) = CliTests.Run("merge", "--method", "average", "--model", tmp.Sub("a"), "--model", tmp.Sub("b"),
+            "--data-per-task", "8", "--out", tmp.Sub("out"), "--quiet", "--threads", "1");
+        Assert.True(code == 0, err);
+        Assert.Contains("its pixel layer was re-expressed for model 1's preprocessing", stdout);
+        Assert.Contains("re-expressed", File.ReadAllText(tmp.Sub("out", "report.md")));
+        foreach (var dir in new[] { tmp.Sub("out") }.Concat(Directory.GetDirectories(tmp.Sub("out", "tasks"))))
+            Assert.Equal(ImageProcessor.Plain, ImageProcessor.ForModel(dir));
+    }
+}
+
 /// <summary>Compares floats to an absolute tolerance.</summary>
 sealed class FloatTolerance(float tolerance) : IEqualityComparer<float>
 {

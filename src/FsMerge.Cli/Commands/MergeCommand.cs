@@ -60,6 +60,7 @@ sealed class MergeCommand : ICommand
             return 0;
         }
         using var run = MergeRun.Start(args, request.Output!, request.Overwrite);   // work folder, log, checkpoints, Ctrl-C (MergeRun.cs)
+        foreach (var note in prepared.Plan.Notes) Console.WriteLine($"note: {note}");
         try
         {
             Console.WriteLine($"merging {prepared.Plan.Sources.Count} models with {prepared.Method.Name}: {string.Join(", ", prepared.Plan.Tasks)} ({string.Join(", ", prepared.Plan.Data.Select(d => d.Count))} unlabeled images per task)");

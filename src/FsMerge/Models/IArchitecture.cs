@@ -60,4 +60,10 @@ public interface IArchitecture
     /// lacks it (BERT's pooler, absent from BertForMaskedLM), so fine-tuning may start without it.
     /// </summary>
     bool InitializedByTaskModel(string weight) => false;
+
+    /// <summary>
+    /// The layer that reads the pixels (weight [out, C, ...] or [out, C·H·W], channel-major, and bias), into which a
+    /// per-channel affine change of the input folds exactly; null for an architecture that reads no images.
+    /// </summary>
+    string? PixelLayer(ModelConfig config) => null;
 }

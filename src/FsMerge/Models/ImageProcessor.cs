@@ -178,6 +178,31 @@ public sealed record ImageProcessor
         return rgb ? output.narrow(3, 0, 3).permute(0, 3, 1, 2).contiguous() : output.reshape(n, c, height, width);
     }
 
+    /// <summary>
+    /// Per-channel (scale, shift) with this processor's output = scale · <paramref name="other"/>'s output + shift on the
+    /// same image, when the two differ only in rescaling and normalization (affine per channel); null when they
+    /// resize or convert differently.
+    /// </summary>
+    public (double[] Scale, double[] Shift)? AffineFrom(ImageProcessor other, int channels)
+    {
+        if (DoResize != other.DoResize || Size != other.Size || ShortestEdge != other.ShortestEdge || Resample != other.Resample
+            || DoConvertRgb != other.DoConvertRgb) return null;
+        // x = (p·r − m) / s per channel, so p·r₁ = s₁·x₁ + m₁ and x = (r/r₁)(s₁·x₁ + m₁)/s − m/s.
+        var (r, m, s) = Terms(channels);
+        var (r1, m1, s1) = other.Terms(channels);
+        var scale = Enumerable.Range(0, channels).Select(c => r / r1 * s1[c] / s[c]).ToArray();
+        var shift = Enumerable.Range(0, channels).Select(c => (r / r1 * m1[c] - m[c]) / s[c]).ToArray();
+        return (scale, shift);
+    }
+
+    (double Rescale, double[] Mean, double[] Std) Terms(int channels)
+    {
+        double[] Per(double[] v, double plain) => !DoNormalize ? Enumerable.Repeat(plain, channels).ToArray()
+            : v.Length == 1 ? Enumerable.Repeat(v[0], channels).ToArray() : v.Length == channels ? v
+            : throw new FsMergeException($"{FileName}: image_mean/image_std have {v.Length} values for {channels} channel(s)");
+        return (DoRescale ? RescaleFactor : 1, Per(ImageMean, 0), Per(ImageStd, 1));
+    }
+
     public bool Equals(ImageProcessor? other) => other is not null && DoResize == other.DoResize && Size == other.Size
         && ShortestEdge == other.ShortestEdge && Resample == other.Resample && DoRescale == other.DoRescale
         && RescaleFactor == other.RescaleFactor && DoNormalize == other.DoNormalize && ImageMean.SequenceEqual(other.ImageMean)

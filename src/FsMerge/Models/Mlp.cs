@@ -27,6 +27,8 @@ public sealed class Mlp : IArchitecture
 
     public long FeatureWidth(ModelConfig config) => config.HiddenSizes[^1];
 
+    public string? PixelLayer(ModelConfig config) => "layers.0";
+
     public int? TokensPerInput(ModelConfig config) => null;
 
     public Dictionary<string, Tensor> InitBackbone(ModelConfig config, Generator generator, Device device) =>

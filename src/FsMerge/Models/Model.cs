@@ -60,6 +60,32 @@ public sealed class Model : IDisposable
     }
 
     /// <summary>
+    /// This model re-expressed for images prepared by <paramref name="processor"/>: when the two preprocessings differ
+    /// only per channel affinely (rescale, mean, std), the change folds exactly into the layer that reads the pixels,
+    /// so the result computes on <paramref name="processor"/>'s input what this model computes on its own. It takes
+    /// over this model's tensors. Null when the preprocessings resize or convert differently.
+    /// </summary>
+    public Model? ReadingInputOf(ImageProcessor processor)
+    {
+        var layer = Config.Arch.PixelLayer(Config);
+        var weight = layer == null ? null : Weights[$"{layer}.weight"];
+        int channels = Config.Architecture == "vit" ? Config.NumChannels : processor.DoNormalize && processor.ImageMean.Length > 1 ? processor.ImageMean.Length : 1;
+        if (weight is null || Config.Preprocessor.AffineFrom(processor, channels) is not var (scale, shift)) return null;
+        using (torch.NewDisposeScope())
+        {
+            var grouped = weight.reshape(weight.shape[0], channels, -1);
+            var a = torch.tensor(scale, ScalarType.Float32, weight.device).view(1, channels, 1);
+            var b = torch.tensor(shift, ScalarType.Float32, weight.device).view(1, channels, 1);
+            var bias = Weights[$"{layer}.bias"];
+            Weights[$"{layer}.bias"] = bias.add(grouped.mul(b).sum([1, 2])).MoveToOuterDisposeScope();
+            Weights[$"{layer}.weight"] = grouped.mul(a).reshape(weight.shape).MoveToOuterDisposeScope();
+            bias.Dispose();
+            weight.Dispose();
+        }
+        return new Model(Config with { Preprocessor = processor }, Weights);
+    }
+
+    /// <summary>
     /// Head <paramref name="task"/> alone on this backbone, as a single-task model (head named "classifier",
     /// so Hugging Face's *ForImageClassification loads it). It shares this model's tensors: do not dispose it.
     /// </summary>

@@ -54,6 +54,8 @@ public sealed class Vit : IArchitecture
 
     public long FeatureWidth(ModelConfig config) => config.HiddenSize;
 
+    public string? PixelLayer(ModelConfig config) => $"{Embeddings}.patch_embeddings.projection";
+
     public int? TokensPerInput(ModelConfig config) => (int)Patches(config) + 1;   // CLS first (Embed)
 
     public static long Patches(ModelConfig c)

@@ -146,6 +146,7 @@ public sealed class PreparedMerge : IDisposable
         Threads = Request.Threads,
         Device = Request.Device,
         AugmentedPerTask = Request.Augment,
+        Notes = Plan.Notes,
     };
 
     /// <summary>merge.json: what was merged, how, how long it took and, if evaluated, the accuracies.</summary>
