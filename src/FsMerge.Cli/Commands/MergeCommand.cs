@@ -71,7 +71,6 @@ sealed class MergeCommand : ICommand
             OutputWriter.WriteMerge(request.Output!, request.Overwrite, outcome.Merged, prepared.Record(result), staging =>
             {
                 run.WriteReport(staging, summary);
-                if (outcome.Merged != null) TextFolder.CopyVocabulary(request.Sources[0].Model, staging);   // BERT: vocab.txt beside config.json
             });
             Console.WriteLine($"merged in {result.Seconds:F1} s{(result.FinalLoss is { } loss ? $", final loss {loss:G6}" : "")}; wrote {request.Output}");
             outcome.Merged?.Dispose();

@@ -112,7 +112,9 @@ public sealed class Model : IDisposable
     {
         if (!Directory.Exists(dir)) throw new FsMergeException($"{dir}: model directory not found");
         var config = ModelConfig.Read(Path.Combine(dir, ConfigFile));
-        if (config.Architecture != "bert") config = config with { Preprocessor = ImageProcessor.ForModel(dir) };
+        var vocab = Path.Combine(dir, Data.TextFolder.VocabFile);
+        config = config.Architecture != "bert" ? config with { Preprocessor = ImageProcessor.ForModel(dir) }
+            : File.Exists(vocab) ? config with { Vocabulary = Data.WordPiece.Read(vocab).Tokens } : config;
         var contents = new List<SafetensorsContent>();
         try
         {
@@ -246,7 +248,7 @@ public sealed class Model : IDisposable
         return weight;
     }
 
-    /// <summary>Writes config.json, model.safetensors and (image models) preprocessor_config.json, each atomically.</summary>
+    /// <summary>Writes config.json, model.safetensors and preprocessor_config.json (image models) or the tokenizer files (BERT with a vocabulary), each atomically.</summary>
     public void Save(string dir)
     {
         Directory.CreateDirectory(dir);
@@ -256,6 +258,8 @@ public sealed class Model : IDisposable
         Config.Write(Path.Combine(dir, ConfigFile));
         if (Config.Architecture != "bert")
             Config.Preprocessor.Write(Path.Combine(dir, ImageProcessor.FileName), Config.Architecture == "vit" ? Config.ImageSize : null);
+        else if (Config.Vocabulary is { } vocabulary)
+            Data.TokenizerFiles.Write(dir, vocabulary);
     }
 
     public void Dispose()

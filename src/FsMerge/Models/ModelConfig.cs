@@ -78,6 +78,9 @@ public sealed record ModelConfig
     public Data.ImageSet Prepare(Data.ImageSet set, string what) =>
         Architecture == "bert" ? set : Preprocessor.Apply(set, Architecture == "vit" ? NumChannels : set.Images.shape.Length == 4 ? (int)set.Images.shape[1] : 1, what);
 
+    /// <summary>BERT: the vocab.txt tokens beside config.json (null when the folder has none); written back with the tokenizer files.</summary>
+    public IReadOnlyList<string>? Vocabulary { get; init; }
+
     /// <summary>One head per task, in order. A source model has one; a merged model has one per source; a pre-trained backbone none.</summary>
     public List<HeadInfo> Heads { get; init; } = [];
 

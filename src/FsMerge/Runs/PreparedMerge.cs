@@ -74,7 +74,7 @@ public sealed class PreparedMerge : IDisposable
                 if (from.Kind == "task")
                 {
                     MergePlan.CheckClasses(model, source.Model, images, $"task {from.Value}");
-                    TextFolder.CheckVocabulary(source.Model, dataDir, TaskSpec.Parse(from.Value).Dataset);
+                    TextFolder.CheckTokenizer(source.Model, dataDir, TaskSpec.Parse(from.Value).Dataset);
                 }
                 if (request.HeldOut > 0)
                 {
