@@ -313,6 +313,77 @@ public class MixedPreprocessingTests
     }
 }
 
+/// <summary>
+/// Checkpoints written as save_pretrained writes them (one F16 file with default binary labels and a normalizing
+/// preprocessor; BF16 shards; an old BERT with position_ids) go through eval, merge and train --init, and every
+/// output folder read back computes the same logits as the model that wrote it.
+/// </summary>
+[Collection("torch")]
+public class RoundTripTests
+{
+    static void WriteShards(Model model, string dir, ScalarType dtype)
+    {
+        Directory.CreateDirectory(dir);
+        var json = model.Config.ToJson();
+        json.Remove("fsmerge");
+        File.WriteAllText(Path.Combine(dir, Model.ConfigFile), json.ToJsonString());
+        var names = model.Weights.Keys.ToList();
+        var map = new JsonObject();
+        for (int part = 0; part < 2; part++)
+        {
+            var file = $"model-0000{part + 1}-of-00002.safetensors";
+            var tensors = names.Where((_, i) => i % 2 == part).ToDictionary(n => n, n => model.Weights[n].to(dtype));
+            Safetensors.Write(Path.Combine(dir, file), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            foreach (var n in tensors.Keys) map[n] = file;
+        }
+        File.WriteAllText(Path.Combine(dir, Model.IndexFile), new JsonObject { ["metadata"] = new JsonObject(), ["weight_map"] = map }.ToJsonString());
+    }
+
+    static Tensor Logits(Model model, Tensor images, int head) => model.Logits(model.Features(images), head);
+
+    [Fact]
+    public void Save_pretrained_layouts_go_through_eval_merge_and_train_init_and_read_back_with_identical_logits()
+    {
+        DataProvisioner.Provision(DataDirectory.Resolve(null), _ => { });
+        using var tmp = new TempDir();
+        var config = ModelTests.TinyVit() with { Heads = [new HeadInfo("mnist:0-1", ["0", "1"])] };
+        using (var a = Model.Create(config, 1, CPU))
+            HuggingFaceTests.WriteHf(a, tmp.Sub("a"), c => { c.Remove("id2label"); c.Remove("label2id"); }, n => n, a.Weights.ToDictionary(kv => kv.Key, kv => kv.Value.to(ScalarType.Float16)));
+        File.WriteAllText(tmp.Sub("a", ImageProcessor.FileName), "{\"do_resize\": false, \"image_mean\": [0.5], \"image_std\": [0.5]}");
+        using (var b = Model.Create(config with { Heads = [new HeadInfo("mnist:2-3", ["2", "3"])] }, 2, CPU))
+            WriteShards(b, tmp.Sub("b"), ScalarType.BFloat16);
+
+        using var sourceA = Model.Load(tmp.Sub("a"), CPU);
+        Assert.Equal(["LABEL_0", "LABEL_1"], sourceA.Config.Heads[0].Labels);
+        var (code, stdout, err) = CliTests.Run("eval", "--model", tmp.Sub("a"), "--task", "mnist:0-1", "--json");
+        Assert.True(code == 0, err);
+        Assert.Contains("\"per_task_mean\"", stdout);
+
+        (code, _, err) = CliTests.Run("merge", "--method", "average", "--model", tmp.Sub("a"), "--model", tmp.Sub("b"), "--task", "mnist:0-1",
+            "--task", "mnist:2-3", "--data-per-task", "8", "--out", tmp.Sub("merged"), "--quiet", "--threads", "1");
+        Assert.True(code == 0, err);
+        (code, _, err) = CliTests.Run("train", "--task", "mnist:0-1", "--init", tmp.Sub("a"), "--epochs", "1", "--out", tmp.Sub("tuned"), "--quiet", "--threads", "1");
+        Assert.True(code == 0, err);
+
+        var images = torch.rand(6, 1, 28, 28, generator: new Generator(5));
+        using var merged = Model.Load(tmp.Sub("merged"), CPU);
+        Assert.Equal(sourceA.Config.Preprocessor, merged.Config.Preprocessor);
+        for (int t = 0; t < 2; t++)
+        {
+            using var task = Model.Load(Directory.GetDirectories(tmp.Sub("merged", "tasks")).Order().ElementAt(t), CPU);
+            Assert.Equal(merged.Config.Preprocessor, task.Config.Preprocessor);
+            Assert.True(Logits(merged, images, t).equal(Logits(task, images, 0)).all().item<bool>(), $"task {t}");
+        }
+        // A saved model read back is the model that was saved: same config, same logits.
+        using var tuned = Model.Load(tmp.Sub("tuned"), CPU);
+        Assert.Equal(sourceA.Config.Preprocessor, tuned.Config.Preprocessor);
+        tuned.Save(tmp.Sub("again"));
+        using var again = Model.Load(tmp.Sub("again"), CPU);
+        Assert.True(Logits(tuned, images, 0).equal(Logits(again, images, 0)).all().item<bool>());
+        Assert.Equal(File.ReadAllText(tmp.Sub("tuned", Model.ConfigFile)), File.ReadAllText(tmp.Sub("again", Model.ConfigFile)));
+    }
+}
+
 /// <summary>Compares floats to an absolute tolerance.</summary>
 sealed class FloatTolerance(float tolerance) : IEqualityComparer<float>
 {
