@@ -173,7 +173,17 @@ public class TextDataTests
                 "--held-out", "16", "--early-stop", "1", "--quiet", "--threads", "1", "--eval"]);
             Assert.True(code == 0, err);
             Assert.Contains("joint", output);
-            Assert.True(File.Exists(Path.Combine(merged, "vocab.txt")));
+            // Every folder states its tokenizer as Hugging Face's BertTokenizer reads it: accents kept, lower case.
+            foreach (var dir in new[] { merged }.Concat(Directory.GetDirectories(Path.Combine(merged, "tasks"))))
+            {
+                Assert.Equal(File.ReadAllText(Path.Combine(a, "vocab.txt")), File.ReadAllText(Path.Combine(dir, "vocab.txt")));
+                var tokenizer = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, TokenizerFiles.ConfigFile)))!;
+                Assert.False((bool)tokenizer["strip_accents"]!);
+                Assert.True((bool)tokenizer["do_lower_case"]!);
+                Assert.Equal("[PAD]", (string?)JsonNode.Parse(File.ReadAllText(Path.Combine(dir, TokenizerFiles.SpecialTokensFile)))!["pad_token"]);
+            }
+            (code, _, err) = CliTests.Run(["eval", "--model", Path.Combine(merged, "tasks", "1-lang-0-1"), "--quiet"]);
+            Assert.True(code == 0, err);
             var record = JsonNode.Parse(File.ReadAllText(Path.Combine(merged, "merge.json")))!;
             Assert.NotNull(record["details"]!["early_stopping"]);
 
@@ -188,7 +198,15 @@ public class TextDataTests
             (code, _, err) = CliTests.Run(["train", "--arch", "bert", "--task", "mnist:0-1", "--out", Path.Combine(root, "x"), "--quiet"]);
             Assert.NotEqual(0, code);
             Assert.StartsWith("error: task mnist:0-1: --arch bert reads text", err);
+            // transformers' default for a tokenizer_config.json without strip_accents strips them: not this data's ids.
+            File.WriteAllText(Path.Combine(b, TokenizerFiles.ConfigFile), "{\"do_lower_case\": true}");
+            (code, _, err) = CliTests.Run(["eval", "--model", b, "--quiet"]);
+            Assert.Equal(2, code);
+            Assert.Contains("strip_accents true (Hugging Face's default) is not supported", err);
             File.AppendAllText(Path.Combine(a, "vocab.txt"), "extra\n");
+            (code, _, err) = CliTests.Run(["eval", "--model", a, "--quiet"]);
+            Assert.Contains("another vocabulary", err);
+            Assert.Single(err.Trim().Split('\n'));
             (code, _, err) = CliTests.Run(["merge", "--method", "average", "--model", a, "--model", b, "--out", Path.Combine(root, "y"), "--quiet"]);
             Assert.NotEqual(0, code);
             Assert.Contains("another vocabulary", err);

@@ -32,6 +32,8 @@ sealed class EvalCommand : ICommand
         var models = dirs.Select(d => Model.Load(d, device)).ToList();
         try
         {
+            if (models.FirstOrDefault(m => m.HeadCount == 0) is { } backbone)
+                throw new FsMergeException($"{dirs[models.IndexOf(backbone)]}: has no classification head (a backbone such as ViTModel or BertModel); fine-tune it with `fsmerge train --init`");
             // Head t: its model and head index. Several models → each is single-task; one model → all its heads.
             var heads = models.Count == 1
                 ? Enumerable.Range(0, models[0].HeadCount).Select(t => (Model: models[0], Head: t, Dir: dirs[0])).ToList()
@@ -49,8 +51,9 @@ sealed class EvalCommand : ICommand
             for (int t = 0; t < tasks.Count; t++)
             {
                 var splits = TaskData.Load(tasks[t], dataDir);
-                var set = split == "test" ? splits.Test : splits.Validation;
                 var (model, head, dir) = heads[t];
+                TextFolder.CheckTokenizer(dir, dataDir, tasks[t].Dataset);
+                var set = model.Config.Prepare(split == "test" ? splits.Test : splits.Validation, $"task {tasks[t]}");
                 model.Config.CheckImages(set.Images.shape, $"task {tasks[t]}");
                 int classes = model.Config.Heads[head].Labels.Length;
                 if (set.LabelNames.Length != classes)
@@ -58,6 +61,9 @@ sealed class EvalCommand : ICommand
                 sets.Add(set);
             }
 
+            // Several models see each other's test images in the joint accuracy: they must prepare images alike.
+            if (models.FirstOrDefault(m => !m.Config.Preprocessor.Equals(models[0].Config.Preprocessor)) is { } other)
+                throw new FsMergeException($"{dirs[models.IndexOf(other)]}: its {ImageProcessor.FileName} differs from {dirs[0]}'s; evaluate models that prepare images differently one at a time");
             AllHeadLogits logits = models.Count == 1 ? Evaluator.MultiTask(models[0]) : Evaluator.SeparateModels(models);
             var result = Evaluator.Evaluate(logits, sets, device, tasks.Select(t => t.ToString()).ToList());
             Console.WriteLine(args.Has("json") ? ToJson(result) : ToTable(result));

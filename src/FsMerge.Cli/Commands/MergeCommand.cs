@@ -66,6 +66,7 @@ sealed class MergeCommand : ICommand
             return 0;
         }
         using var run = MergeRun.Start(args, request.Output!, request.Overwrite);   // work folder, log, checkpoints, Ctrl-C (MergeRun.cs)
+        foreach (var note in prepared.Plan.Notes) Console.WriteLine($"note: {note}");
         try
         {
             Console.WriteLine($"merging {prepared.Plan.Sources.Count} models with {prepared.Method.Name}: {string.Join(", ", prepared.Plan.Tasks)} ({string.Join(", ", prepared.Plan.Data.Select(d => d.Count))} unlabeled images per task)");
@@ -79,7 +80,6 @@ sealed class MergeCommand : ICommand
             OutputWriter.WriteMerge(request.Output!, request.Overwrite, outcome.Merged, prepared.Record(result), staging =>
             {
                 run.WriteReport(staging, summary);
-                if (outcome.Merged != null) TextFolder.CopyVocabulary(request.Sources[0].Model, staging);   // BERT: vocab.txt beside config.json
             });
             Console.WriteLine($"merged in {result.Seconds:F1} s{(result.FinalLoss is { } loss ? $", final loss {loss:G6}" : "")}; wrote {request.Output}");
             outcome.Merged?.Dispose();

@@ -24,7 +24,7 @@ sealed class TrainCommand : ICommand
         new("lr", "LR", "peak learning rate of AdamW (warm-up 5% of steps, then cosine)", "0.001"),
         new("batch", "B", "batch size (default: 10 for mlp, 128 for vit and bert)"),
         new("weight-decay", "WD", "AdamW decoupled weight decay", "0.01"),
-        new("init", "DIR", "fine-tune from this checkpoint's backbone (a fresh head is made for the task)"),
+        new("init", "DIR", "fine-tune from this checkpoint's backbone (a fresh head is made for the task); a classifier or a pre-trained backbone (ViTModel, BertModel, BertForMaskedLM)"),
         new("head", "linear|cosine", "the head: linear (W·f + b), or cosine (CLIP-like: a projection, L2 normalization, logit scale × cosine with each class; heads of equal scale are comparable in joint accuracy)", "linear"),
         new("logit-scale", "S", "cosine head: the logit scale", "16"),
         new("hidden", "W,W,..", "MLP hidden widths", "128,128"),
@@ -59,6 +59,15 @@ sealed class TrainCommand : ICommand
         using var initial = args.Get("init") is { } initDir
             ? FromCheckpoint(initDir, args, data, options.Seed, device)
             : Model.Create(NewConfig(args, arch, data), options.Seed, device);
+        // The checkpoint's preprocessing (a new model's is the plain [0, 1] one) feeds every split.
+        var config = initial.Config;
+        data = data with
+        {
+            Train = config.Prepare(data.Train, $"task {task} train"),
+            Validation = config.Prepare(data.Validation, $"task {task} validation"),
+            Test = config.Prepare(data.Test, $"task {task} test"),
+        };
+        config.CheckImages(data.Train.Images.shape, $"task {task}");
         TrainAndSave(initial, data, options, args.Get("init"), outDir, args.Has("overwrite"), device,
             staging => TextFolder.CopyVocabulary(Path.Combine(Common.DataDir(args), task.Dataset), staging));
         return 0;
@@ -144,8 +153,9 @@ sealed class TrainCommand : ICommand
     /// <summary>Fine-tuning: the checkpoint's backbone and architecture, a fresh head for the new task.</summary>
     static Model FromCheckpoint(string dir, ParsedArgs args, TaskSplits data, long seed, TorchSharp.torch.Device device)
     {
-        using var source = Model.Load(dir, device);
-        source.Config.CheckImages(data.Train.Images.shape, $"task {data.Task}");
+        using var source = Model.Load(dir, device, freshSeed: seed);
+        if (source.FreshWeights.Count > 0)
+            Console.WriteLine($"note: {dir} has no {string.Join(", ", source.FreshWeights)}; initialized fresh for fine-tuning, as Hugging Face does");
         return source.WithFreshHead(Head(args, data, (int)source.Config.Arch.FeatureWidth(source.Config)), seed);
     }
 }

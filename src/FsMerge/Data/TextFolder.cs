@@ -123,11 +123,22 @@ public static class TextFolder
             throw new FsMergeException($"{own} differs from {data}: the model was trained with another vocabulary than task data '{dataset}' uses");
     }
 
-    /// <summary>Copies vocab.txt next to a saved model's config.json (as Hugging Face tokenizers expect it), when there is one.</summary>
+    /// <summary>
+    /// <see cref="CheckVocabulary"/>, and the model folder's tokenizer settings must be the ones the data was
+    /// tokenized with (<see cref="TokenizerFiles.Check"/>): for data fed to a model as it stands (eval, merge).
+    /// </summary>
+    public static void CheckTokenizer(string modelDir, string dataDir, string dataset)
+    {
+        if (!IsText(Path.Combine(dataDir, dataset))) return;
+        CheckVocabulary(modelDir, dataDir, dataset);
+        TokenizerFiles.Check(modelDir);
+    }
+
+    /// <summary>Writes the tokenizer files of <paramref name="fromDir"/>'s vocab.txt next to a saved model's config.json, when there is one.</summary>
     public static void CopyVocabulary(string fromDir, string modelDir)
     {
         var source = Path.Combine(fromDir, VocabFile);
-        if (File.Exists(source)) AtomicFile.Write(Path.Combine(modelDir, VocabFile), t => File.Copy(source, t, overwrite: true));
+        if (File.Exists(source)) TokenizerFiles.Write(modelDir, WordPiece.Read(source).Tokens);
     }
 
     static RawTokens Encode(string dir, string[] names, WordPiece vocab)

@@ -18,6 +18,8 @@ public sealed class MergePlan
     /// <summary>Unlabeled held-out samples per task for early stopping, from the validation split (null when none asked).</summary>
     public IReadOnlyList<ImageSet>? HeldOut { get; init; }
     public required ModelConfig Target { get; init; }
+    /// <summary>What the plan changed that the log and report should say (sources re-expressed for model 1's preprocessing).</summary>
+    public IReadOnlyList<string> Notes { get; init; } = [];
 
     /// <summary>Sources given by directory with their tasks' train splits as merge data (the benches and the demo).</summary>
     public static MergePlan Prepare(IReadOnlyList<Model> sources, IReadOnlyList<string> names, IReadOnlyList<string> taskOverrides,
@@ -59,7 +61,28 @@ public sealed class MergePlan
                 throw new FsMergeException($"{names[i]}: architecture {c.Architecture} differs from model 1's {first.Architecture}");
             if (c.Heads.Count != 1)
                 throw new FsMergeException($"{names[i]}: has {c.Heads.Count} heads; merge sources must be single-task models");
-            c.CheckImages(data[i].Images.shape, $"{names[i]}: merge data for {tasks[i]}");
+        }
+        // Every source reads every task's images (probes, ensembles), and the merged model has one input: model 1's
+        // preprocessing. A source that normalizes otherwise is re-expressed for it, exactly, so it computes its own
+        // target features as on its own preprocessing.
+        var notes = new List<string>();
+        var readers = sources.ToList();
+        for (int i = 1; i < sources.Count; i++)
+        {
+            if (sources[i].Config.Preprocessor.Equals(first.Preprocessor)) continue;
+            readers[i] = sources[i].ReadingInputOf(first.Preprocessor)
+                ?? throw new FsMergeException($"{names[i]}: its {ImageProcessor.FileName} resizes or converts images otherwise than model 1's; merge sources must agree on size, resample and RGB conversion");
+            notes.Add($"{names[i]} normalizes images otherwise than model 1; its pixel layer was re-expressed for model 1's preprocessing (exact), which the merged model keeps");
+        }
+        sources = readers;
+        // Augmentation works on [0, 1] images; the sources' preprocessing (resize, normalization) follows it.
+        var composed = data.Select((d, i) => first.Prepare(MergeDataSet.Compose(d, augmentPerTask, seed + i), $"{names[i]}: merge data")).ToList();
+        tests = tests.Select((t, i) => first.Prepare(t, $"{names[i]}: test data")).ToList();
+        heldOut = heldOut?.Select((h, i) => first.Prepare(h, $"{names[i]}: held-out data")).ToList();
+        for (int i = 0; i < sources.Count; i++)
+        {
+            var c = sources[i].Config;
+            c.CheckImages(composed[i].Images.shape, $"{names[i]}: merge data for {tasks[i]}");
             if (i < tests.Count)
             {
                 c.CheckImages(tests[i].Images.shape, $"{names[i]}: test data for {tasks[i]}");
@@ -85,8 +108,7 @@ public sealed class MergePlan
                 throw new FsMergeException($"{names[i]}: cannot be merged with model 1 ({e.Message})");
             }
         }
-        var composed = data.Select((d, i) => MergeDataSet.Compose(d, augmentPerTask, seed + i)).ToList();
-        return new MergePlan { Sources = sources, Tasks = tasks, Data = composed, Tests = tests, HeldOut = heldOut, Target = target };
+        return new MergePlan { Notes = notes, Sources = sources, Tasks = tasks, Data = composed, Tests = tests, HeldOut = heldOut, Target = target };
     }
 
     /// <summary>Labelled images must name classes the source's head has.</summary>

@@ -68,6 +68,8 @@ public sealed class Bert : IArchitecture
     public IReadOnlyDictionary<string, string> MergeDefaults { get; } =
         new Dictionary<string, string>(Vit.TransformerMergeDefaults) { ["weight-decay"] = "0" };
 
+    public bool InitializedByTaskModel(string weight) => weight.StartsWith(Pooler + ".");
+
     public int? TokensPerInput(ModelConfig config) => null;
 
     /// <summary>Checks what the shapes need: heads divide the width, and token type 0 exists.</summary>

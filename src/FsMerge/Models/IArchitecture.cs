@@ -60,4 +60,16 @@ public interface IArchitecture
     /// spec §4.6 for MLPs, §7.4-7.7 for transformers). A method takes those it has; the user's values override them.
     /// </summary>
     IReadOnlyDictionary<string, string> MergeDefaults { get; }
+
+    /// <summary>
+    /// Whether a Hugging Face task model initializes this backbone weight itself when a pre-trained checkpoint
+    /// lacks it (BERT's pooler, absent from BertForMaskedLM), so fine-tuning may start without it.
+    /// </summary>
+    bool InitializedByTaskModel(string weight) => false;
+
+    /// <summary>
+    /// The layer that reads the pixels (weight [out, C, ...] or [out, C·H·W], channel-major, and bias), into which a
+    /// per-channel affine change of the input folds exactly; null for an architecture that reads no images.
+    /// </summary>
+    string? PixelLayer(ModelConfig config) => null;
 }

@@ -36,6 +36,8 @@ public sealed class Mlp : IArchitecture
         ["type"] = "full", ["targets"] = "all", ["normalize"] = "true",
     };
 
+    public string? PixelLayer(ModelConfig config) => "layers.0";
+
     public int? TokensPerInput(ModelConfig config) => null;
 
     public Dictionary<string, Tensor> InitBackbone(ModelConfig config, Generator generator, Device device) =>

@@ -58,6 +58,32 @@ public sealed class Model : IDisposable
     }
 
     /// <summary>
+    /// This model re-expressed for images prepared by <paramref name="processor"/>: when the two preprocessings differ
+    /// only per channel affinely (rescale, mean, std), the change folds exactly into the layer that reads the pixels,
+    /// so the result computes on <paramref name="processor"/>'s input what this model computes on its own. It takes
+    /// over this model's tensors. Null when the preprocessings resize or convert differently.
+    /// </summary>
+    public Model? ReadingInputOf(ImageProcessor processor)
+    {
+        var layer = Config.Arch.PixelLayer(Config);
+        var weight = layer == null ? null : Weights[$"{layer}.weight"];
+        int channels = Config.Architecture == "vit" ? Config.NumChannels : processor.DoNormalize && processor.ImageMean.Length > 1 ? processor.ImageMean.Length : 1;
+        if (weight is null || Config.Preprocessor.AffineFrom(processor, channels) is not var (scale, shift)) return null;
+        using (torch.NewDisposeScope())
+        {
+            var grouped = weight.reshape(weight.shape[0], channels, -1);
+            var a = torch.tensor(scale, ScalarType.Float32, weight.device).view(1, channels, 1);
+            var b = torch.tensor(shift, ScalarType.Float32, weight.device).view(1, channels, 1);
+            var bias = Weights[$"{layer}.bias"];
+            Weights[$"{layer}.bias"] = bias.add(grouped.mul(b).sum([1, 2])).MoveToOuterDisposeScope();
+            Weights[$"{layer}.weight"] = grouped.mul(a).reshape(weight.shape).MoveToOuterDisposeScope();
+            bias.Dispose();
+            weight.Dispose();
+        }
+        return new Model(Config with { Preprocessor = processor }, Weights);
+    }
+
+    /// <summary>
     /// Head <paramref name="task"/> alone on this backbone, as a single-task model (head named "classifier",
     /// so Hugging Face's *ForImageClassification loads it). It shares this model's tensors: do not dispose it.
     /// </summary>
@@ -73,50 +99,71 @@ public sealed class Model : IDisposable
     /// <summary>
     /// Reads a Hugging Face-style directory: config.json and model.safetensors, or shards listed in
     /// model.safetensors.index.json. Tensor names may carry the usual prefixes ("model.", and "vit."/"bert."
-    /// present or absent, as ViTModel and ViTForImageClassification differ); ViTModel's pooler, which the
-    /// classification head does not read, is skipped. Every weight is checked for shape, type and finite values.
+    /// present or absent, as ViTModel and ViTForImageClassification differ) and TF-era LayerNorm names
+    /// (gamma/beta); tensors no head reads (ViTModel's pooler, BERT's cls.* pre-training heads and its
+    /// position_ids buffer) are skipped. A config without labels gets Hugging Face's default labels from the
+    /// stored classifier, or no head (a backbone). Every weight is checked for shape, type and finite values.
+    /// <paramref name="freshSeed"/> (fine-tuning from a backbone): weights the architecture lets a task model
+    /// initialize (BertForMaskedLM has no pooler) are drawn fresh with this seed when missing, as Hugging Face does.
     /// </summary>
-    public static Model Load(string dir, Device device)
+    public static Model Load(string dir, Device device, long? freshSeed = null)
     {
         if (!Directory.Exists(dir)) throw new FsMergeException($"{dir}: model directory not found");
         var config = ModelConfig.Read(Path.Combine(dir, ConfigFile));
-        var expected = ExpectedWeights(config).ToDictionary(w => w.Name);
-        var files = WeightFiles(dir);
-        var stored = new Dictionary<string, (Tensor Tensor, string File)>();
+        var vocab = Path.Combine(dir, Data.TextFolder.VocabFile);
+        config = config.Architecture != "bert" ? config with { Preprocessor = ImageProcessor.ForModel(dir) }
+            : File.Exists(vocab) ? config with { Vocabulary = Data.WordPiece.Read(vocab).Tokens } : config;
         var contents = new List<SafetensorsContent>();
         try
         {
-            foreach (var file in files)
+            var tensors = new List<(string Name, string Bare, Tensor Tensor, string File)>();
+            foreach (var file in WeightFiles(dir))
             {
                 var content = Safetensors.Read(file.Path);
                 contents.Add(content);
                 foreach (var (name, tensor) in content.Tensors)
-                {
-                    if (file.Names != null && !file.Names.Contains(name)) continue;
-                    var canonical = CanonicalName(name, expected.Keys, config, file.Path);
-                    if (canonical == null) continue;
-                    if (!stored.TryAdd(canonical, (tensor, file.Path)))
-                        throw new FsMergeException($"{file.Path}: tensor '{name}' is stored twice (as '{canonical}' also in {stored[canonical].File})");
-                }
+                    if (file.Names == null || file.Names.Contains(name)) tensors.Add((name, BareName(name), tensor, file.Path));
             }
+            if (config.LabelsFromWeights && tensors.FirstOrDefault(t => t.Bare == "classifier.weight") is { Tensor: not null } classifier)
+                config = config with { Heads = [new HeadInfo(HeadInfo.Unrecorded, ModelConfig.DefaultLabels(classifier.Tensor.shape[0]))] };
+            var expected = ExpectedWeights(config).ToDictionary(w => w.Name);
+            var stored = new Dictionary<string, (Tensor Tensor, string File)>();
+            foreach (var (name, bare, tensor, file) in tensors)
+            {
+                var canonical = CanonicalName(name, bare, expected, config, file);
+                if (canonical == null) continue;
+                if (!stored.TryAdd(canonical, (tensor, file)))
+                    throw new FsMergeException($"{file}: tensor '{name}' is stored twice (as '{canonical}' also in {stored[canonical].File})");
+            }
+            var fresh = freshSeed is { } seed && expected.Keys.Any(n => !stored.ContainsKey(n) && config.Arch.InitializedByTaskModel(n))
+                ? config.Arch.InitBackbone(config, new Generator((ulong)seed), CPU) : null;
             var weights = new Dictionary<string, Tensor>();
             try
             {
                 foreach (var spec in expected.Values)
-                    weights[spec.Name] = CheckedWeight(spec, stored, dir, device);
+                    weights[spec.Name] = fresh != null && !stored.ContainsKey(spec.Name) && config.Arch.InitializedByTaskModel(spec.Name)
+                        ? fresh[spec.Name].to(device)
+                        : CheckedWeight(spec, stored, dir, device);
             }
             catch
             {
                 foreach (var w in weights.Values) w.Dispose();
                 throw;
             }
-            return new Model(config, weights);
+            finally
+            {
+                if (fresh != null) foreach (var t in fresh.Values) t.Dispose();
+            }
+            return new Model(config, weights) { FreshWeights = expected.Keys.Where(n => !stored.ContainsKey(n)).ToList() };
         }
         finally
         {
             foreach (var c in contents) c.Dispose();
         }
     }
+
+    /// <summary>Weights that <see cref="Load"/> initialized because the checkpoint lacks them (empty for a complete model).</summary>
+    public IReadOnlyList<string> FreshWeights { get; private init; } = [];
 
     public const string IndexFile = "model.safetensors.index.json";
 
@@ -125,6 +172,8 @@ public sealed class Model : IDisposable
     {
         var single = Path.Combine(dir, WeightsFile);
         var index = Path.Combine(dir, IndexFile);
+        if (!Path.Exists(single) && !Path.Exists(index) && Directory.EnumerateFiles(dir, "pytorch_model*.bin").Any())
+            throw new FsMergeException($"{dir}: PyTorch .bin checkpoints are not read (convert to safetensors)");
         if (Path.Exists(single) || !Path.Exists(index)) return [(single, null)];
         const string what = "a shard index (a JSON object with a \"weight_map\" of tensor name -> shard file)";
         var map = JsonInput.Object(JsonInput.ReadObject(index, what, ModelConfig.MaxConfigBytes * 4L)["weight_map"], index, "weight_map")
@@ -144,17 +193,30 @@ public sealed class Model : IDisposable
         return files.Select(kv => (Path.Combine(dir, kv.Key), (HashSet<string>?)kv.Value)).ToList();
     }
 
-    /// <summary>
-    /// The name FsMerge uses for a stored tensor, tolerating the usual prefixes; null for a tensor the model
-    /// does not read (ViTModel's pooler). Any other unknown tensor is an error.
-    /// </summary>
-    static string? CanonicalName(string name, IEnumerable<string> expected, ModelConfig config, string file)
+    /// <summary>A stored name without the "model." prefix, with TF-era LayerNorm names (gamma, beta) as PyTorch's (weight, bias).</summary>
+    static string BareName(string name)
     {
-        var known = expected as ICollection<string> ?? expected.ToList();
         var bare = name.StartsWith("model.") ? name["model.".Length..] : name;
-        foreach (var candidate in new[] { name, bare, "vit." + bare, "bert." + bare })
-            if (known.Contains(candidate)) return candidate;
-        if (config.Architecture == "vit" && (bare.StartsWith("pooler.") || bare.StartsWith("vit.pooler."))) return null;
+        if (bare.EndsWith("LayerNorm.gamma")) return bare[..^"gamma".Length] + "weight";
+        if (bare.EndsWith("LayerNorm.beta")) return bare[..^"beta".Length] + "bias";
+        return bare;
+    }
+
+    /// <summary>
+    /// The name FsMerge uses for a stored tensor, tolerating the "vit."/"bert." prefix; null for a tensor the model
+    /// does not read (ViTModel's pooler; BERT's pre-training heads cls.* and position_ids buffer). Any other unknown tensor is an error.
+    /// </summary>
+    static string? CanonicalName(string name, string bare, IReadOnlyDictionary<string, WeightSpec> expected, ModelConfig config, string file)
+    {
+        foreach (var candidate in new[] { bare, "vit." + bare, "bert." + bare })
+            if (expected.ContainsKey(candidate)) return candidate;
+        bool skipped = config.Architecture switch
+        {
+            "vit" => bare.StartsWith("pooler.") || bare.StartsWith("vit.pooler."),
+            "bert" => bare.StartsWith("cls.") || bare.EndsWith("embeddings.position_ids"),
+            _ => false,
+        };
+        if (skipped) return null;
         throw new FsMergeException($"{file}: unexpected tensor '{name}' (not part of the {config.Architecture} described by config.json)");
     }
 
@@ -178,7 +240,7 @@ public sealed class Model : IDisposable
         return weight;
     }
 
-    /// <summary>Writes config.json and model.safetensors, each atomically.</summary>
+    /// <summary>Writes config.json, model.safetensors and preprocessor_config.json (image models) or the tokenizer files (BERT with a vocabulary), each atomically.</summary>
     public void Save(string dir)
     {
         Directory.CreateDirectory(dir);
@@ -186,6 +248,10 @@ public sealed class Model : IDisposable
         Safetensors.Write(Path.Combine(dir, WeightsFile), cpu,
             new Dictionary<string, string> { ["format"] = "pt", ["producer"] = "fsmerge" });
         Config.Write(Path.Combine(dir, ConfigFile));
+        if (Config.Architecture != "bert")
+            Config.Preprocessor.Write(Path.Combine(dir, ImageProcessor.FileName), Config.Architecture == "vit" ? Config.ImageSize : null);
+        else if (Config.Vocabulary is { } vocabulary)
+            Data.TokenizerFiles.Write(dir, vocabulary);
     }
 
     public void Dispose()

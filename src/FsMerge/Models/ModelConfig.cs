@@ -71,8 +71,27 @@ public sealed record ModelConfig
     public int TypeVocabSize { get; init; } = 2;
     public int PadTokenId { get; init; }
 
+    /// <summary>How images become this model's input (preprocessor_config.json beside config.json); unused by BERT.</summary>
+    public ImageProcessor Preprocessor { get; init; } = ImageProcessor.Plain;
+
+    /// <summary>This model's input from a set of images in [0, 1] (token ids pass unchanged); takes over <paramref name="set"/> (see <see cref="ImageProcessor.Apply"/>).</summary>
+    public Data.ImageSet Prepare(Data.ImageSet set, string what) =>
+        Architecture == "bert" ? set : Preprocessor.Apply(set, Architecture == "vit" ? NumChannels : set.Images.shape.Length == 4 ? (int)set.Images.shape[1] : 1, what);
+
+    /// <summary>BERT: the vocab.txt tokens beside config.json (null when the folder has none); written back with the tokenizer files.</summary>
+    public IReadOnlyList<string>? Vocabulary { get; init; }
+
     /// <summary>One head per task, in order. A source model has one; a merged model has one per source; a pre-trained backbone none.</summary>
     public List<HeadInfo> Heads { get; init; } = [];
+
+    /// <summary>
+    /// config.json describes no head (Hugging Face's default labels, or a backbone): <see cref="Model.Load"/> makes one
+    /// head of default labels when the weights hold a classifier, none otherwise.
+    /// </summary>
+    public bool LabelsFromWeights { get; init; }
+
+    /// <summary>Hugging Face's default label names: LABEL_0 .. LABEL_{n-1}.</summary>
+    public static string[] DefaultLabels(long count) => Enumerable.Range(0, (int)count).Select(i => $"LABEL_{i}").ToArray();
 
     /// <summary>Provenance written under "fsmerge.training" (seed, hyper-parameters, data counts, accuracy).</summary>
     public JsonObject Training { get; init; } = new();
@@ -160,8 +179,11 @@ public sealed record ModelConfig
             }
             heads.Add(new HeadInfo(Task(), labels));
         }
-        // An explicitly empty fsmerge.heads is a backbone-only checkpoint (a pre-trained BertModel).
-        if (heads.Count == 0 && headArray == null) throw new FsMergeException($"{source}: no head described (expected id2label or fsmerge.heads)");
+        // save_pretrained omits id2label when it is the default LABEL_0..LABEL_{n-1}: num_labels, else the stored
+        // classifier's shape (Model.Load), says how many; a checkpoint without a classifier is a backbone.
+        else if (root["num_labels"] is { } count)
+            heads.Add(new HeadInfo(Task(), DefaultLabels(JsonInput.Int(count, source, "num_labels", 1, MaxClasses))));
+        bool labelsFromWeights = heads.Count == 0 && headArray == null;
 
         var training = JsonInput.Object(fs?["training"], source, "fsmerge.training")?.DeepClone().AsObject() ?? new JsonObject();
         int Int(string key, int max) => JsonInput.Int(root[key], source, key, 1, max);
@@ -176,11 +198,16 @@ public sealed record ModelConfig
                 InputSize = Int("input_size", MaxWidth * 64),
                 HiddenSizes = hidden.Select((n, i) => JsonInput.Int(n, source, $"hidden_sizes[{i}]", 1, MaxWidth)).ToArray(),
                 Heads = heads,
+                LabelsFromWeights = labelsFromWeights,
                 Training = training,
             };
         }
 
         // The fields every transformer encoder shares (ViTConfig, BertConfig).
+        // A decoder (causal mask, cross-attention) computes another function than the encoders implemented here.
+        foreach (var flag in new[] { "is_decoder", "add_cross_attention" })
+            if (JsonInput.Bool(root[flag], source, flag, false))
+                throw new FsMergeException($"{source}: {flag} true is not supported (FsMerge reads bidirectional encoders)");
         var activation = JsonInput.String(root["hidden_act"], source, "hidden_act", "gelu");
         if (activation != "gelu")
             throw new FsMergeException($"{source}: hidden_act '{activation}' is not supported (expected 'gelu')");
@@ -193,6 +220,7 @@ public sealed record ModelConfig
             IntermediateSize = Int("intermediate_size", MaxWidth),
             LayerNormEps = JsonInput.Double(root["layer_norm_eps"], source, "layer_norm_eps", 0, 1e-12),
             Heads = heads,
+            LabelsFromWeights = labelsFromWeights,
             Training = training,
         };
         ModelConfig config;
@@ -213,11 +241,20 @@ public sealed record ModelConfig
         {
             if (!JsonInput.Bool(root["qkv_bias"], source, "qkv_bias", true))
                 throw new FsMergeException($"{source}: qkv_bias false is not supported (expected true, ViT's default)");
+            // A ViTConfig size: one integer, or [height, width] as Hugging Face also accepts, which must be square here.
+            int Square(string key)
+            {
+                if (root[key] is not JsonArray pair) return Int(key, MaxImageSize);
+                if (pair.Count != 2) throw new FsMergeException($"{source}: field '{key}' must be a positive integer or [height, width] (it has {pair.Count} entries)");
+                int height = JsonInput.Int(pair[0], source, $"{key}[0]", 1, MaxImageSize), width = JsonInput.Int(pair[1], source, $"{key}[1]", 1, MaxImageSize);
+                return height == width ? height
+                    : throw new FsMergeException($"{source}: field '{key}' is [{height}, {width}]; only square sizes are supported");
+            }
             config = encoder with
             {
-                ImageSize = Int("image_size", MaxImageSize),
+                ImageSize = Square("image_size"),
                 NumChannels = Int("num_channels", MaxChannels),
-                PatchSize = Int("patch_size", MaxImageSize),
+                PatchSize = Square("patch_size"),
             };
         }
         try
@@ -242,6 +279,14 @@ public sealed record ModelConfig
         root["hidden_dropout_prob"] = 0.0;
         root["attention_probs_dropout_prob"] = 0.0;
     }
+    /// <summary>
+    /// The "architectures" entry: Hugging Face's classifier class for one linear head, its backbone class for
+    /// several heads or none. A cosine head gets a name of its own, which no Hugging Face class claims, so that
+    /// nothing loads it as a linear classifier and computes another function (the model card says how to load it).
+    /// </summary>
+    string ClassName(string family, string linearClassifier) =>
+        Heads.Count != 1 ? $"{family}Model" : Heads[0].Kind == HeadKind.Cosine ? $"FsMerge{family}ForCosineClassification" : linearClassifier;
+
     public JsonObject ToJson()
     {
         var root = new JsonObject();
@@ -253,7 +298,7 @@ public sealed record ModelConfig
         }
         else if (Architecture == "bert")
         {
-            WriteEncoderFields(root, "bert", Heads.Count == 1 ? "BertForSequenceClassification" : "BertModel");
+            WriteEncoderFields(root, "bert", ClassName("Bert", "BertForSequenceClassification"));
             root["vocab_size"] = VocabSize;
             root["max_position_embeddings"] = MaxPositionEmbeddings;
             root["type_vocab_size"] = TypeVocabSize;
@@ -264,7 +309,7 @@ public sealed record ModelConfig
         }
         else
         {
-            WriteEncoderFields(root, "vit", Heads.Count == 1 ? "ViTForImageClassification" : "ViTModel");
+            WriteEncoderFields(root, "vit", ClassName("ViT", "ViTForImageClassification"));
             root["image_size"] = ImageSize;
             root["num_channels"] = NumChannels;
             root["patch_size"] = PatchSize;

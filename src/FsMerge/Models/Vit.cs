@@ -68,6 +68,8 @@ public sealed class Vit : IArchitecture
 
     public IReadOnlyDictionary<string, string> MergeDefaults => TransformerMergeDefaults;
 
+    public string? PixelLayer(ModelConfig config) => $"{Embeddings}.patch_embeddings.projection";
+
     public int? TokensPerInput(ModelConfig config) => (int)Patches(config) + 1;   // CLS first (Embed)
 
     public static long Patches(ModelConfig c)

@@ -72,6 +72,8 @@ public sealed record MergeRunSummary
     public int AugmentedPerTask { get; init; }
     /// <summary>The method `fsmerge compare` would keep without labels (lowest held-out logit error), or null.</summary>
     public string? LabelFreeChoice { get; init; }
+    /// <summary>Notes of the plan (a source re-expressed for model 1's preprocessing), listed under "What was merged".</summary>
+    public IReadOnlyList<string> Notes { get; init; } = [];
     /// <summary>The command line that produced the run, for reproduction (optional).</summary>
     public string? CommandLine { get; init; }
     public DateTimeOffset Finished { get; init; } = DateTimeOffset.UtcNow;
@@ -272,6 +274,7 @@ public static class MergeReport
         md.AppendLine($"Seed {run.Seed}, {(run.Threads == 0 ? "LibTorch's default thread count" : $"{run.Threads} thread(s)")}, device {run.Device}" +
                       (run.AugmentedPerTask > 0 ? $", {run.AugmentedPerTask} augmented images per task added to the merge data." : "."));
         md.AppendLine("The merge reads the images only, never their labels.\n");
+        foreach (var note in run.Notes) md.AppendLine($"Note: {note}.\n");
 
         md.AppendLine("## How\n");
         foreach (var m in run.Methods)

@@ -65,6 +65,18 @@ public static class ModelCard
                       "var logits = model.Logits(features, head);  // head = the task's index in the table above\n```\n");
         md.AppendLine("```python\nfrom safetensors.torch import load_file\nweights = load_file(\"THIS_FOLDER/model.safetensors\")  # tensor names as in the table above\n```\n");
 
+        if (config.Heads.Any(h => h.Kind == HeadKind.Cosine) && config.Architecture != "mlp")
+        {
+            var family = config.Architecture == "bert" ? "Bert" : "ViT";
+            md.AppendLine("### Cosine heads\n");
+            md.AppendLine($"No Hugging Face class computes a cosine head: its single-task folder under `tasks/` is labelled `FsMerge{family}ForCosineClassification`. " +
+                          $"Load the backbone with `{family}Model` (the `classifier*` tensors are then unused) and compute head T from `fsmerge.heads[T]` in config.json:\n");
+            md.AppendLine("```python\nimport torch.nn.functional as F\n" +
+                          (config.Architecture == "bert" ? "f = backbone(input_ids, attention_mask=mask).pooler_output\n" : "f = backbone(pixel_values).last_hidden_state[:, 0]   # the final LayerNorm's CLS token\n") +
+                          "e = F.normalize(f @ weights[\"classifier.T.projection\"].T, dim=1)\n" +
+                          "logits = logit_scale * e @ F.normalize(weights[\"classifier.T.weight\"], dim=1).T   # no bias\n```\n");
+        }
+
         md.AppendLine("## Limitations\n");
         md.AppendLine("- A merged model is usually less accurate than each source model on its own task; the accuracies above are measured, others are not.");
         md.AppendLine(config.Heads.All(h => h.Kind == HeadKind.Cosine) && config.Heads.Select(h => h.LogitScale).Distinct().Count() == 1

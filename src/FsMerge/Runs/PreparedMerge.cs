@@ -68,6 +68,8 @@ public sealed class PreparedMerge : IDisposable
                 var source = request.Sources[i];
                 var model = Model.Load(source.Model, device);
                 sources.Add(model);
+                if (model.HeadCount != 1)
+                    throw new FsMergeException($"{source.Model}: has {model.HeadCount} heads; a merge source is a single-task classifier (such as ViTForImageClassification)");
                 var task = source.Task ?? model.Config.Heads[0].Task;
                 if (source.Task == null && source.Data == null && task == HeadInfo.Unrecorded)
                     throw new FsMergeException($"{source.Model}: config.json records no task (as in a Hugging Face checkpoint); give this source a task (task: mnist:0-4, --task) or its data (data: {{images: DIR}})");
@@ -80,7 +82,7 @@ public sealed class PreparedMerge : IDisposable
                 if (from.Kind == "task")
                 {
                     MergePlan.CheckClasses(model, source.Model, images, $"task {from.Value}");
-                    TextFolder.CheckVocabulary(source.Model, dataDir, TaskSpec.Parse(from.Value).Dataset);
+                    TextFolder.CheckTokenizer(source.Model, dataDir, TaskSpec.Parse(from.Value).Dataset);
                 }
                 if (request.Eval) tests.Add(DataSources.Labelled(source.Test ?? new DataSource("task", task), dataDir));
             }
@@ -140,6 +142,7 @@ public sealed class PreparedMerge : IDisposable
         Threads = Request.Threads,
         Device = Request.Device,
         AugmentedPerTask = Request.Augment,
+        Notes = Plan.Notes,
     };
 
     /// <summary>merge.json: what was merged, how, how long it took and, if evaluated, the accuracies.</summary>
