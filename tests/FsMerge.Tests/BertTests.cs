@@ -194,6 +194,28 @@ public class TextDataTests
             Assert.Contains("8 sequences of", output);
             Assert.Matches(@"--weight-decay +0 +default for bert", output);
 
+            // b as an older transformers saved it: F16, LayerNorm gamma/beta, a position_ids buffer, no fsmerge section.
+            var old = Path.Combine(root, "old");
+            using (var model = Model.Load(b, CPU))
+                HuggingFaceTests.WriteHf(model, old, _ => { }, n => n.EndsWith("LayerNorm.weight") ? n[..^6] + "gamma" : n.EndsWith("LayerNorm.bias") ? n[..^4] + "beta" : n,
+                    model.Weights.Where(kv => !kv.Key.Contains("LayerNorm")).ToDictionary(kv => kv.Key, kv => kv.Value.to(ScalarType.Float16))
+                        .Append(KeyValuePair.Create("bert.embeddings.position_ids", arange(32).unsqueeze(0))).ToDictionary());
+            File.Copy(Path.Combine(b, "vocab.txt"), Path.Combine(old, "vocab.txt"));
+            (code, _, err) = CliTests.Run(["eval", "--model", old, "--task", "fortunes:0-1", "--json", "--quiet"]);
+            Assert.True(code == 0, err);
+            using (var f16 = Model.Load(b, CPU))
+            {
+                foreach (var w in f16.Weights.Where(kv => !kv.Key.Contains("LayerNorm"))) w.Value.copy_(w.Value.to(ScalarType.Float16).to(ScalarType.Float32));
+                using var reread = Model.Load(old, CPU);
+                var ids = BertOracleTests.Ids(1).clamp(0, reread.Config.VocabSize - 1);
+                Assert.True(f16.Logits(f16.Features(ids), 0).equal(reread.Logits(reread.Features(ids), 0)).all().item<bool>());
+            }
+            (code, _, err) = CliTests.Run(["merge", "--method", "average", "--model", a, "--model", old, "--task", "lang:0-1", "--task", "fortunes:0-1",
+                "--data-per-task", "8", "--out", Path.Combine(root, "old-merged"), "--quiet", "--threads", "1"]);
+            Assert.True(code == 0, err);
+            (code, _, err) = CliTests.Run(["train", "--init", old, "--task", "fortunes:0-1", "--epochs", "1", "--out", Path.Combine(root, "old-tuned"), "--quiet", "--threads", "1"]);
+            Assert.True(code == 0, err);
+
             // Bad inputs: one error line, non-zero exit.
             (code, _, err) = CliTests.Run(["train", "--arch", "bert", "--task", "mnist:0-1", "--out", Path.Combine(root, "x"), "--quiet"]);
             Assert.NotEqual(0, code);

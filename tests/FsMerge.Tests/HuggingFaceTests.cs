@@ -310,6 +310,12 @@ public class MixedPreprocessingTests
         Assert.Contains("re-expressed", File.ReadAllText(tmp.Sub("out", "report.md")));
         foreach (var dir in new[] { tmp.Sub("out") }.Concat(Directory.GetDirectories(tmp.Sub("out", "tasks"))))
             Assert.Equal(ImageProcessor.Plain, ImageProcessor.ForModel(dir));
+        (code, _, err) = CliTests.Run("eval", "--model", tmp.Sub("a"), "--model", tmp.Sub("b"), "--threads", "1");
+        Assert.True(code == 0, err);
+        File.WriteAllText(tmp.Sub("b", ImageProcessor.FileName), "{\"size\": 14}");
+        (code, _, err) = CliTests.Run("eval", "--model", tmp.Sub("a"), "--model", tmp.Sub("b"), "--threads", "1");
+        Assert.Equal(2, code);
+        Assert.Contains("resizes or converts images otherwise", err);
     }
 }
 

@@ -34,6 +34,12 @@ sealed class EvalCommand : ICommand
         {
             if (models.FirstOrDefault(m => m.HeadCount == 0) is { } backbone)
                 throw new FsMergeException($"{dirs[models.IndexOf(backbone)]}: has no classification head (a backbone such as ViTModel or BertModel); fine-tune it with `fsmerge train --init`");
+            // Several models see each other's test images in the joint accuracy: a model that normalizes otherwise
+            // is re-expressed, exactly, for model 1's preprocessing (as a merge does).
+            for (int i = 1; i < models.Count; i++)
+                if (!models[i].Config.Preprocessor.Equals(models[0].Config.Preprocessor))
+                    models[i] = models[i].ReadingInputOf(models[0].Config.Preprocessor)
+                        ?? throw new FsMergeException($"{dirs[i]}: its {ImageProcessor.FileName} resizes or converts images otherwise than {dirs[0]}'s; evaluate such models one at a time");
             // Head t: its model and head index. Several models → each is single-task; one model → all its heads.
             var heads = models.Count == 1
                 ? Enumerable.Range(0, models[0].HeadCount).Select(t => (Model: models[0], Head: t, Dir: dirs[0])).ToList()
@@ -61,9 +67,6 @@ sealed class EvalCommand : ICommand
                 sets.Add(set);
             }
 
-            // Several models see each other's test images in the joint accuracy: they must prepare images alike.
-            if (models.FirstOrDefault(m => !m.Config.Preprocessor.Equals(models[0].Config.Preprocessor)) is { } other)
-                throw new FsMergeException($"{dirs[models.IndexOf(other)]}: its {ImageProcessor.FileName} differs from {dirs[0]}'s; evaluate models that prepare images differently one at a time");
             AllHeadLogits logits = models.Count == 1 ? Evaluator.MultiTask(models[0]) : Evaluator.SeparateModels(models);
             var result = Evaluator.Evaluate(logits, sets, device, tasks.Select(t => t.ToString()).ToList());
             Console.WriteLine(args.Has("json") ? ToJson(result) : ToTable(result));

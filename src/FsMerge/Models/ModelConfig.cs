@@ -45,7 +45,7 @@ public sealed record HeadInfo(string Task, string[] Labels)
 /// A model's config.json. Field names follow Hugging Face's configs (ViTConfig for "vit", BertConfig for "bert"); the MLP,
 /// which has no Hugging Face class, uses "fsmerge-mlp". Everything FsMerge-specific (tasks of every
 /// head, training provenance) lives under the "fsmerge" key, which Hugging Face ignores.
-/// Models read pixel values in [0, 1]; no mean/std normalization is applied.
+/// How images are prepared lives beside it in preprocessor_config.json (<see cref="Preprocessor"/>).
 /// </summary>
 public sealed record ModelConfig
 {

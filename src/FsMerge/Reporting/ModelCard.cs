@@ -82,7 +82,9 @@ public static class ModelCard
         md.AppendLine(config.Heads.All(h => h.Kind == HeadKind.Cosine) && config.Heads.Select(h => h.LogitScale).Distinct().Count() == 1
             ? "- Joint accuracy (the model is not told the task) is lower than per-task accuracy: the cosine heads share one logit scale, but each was trained on its own task only, so none learned to stay quiet on another task's images."
             : "- Joint accuracy (the model is not told the task) is lower than per-task accuracy: heads were trained separately, so their logits are not calibrated against each other.");
-        md.AppendLine("- Inputs must be prepared exactly as for the source models (size, channels, normalization).");
+        md.AppendLine(config.Architecture == "bert"
+            ? "- Text must be tokenized with this folder's `vocab.txt` and `tokenizer_config.json`."
+            : "- Images must be prepared as this folder's `preprocessor_config.json` says (size, channels, rescaling, normalization).");
         md.AppendLine("- The merge saw only the unlabeled images listed above; behaviour on other data distributions is untested.");
         return md.ToString();
     }
