@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using FsMerge.Data;
 using FsMerge.Models;
+using FsMerge.Runs;
 using FsMerge.Training;
 
 namespace FsMerge.Cli.Commands;
@@ -15,7 +16,8 @@ sealed class PretrainCommand : ICommand
     [
         new("corpus", "NAME,NAME", "text datasets whose train splits form the corpus (they must share vocab.txt)", "lang,fortunes"),
         new("seed", "S", "seed of the initialization, the masking and the data order", "1"),
-        new("out", "DIR", "output directory (config.json, model.safetensors, vocab.txt)"),
+        new("out", "DIR", "output directory (config.json, model.safetensors, vocab.txt), written whole at the end"),
+        new("overwrite", null, "replace an existing output directory"),
         new("epochs", "N", "passes over the corpus", "3"),
         new("lr", "LR", "peak learning rate of AdamW (warm-up 5% of steps, then cosine)", "0.001"),
         new("batch", "B", "batch size", "128"),
@@ -34,6 +36,7 @@ sealed class PretrainCommand : ICommand
         var datasets = args.Require("corpus").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (datasets.Length == 0) throw new FsMergeException("fsmerge pretrain: --corpus names no dataset");
         var outDir = args.Require("out");
+        OutputWriter.CheckOutput(outDir, args.Has("overwrite"), []);
         var options = new TrainOptions
         {
             Epochs = args.Int("epochs", min: 1), LearningRate = args.Double("lr"), BatchSize = args.Int("batch", min: 1),
@@ -49,8 +52,11 @@ sealed class PretrainCommand : ICommand
             (epoch, loss) => Console.WriteLine($"epoch {epoch}: masked-token loss {loss:F4}"));
         using (model)
         {
-            model.Save(outDir);
-            TextFolder.CopyVocabulary(Path.Combine(dataDir, datasets[0]), outDir);
+            OutputWriter.Write(outDir, args.Has("overwrite"), staging =>
+            {
+                model.Save(staging);
+                TextFolder.CopyVocabulary(Path.Combine(dataDir, datasets[0]), staging);
+            });
         }
         Console.WriteLine($"saved {outDir} ({clock.Elapsed.TotalSeconds:F0} s)");
         return 0;
