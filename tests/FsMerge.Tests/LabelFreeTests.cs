@@ -128,6 +128,16 @@ public class LabelFreeTests
     }
 
     [Fact]
+    public void Spearman_rank_correlation_with_ties_and_constant_sides()
+    {
+        Assert.Equal(1.0, FsMerge.Bench.BenchRunner.Spearman([1, 2, 3, 4], [10, 20, 30, 40]), 12);
+        Assert.Equal(-1.0, FsMerge.Bench.BenchRunner.Spearman([1, 2, 3, 4], [9, 5, 2, 0]), 12);
+        // Ties share their average rank: x ranks 0, 1.5, 1.5, 3 against y's 0..3.
+        Assert.Equal(1.0 * (2.25 + 0.0 + 0.0 + 2.25) / Math.Sqrt(4.5 * 5), FsMerge.Bench.BenchRunner.Spearman([1, 2, 2, 3], [1, 2, 3, 4]), 12);
+        Assert.True(double.IsNaN(FsMerge.Bench.BenchRunner.Spearman([1, 1, 1], [1, 2, 3])));
+    }
+
+    [Fact]
     public void Held_out_samples_are_disjoint_from_the_merge_samples_and_small_sources_lend_a_quarter()
     {
         var dir = Directory.CreateTempSubdirectory("fsmerge-heldout").FullName;

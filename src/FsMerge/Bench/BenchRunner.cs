@@ -268,7 +268,7 @@ public static class BenchRunner
     }
 
     /// <summary>Spearman's ρ with average ranks for ties; NaN when either side is constant.</summary>
-    static double Spearman(IReadOnlyList<double> x, IReadOnlyList<double> y)
+    internal static double Spearman(IReadOnlyList<double> x, IReadOnlyList<double> y)
     {
         static double[] Ranks(IReadOnlyList<double> v)
         {
