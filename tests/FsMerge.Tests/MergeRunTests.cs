@@ -141,6 +141,22 @@ public class MergeRunTests : IClassFixture<BadInputTests.Models>
     }
 
     [Fact]
+    public void Method_auto_from_the_command_line_writes_its_choice_the_estimate_and_a_report()
+    {
+        var output = Dir("auto-out");
+        var (code, stdout, err) = CliTests.Run("merge", "--method", "auto", "--candidates", "average,fs-merge", "--model", models.A, "--model", models.B,
+            "--data-per-task", "16", "--held-out", "8", "--out", output, "--quiet", "--threads", "1");
+        Assert.True(code == 0, err);
+        Assert.Contains("auto: chose", stdout);
+        var record = Json(Path.Combine(output, "merge.json"));
+        var candidates = record["details"]!["candidates"]!.AsArray();
+        Assert.Equal(2, candidates.Count);
+        Assert.Contains((string)record["details"]!["chosen"]!, new[] { "average", "fs-merge" });
+        Assert.NotNull(record["label_free"]!["logit_error"]);
+        Assert.Contains("## Label-free estimate", File.ReadAllText(Path.Combine(output, "report.md")));
+    }
+
+    [Fact]
     public void Unlabeled_data_from_an_image_folder_and_an_idx_file()
     {
         var (images, idx, output) = (Dir("unlabeled-png"), Dir("unlabeled-idx3-ubyte"), Dir("unlabeled-out"));

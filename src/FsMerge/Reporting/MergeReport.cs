@@ -293,7 +293,7 @@ public static class MergeReport
                 md.AppendLine("|---|---|---|---|");
                 foreach (var t in m.RateTrials)
                     md.AppendLine(t.Diverged ? $"| {t.Rate:G4} | diverged | | {t.Seconds:F1} |"
-                        : $"| {t.Rate:G4}{(t.Rate.ToString("G6", CultureInfo.InvariantCulture) == m.Options["lr"] ? " (chosen)" : "")} | {t.LogitError:F4} | {Percent(t.Agreement)} % | {t.Seconds:F1} |");
+                        : $"| {t.Rate:G4}{(t.Rate.ToString("G6", CultureInfo.InvariantCulture) == m.Options.GetValueOrDefault("lr") ? " (chosen)" : "")} | {t.LogitError:F4} | {Percent(t.Agreement)} % | {t.Seconds:F1} |");
                 md.AppendLine();
             }
             var recoveries = m.LossCurves.SelectMany(c => c.Recoveries.Select(r => (c.Phase, r))).ToList();

@@ -80,6 +80,7 @@ public sealed class AutoMerge : IMergeMethod
             ["final_loss"] = best.Details["final_loss"]?.DeepClone(),
         };
         inputs.Log?.Invoke($"auto: chose {bestName} ({details["why"]})");
-        return best with { Details = details, Settings = null };
+        // The winner's own sweep stays in its details (chosen_details.lr_search): auto has no --lr of its own.
+        return best with { Details = details, Settings = null, RateTrials = [] };
     }
 }
