@@ -53,6 +53,14 @@ public sealed class HeldOutReference : IDisposable
         sourceLogits = heldOut.Select(set => Logits(Evaluator.SeparateModels(sources), set)).ToArray();
     }
 
+    /// <summary>
+    /// The reference for a method's inputs (tasks named by number); a method whose label-free choice needs held-out
+    /// samples it was not given fails with one line saying so (<paramref name="what"/>: what it was choosing).
+    /// </summary>
+    public static HeldOutReference For(Merging.MergeInputs inputs, string method, string what) =>
+        new(inputs.Sources, inputs.HeldOut ?? throw new FsMergeException($"{method}: {what} is chosen on held-out samples; give some (--held-out N)"),
+            Enumerable.Range(1, inputs.Sources.Count).Select(i => $"task {i}").ToList(), inputs.Device);
+
     public int Samples => sets.Sum(s => s.Count);
 
     Tensor[] Logits(AllHeadLogits heads, ImageSet set)

@@ -37,12 +37,9 @@ public static class LearningRateSearch
     public static MergeOutcome Merge(IMergeMethod method, MergeInputs inputs, MethodSettings settings, Func<MergeInputs, MethodSettings, MergeOutcome> train)
     {
         if (!Applies(settings)) return train(inputs, settings) with { Settings = settings };
-        if (inputs.HeldOut is not { } heldOutSets)
-            throw new FsMergeException($"{method.Name}: --lr auto scores rates on held-out samples; give some (--held-out N) or set --lr");
         var grid = settings.Doubles("lr-grid", min: 1e-12, max: 1e3);
         double fraction = settings.Double("sweep-fraction", min: 1e-6, max: 1);
-        using var heldOut = new HeldOutReference(inputs.Sources, heldOutSets,
-            Enumerable.Range(1, inputs.Sources.Count).Select(i => $"task {i}").ToList(), inputs.Device);
+        using var heldOut = HeldOutReference.For(inputs, method.Name, "the rate (--lr auto; or give --lr)");
         // The trials are not checkpointed: a resumed run repeats the (deterministic) sweep and resumes the full run.
         var probe = inputs.With(checkpoints: null,
             progress: inputs.Progress is { } progress ? (phase, done, total, loss) => progress($"lr sweep: {phase}", done, total, loss) : null);

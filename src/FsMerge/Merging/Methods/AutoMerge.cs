@@ -28,10 +28,7 @@ public sealed class AutoMerge : IMergeMethod
         if (names.Count == 0 || names.Contains(Name))
             throw new FsMergeException($"auto: --candidates '{settings.String("candidates")}' must name one or more methods other than auto");
         var methods = names.Select(MergeMethods.Get).ToList();
-        if (inputs.HeldOut is not { } heldOutSets)
-            throw new FsMergeException("auto: the candidates are compared on held-out samples; give some (--held-out N)");
-        using var heldOut = new HeldOutReference(inputs.Sources, heldOutSets,
-            Enumerable.Range(1, inputs.Sources.Count).Select(i => $"task {i}").ToList(), inputs.Device);
+        using var heldOut = HeldOutReference.For(inputs, Name, "the method to keep");
 
         var table = new JsonArray();
         MergeOutcome? best = null;

@@ -43,14 +43,13 @@ public sealed class RegMeanMerge : IMergeMethod
             return FoldedMerge.Outcome(Solved(inputs, inputsPerModel, alpha), new JsonObject { ["alpha"] = alpha, ["ridge"] = Ridge });
         }
         var grid = settings.Doubles("alpha-grid", 0, 1);
-        if (inputs.HeldOut is not { } heldOutSets)
+        if (inputs.HeldOut is null)
             return FoldedMerge.Outcome(Solved(inputs, inputsPerModel, PaperAlpha), new JsonObject
             {
                 ["alpha"] = PaperAlpha, ["ridge"] = Ridge, ["alpha_search"] = "no held-out samples: the paper's value",
             });
         // --alpha auto: one closed-form solve per value, each scored without labels on the held-out samples.
-        using var heldOut = new Evaluation.HeldOutReference(inputs.Sources, heldOutSets,
-            Enumerable.Range(1, inputs.Sources.Count).Select(i => $"task {i}").ToList(), inputs.Device);
+        using var heldOut = Evaluation.HeldOutReference.For(inputs, Name, "alpha (--alpha auto)");
         var trials = new JsonArray();
         (Models.Model Model, double Alpha, double Error)? best = null;
         foreach (var alpha in grid)
