@@ -1,13 +1,15 @@
 using System.Diagnostics;
+using System.Globalization;
 using Spectre.Console;
 using Spectre.Console.Rendering;
 
 namespace FsMerge.Cli;
 
 /// <summary>
-/// A progress bar on stderr with its detail (loss), rate and ETA. On a terminal it is a Spectre.Console live bar;
-/// when stderr is not a terminal (CI, pipes) it prints a plain line at every tenth of the work instead. --quiet
-/// turns it off. Either way the plain lines go to <see cref="Log"/> (the run's log file) when one is set.
+/// A progress bar on stderr with its detail (loss), rate (in <c>unit</c>s per second) and ETA. On a terminal it is a
+/// Spectre.Console live bar; when stderr is not a terminal (CI, pipes) it prints a plain line at every tenth of the
+/// work, and at least every <see cref="PlainEvery"/> so that a slow run never looks stalled. --quiet turns it off.
+/// Either way the plain lines go to <see cref="Log"/> (the run's log file) when one is set.
 /// </summary>
 public sealed class ProgressBar
 {
@@ -15,31 +17,64 @@ public sealed class ProgressBar
     /// <summary>Receives the plain progress lines (every tenth of the work), whatever is shown on screen.</summary>
     public static Action<string>? Log { get; set; }
 
+    /// <summary>The longest a plain-line run stays silent while work goes on.</summary>
+    public static readonly TimeSpan PlainEvery = TimeSpan.FromSeconds(30);
+
     readonly string label;
     readonly long total;
+    readonly string unit;
     readonly Stopwatch clock = Stopwatch.StartNew();
     readonly bool interactive = !Console.IsErrorRedirected;
     LiveBar? live;
     long lastDecile = -1;
+    TimeSpan lastLine;
+    // The rate counts the work done since the first report: a resumed run starts at its checkpoint's step, which
+    // took no time in this process.
+    long? firstDone;
+    TimeSpan firstAt;
 
-    public ProgressBar(string label, long total)
+    /// <param name="unit">what <c>done</c> counts, for the rate: "steps", "samples", "batches".</param>
+    public ProgressBar(string label, long total, string unit = "steps")
     {
         this.label = label;
         this.total = Math.Max(1, total);
+        this.unit = unit;
     }
 
     public void Report(long done, string detail = "")
     {
+        var now = clock.Elapsed;
+        if (firstDone == null) (firstDone, firstAt) = (done, now);
         double fraction = Math.Min(1.0, (double)done / total);
-        double rate = done / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
-        if (interactive && !Quiet) (live ??= new LiveBar(label, total)).Report(done, detail, rate);
+        double seconds = (now - firstAt).TotalSeconds;
+        double? rate = done > firstDone && seconds > 0 ? (done - firstDone.Value) / seconds : null;
+        if (interactive && !Quiet) (live ??= new LiveBar(label, total, unit)).Report(done, detail, rate);
         long decile = (long)(fraction * 10);
-        if (decile == lastDecile) return;
-        lastDecile = decile;
-        var eta = done > 0 ? TimeSpan.FromSeconds((total - done) / Math.Max(rate, 1e-9)) : TimeSpan.Zero;
-        var line = $"{(int)(fraction * 100),3}% {label} {done}/{total} {detail} {rate:F1}/s eta {eta:mm\\:ss}";
+        if (decile == lastDecile && now - lastLine < PlainEvery) return;
+        (lastDecile, lastLine) = (decile, now);
+        var line = string.Join(" ", new[] { $"{(int)(fraction * 100),3}%", label, $"{done}/{total}", detail, Rate(rate, unit), $"eta {Eta(rate, total - done)}" }
+            .Where(part => part.Length > 0));
         Log?.Invoke(line);
         if (!Quiet && !interactive) Console.Error.WriteLine(line);
+    }
+
+    /// <summary>"12.3 steps/s", or "4.2 s/step" when slower than one per second; "-" before anything was measured.</summary>
+    public static string Rate(double? perSecond, string unit)
+    {
+        if (perSecond is not { } r) return $"- {unit}/s";
+        if (r >= 1) return $"{r.ToString(r >= 100 ? "F0" : "F1", CultureInfo.InvariantCulture)} {unit}/s";
+        string one = unit.EndsWith('s') ? unit[..^1] : unit;
+        return $"{(1 / r).ToString("F1", CultureInfo.InvariantCulture)} s/{one}";
+    }
+
+    /// <summary>The time left at the measured rate, as m:ss or h:mm:ss (hours are never dropped); "-" before a rate exists.</summary>
+    public static string Eta(double? perSecond, long left)
+    {
+        if (perSecond is not { } r || r <= 0) return "-";
+        var eta = TimeSpan.FromSeconds(Math.Min(left / r, TimeSpan.MaxValue.TotalSeconds / 2));
+        return eta.TotalHours >= 1
+            ? $"{(long)eta.TotalHours}:{eta.Minutes:D2}:{eta.Seconds:D2}"
+            : $"{eta.Minutes}:{eta.Seconds:D2}";
     }
 
     /// <summary>
@@ -62,13 +97,15 @@ public sealed class ProgressBar
         readonly Thread thread;
         readonly string label;
         readonly long total;
+        readonly string unit;
         ProgressTask? task;
-        double rate;
+        double? rate;
 
-        public LiveBar(string label, long total)
+        public LiveBar(string label, long total, string unit)
         {
             this.label = label;
             this.total = total;
+            this.unit = unit;
             lock (Open) foreach (var bar in Open.ToList()) bar.Close();
             thread = new Thread(() => Screen.Progress().AutoClear(false).HideCompleted(false)
                 .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
@@ -85,7 +122,7 @@ public sealed class ProgressBar
             started.Wait();
         }
 
-        public void Report(long done, string detail, double perSecond)
+        public void Report(long done, string detail, double? perSecond)
         {
             rate = perSecond;
             task!.Value = done;
@@ -103,7 +140,7 @@ public sealed class ProgressBar
         sealed class RateColumn(LiveBar bar) : ProgressColumn
         {
             public override IRenderable Render(RenderOptions options, ProgressTask task, TimeSpan deltaTime) =>
-                new Text($"{bar.rate:F1}/s", new Style(Color.Grey));
+                new Text(Rate(bar.rate, bar.unit), new Style(Color.Grey));
         }
     }
 }

@@ -135,7 +135,7 @@ public class ResumeTests
             using var reference = Merge(null);
             var first = new TrainingCheckpoints(dir, 4, resume: false, "key");
             int phases = 0;   // full batch: every step ends an epoch, and a phase starts at done = 1
-            Assert.Throws<FsMergeException>(() => Merge(first, (_, done, _, _) =>
+            Assert.Throws<FsMergeException>(() => Merge(first, (_, done, _, _, _) =>
             {
                 if (done == 1) phases++;
                 if (phases == 2 && done == 11) first.Interrupt();

@@ -84,7 +84,8 @@ sealed class DemoCommand : ICommand
             var settings = new MethodSettings(m, options);
             PeakMemory.Reset();
             var watch = Stopwatch.StartNew();
-            var outcome = m.Merge(plan.Inputs(device, 1, null), settings);
+            Console.WriteLine($"-- {label}");
+            var outcome = m.Merge(plan.Inputs(device, 1, MergeCommand.Progress()), settings);
             var seconds = watch.Elapsed.TotalSeconds;
             rows.Add((label, Evaluator.Evaluate(outcome.Predict, plan.Tests, device, names), seconds));
             results.Add(MethodResult.From(label, settings, outcome, seconds, PeakMemory.Megabytes(), rows[^1].Result));

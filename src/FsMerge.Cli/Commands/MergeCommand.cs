@@ -92,9 +92,9 @@ sealed class MergeCommand : ICommand
     public static MergeProgress Progress()
     {
         var bars = new Dictionary<string, ProgressBar>();
-        return (phase, done, total, loss) =>
+        return (phase, done, total, loss, unit) =>
         {
-            if (!bars.TryGetValue(phase, out var bar)) bars[phase] = bar = new ProgressBar(phase, total);
+            if (!bars.TryGetValue(phase, out var bar)) bars[phase] = bar = new ProgressBar(phase, total, unit);
             bar.Report(done, loss is { } l ? $"loss {l:G4}" : "");
         };
     }

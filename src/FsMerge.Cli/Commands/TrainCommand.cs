@@ -86,7 +86,7 @@ sealed class TrainCommand : ICommand
         var (model, history) = SourceTrainer.Train(initial, data, options, device,
             onStep: p =>
             {
-                if (p.Step == 1) bar = new ProgressBar($"epoch {p.Epoch}/{p.Epochs}", p.StepsPerEpoch);
+                if (p.Step == 1) bar = new ProgressBar($"epoch {p.Epoch}/{p.Epochs}", p.StepsPerEpoch, "batches");
                 bar.Report(p.Step, $"loss {p.Loss:F4} acc {Common.Percent(p.RunningAccuracy)}%");
             },
             onEpoch: e => Console.WriteLine($"epoch {e.Epoch}: train loss {e.TrainLoss:F4}, train acc {Common.Percent(e.TrainAccuracy)}%, validation acc {Common.Percent(e.ValidationAccuracy)}%"));

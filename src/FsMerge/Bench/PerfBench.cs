@@ -85,7 +85,9 @@ public static class PerfBench
         var data = Enumerable.Range(0, models).Select(i => new ImageSet(
             torch.rand(Batch, 1, 28, 28, generator: new Generator((ulong)(7 + i))), new long[Batch], sources[i].Config.Heads[0].Labels)).ToList();
         var target = sources[0].Config with { Heads = sources.SelectMany(s => s.Config.Heads).ToList() };
-        return new MergeInputs { Sources = sources, Data = data, Target = target, Device = device, Seed = 1, Progress = (_, _, _, _) => epochEnd() };
+        return new MergeInputs { Sources = sources, Data = data, Target = target, Device = device, Seed = 1, 
+            // One batch per task per epoch: the epoch ends every `models` steps.
+            Progress = (_, done, _, _, _) => { if (done % models == 0) epochEnd(); } };
     }
 
     /// <summary>One batch per task per epoch: the first epoch is the warm-up (JIT, allocator, MKL), then enough for the timed steps.</summary>

@@ -81,7 +81,7 @@ public static class Evaluator
                 jointCorrect += joint.eq(labels + offset).sum().item<long>();
                 identified += joint.ge(offset).logical_and(joint.lt(offset + logits[t].shape[1])).sum().item<long>();
                 doneImages += count;
-                progress?.Invoke("evaluate", doneImages, totalImages, null);
+                progress?.Invoke("evaluate", doneImages, totalImages, null, "samples");
             }
             tasks.Add(new TaskAccuracy(names?[t] ?? $"task {t + 1}", (double)correct / set.Count, set.Count));
             jointMean += (double)jointCorrect / set.Count;

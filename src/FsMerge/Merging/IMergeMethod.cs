@@ -20,8 +20,10 @@ public sealed record MethodOption(string Name, string Default, string Help, stri
     public string TypeExample => Example ?? Default;
 }
 
-/// <summary>Progress of a long merge phase (feature extraction, training), for progress bars.</summary>
-public delegate void MergeProgress(string phase, long done, long total, double? loss);
+/// <summary>Progress of a long merge phase (training, evaluation), for progress bars: <paramref name="done"/> of
+/// <paramref name="total"/> <paramref name="unit"/>s ("steps", "samples"); <paramref name="loss"/> is the last
+/// finished epoch's mean loss, if any.</summary>
+public delegate void MergeProgress(string phase, long done, long total, double? loss, string unit);
 
 /// <summary>What every merge method receives.</summary>
 public sealed class MergeInputs

@@ -42,7 +42,7 @@ public static class LearningRateSearch
         using var heldOut = HeldOutReference.For(inputs, method.Name, "the rate (--lr auto; or give --lr)");
         // The trials are not checkpointed: a resumed run repeats the (deterministic) sweep and resumes the full run.
         var probe = inputs.With(checkpoints: null,
-            progress: inputs.Progress is { } progress ? (phase, done, total, loss) => progress($"lr sweep: {phase}", done, total, loss) : null);
+            progress: inputs.Progress is { } progress ? (phase, done, total, loss, unit) => progress($"lr sweep: {phase}", done, total, loss, unit) : null);
         var trials = new List<RateTrial>();
         foreach (var rate in grid)
         {

@@ -218,11 +218,9 @@ public static class MergeTrainer
                 (state.WindowSum, state.WindowSamples) = (0, 0);
             }
             bool epochEnd = state.Step % stepsPerEpoch == 0;
-            if (epochEnd)
-            {
-                state.EpochLoss = state.EpochSum / samples;
-                progress?.Invoke(phase, state.Step, total, state.EpochLoss);
-            }
+            if (epochEnd) state.EpochLoss = state.EpochSum / samples;
+            // Every step, not every epoch: a transformer's epoch can take minutes.
+            progress?.Invoke(phase, state.Step, total, double.IsNaN(state.EpochLoss) ? null : state.EpochLoss, "steps");
             if (checkpoints != null && (state.Step % checkpoints.Every == 0 || state.Step == total || checkpoints.Interrupted))
             {
                 state.Order = epochEnd ? null : order!.data<long>().ToArray();
