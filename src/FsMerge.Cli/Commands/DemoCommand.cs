@@ -99,7 +99,7 @@ sealed class DemoCommand : ICommand
         MergeReport.Write(report, new MergeRunSummary
         {
             Sources = dirs.Select((d, i) => new ReportSource(d, names[i], models[i].Config, plan.Data[i].Count)).ToList(),
-            Methods = results, Seed = 1, Threads = args.Int("threads", min: 0, max: TorchRuntime.MaxThreads), Device = args.Require("device"),
+            Methods = results, Seed = 1, Threads = args.Int("threads", min: 0, max: TorchRuntime.MaxThreads), Device = args.Require("device"), SourcesTest = result,
         });
         foreach (var m in models) m.Dispose();
         Console.WriteLine($"{"method",-34}{names[0],11}{names[1],11}{"per-task",10}{"joint",8}{"seconds",9}");

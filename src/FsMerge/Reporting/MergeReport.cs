@@ -79,6 +79,8 @@ public sealed record MergeRunSummary
     public DateTimeOffset Finished { get; init; } = DateTimeOffset.UtcNow;
     /// <summary>Accuracy at several amounts of merge data (empty: no accuracy-against-data plot).</summary>
     public IReadOnlyList<DataPoint> DataSeries { get; init; } = [];
+    /// <summary>The source models' own test accuracy (each head on its own model; joint = their ensemble), when evaluated.</summary>
+    public EvaluationResult? SourcesTest { get; init; }
 }
 
 /// <summary>
@@ -112,23 +114,24 @@ public static class MergeReport
     static List<string> WritePlots(string dir, MergeRunSummary run)
     {
         var plots = new List<string>();
-        var curves = run.Methods.SelectMany(m => m.LossCurves.Where(c => c.Points.Count > 0)
-            .Select(c => new ChartSeries(CurveName(run, m, c), c.Points.Select(p => (double)p.Step).ToList(), c.Points.Select(p => p.Loss).ToList()))).ToList();
-        if (curves.Count > 0)
+        // One panel per method: each method's loss is its own objective (feature reconstruction, distillation), on its own axis.
+        var panels = run.Methods.Select(m => (Title: $"{m.Method}: training loss", Series: (IReadOnlyList<ChartSeries>)m.LossCurves.Where(c => c.Points.Count > 0)
+            .Select(c => new ChartSeries(c.Phase, c.Points.Select(p => (double)p.Step).ToList(), c.Points.Select(p => p.Loss).ToList())).ToList()))
+            .Where(p => p.Series.Count > 0).ToList();
+        if (panels.Count > 0)
         {
-            // A logarithmic loss axis when the losses are positive and span at least a decade.
-            var losses = curves.SelectMany(c => c.Y).ToList();
-            bool logY = losses.Min() > 0 && losses.Max() / losses.Min() >= 10;
-            LineChart.Save(Path.Combine(dir, LossPlot), "training loss", "step", "loss", curves, logY: logY, legend: ScottPlot.Alignment.UpperRight);
+            LineChart.SavePanels(Path.Combine(dir, LossPlot), "step", "loss", panels);
             plots.Add(LossPlot);
         }
-        var tested = run.Methods.Where(m => m.Test != null).ToList();
+        var tested = run.Methods.Where(m => m.Test != null).Select(m => (Name: m.Method, Test: m.Test!)).ToList();
         if (tested.Count > 0)
         {
-            var categories = tested[0].Test!.Tasks.Select(t => t.Task).Append("per-task mean").Append("joint").ToList();
-            var series = tested.Select(m => new BarSeries(m.Method,
-                m.Test!.Tasks.Select(t => 100 * t.Accuracy).Append(100 * m.Test.PerTaskMean).Append(100 * m.Test.Joint).ToList())).ToList();
-            BarChart.Save(Path.Combine(dir, AccuracyPlot), "accuracy per task", "accuracy (%)", categories, series);
+            // The source models first: what a merge keeps is read against them.
+            if (run.SourcesTest is { } sources) tested.Insert(0, ("source models", sources));
+            var categories = tested[0].Test.Tasks.Select(t => t.Task).Append("per-task mean").Append("joint").ToList();
+            var series = tested.Select(m => new BarSeries(m.Name,
+                m.Test.Tasks.Select(t => 100 * t.Accuracy).Append(100 * m.Test.PerTaskMean).Append(100 * m.Test.Joint).ToList())).ToList();
+            BarChart.Save(Path.Combine(dir, AccuracyPlot), "test accuracy per task", "accuracy (%)", categories, series);
             plots.Add(AccuracyPlot);
         }
         var swept = run.Methods.Where(m => m.RateTrials.Any(t => !t.Diverged)).ToList();
@@ -141,7 +144,7 @@ public static class MergeReport
             }).ToList();
             // Log2 of the rate on the x axis (LineChart's log scale); diverged rates are left out.
             LineChart.Save(Path.Combine(dir, SweepPlot), "--lr auto: held-out logit error against the learning rate (lower is better)",
-                "learning rate (log2)", "held-out logit error", lines, logX: true, legend: ScottPlot.Alignment.UpperLeft);
+                "learning rate (log2)", "held-out logit error", lines, logX: true);
             plots.Add(SweepPlot);
         }
         if (run.DataSeries.Count > 0)
@@ -158,8 +161,6 @@ public static class MergeReport
         return plots;
     }
 
-    static string CurveName(MergeRunSummary run, MethodResult m, LossCurve c) => run.Methods.Count == 1 ? c.Phase : $"{m.Method}: {c.Phase}";
-
     public static JsonObject Json(MergeRunSummary run) => new()
     {
         ["finished"] = run.Finished.ToString("O", CultureInfo.InvariantCulture),
@@ -174,6 +175,7 @@ public static class MergeReport
         }).ToArray()),
         ["saved_model"] = run.SavedModel,
         ["label_free_choice"] = run.LabelFreeChoice,
+        ["sources_test"] = run.SourcesTest?.ToJson(),
         ["methods"] = new JsonArray(run.Methods.Select(m => (JsonNode)new JsonObject
         {
             ["method"] = m.Method,
@@ -336,6 +338,8 @@ public static class MergeReport
                           "classes together must be task t's label in head t (the model is not told the task).\n");
             md.AppendLine($"| method | {string.Join(" | ", tasks.Select(t => $"{t.Task} (n={t.Count})"))} | per-task mean | joint |");
             md.AppendLine($"|---|{string.Concat(tasks.Select(_ => "---|"))}---|---|");
+            if (run.SourcesTest is { } sources)
+                md.AppendLine($"| source models (each head on its own model; joint: their ensemble) | {string.Join(" | ", sources.Tasks.Select(t => Percent(t.Accuracy)))} | {Percent(sources.PerTaskMean)} | {Percent(sources.Joint)} |");
             foreach (var m in tested)
                 md.AppendLine($"| {m.Method} | {string.Join(" | ", m.Test!.Tasks.Select(t => Percent(t.Accuracy)))} | {Percent(m.Test.PerTaskMean)} | {Percent(m.Test.Joint)} |");
             md.AppendLine();

@@ -143,6 +143,7 @@ public sealed class PreparedMerge : IDisposable
         Device = Request.Device,
         AugmentedPerTask = Request.Augment,
         Notes = Plan.Notes,
+        SourcesTest = Request.Eval ? Evaluator.Evaluate(Evaluator.SeparateModels(Plan.Sources), Plan.Tests, Device, Plan.Tasks) : null,
     };
 
     /// <summary>merge.json: what was merged, how, how long it took and, if evaluated, the accuracies.</summary>
