@@ -113,6 +113,8 @@ public class MergeRunTests : IClassFixture<BadInputTests.Models>
         Assert.Contains("steps: 10 epochs x 1 batch(es) of 16", stdout);
         Assert.Contains("optimized parameters: ", stdout);
         Assert.Contains("estimate: about", stdout);
+        // Timed step by step in the one (global) phase; a run of 10 steps is shorter than the probe, so it is the probe.
+        Assert.Matches(@"ran 10 epochs of 1 step\(s\) per phase .*fs-merge global [0-9.]+ ms; [0-9.]+ s fixed \+ 10 steps", stdout);
         Assert.Contains("dry run: nothing written", stdout);
         Assert.False(Directory.Exists(output));
 

@@ -229,20 +229,17 @@ public sealed class PreparedMerge : IDisposable
         }
         else text.AppendLine("optimized parameters: none (the method computes its result in closed form)");
 
-        var (bytes, seconds, how) = Estimate(inputs, samples, batch, optimized);
-        text.AppendLine($"estimate: about {bytes / (1 << 20):N0} MiB of tensor memory (this process peaked at {Process.GetCurrentProcess().PeakWorkingSet64 / (1 << 20):N0} MiB so far), about {FormatSeconds(seconds)}");
+        var (bytes, seconds, how) = Estimate(inputs, batch, optimized);
+        text.AppendLine($"estimate: about {bytes / (1 << 20):N0} MiB of tensor memory (this process peaked at {Process.GetCurrentProcess().PeakWorkingSet64 / (1 << 20):N0} MiB so far), about {TimeEstimate.Format(seconds)}");
         text.AppendLine("  memory = sources + merged weights + merge images + optimized parameters x4 (value, gradient, two optimizer moments)");
         text.AppendLine("           + 2 activations per site per sample of a batch; float32 throughout");
         text.AppendLine($"  time: {how}");
         return text.ToString();
     }
 
-    /// <summary>
-    /// Memory from the sizes involved; time measured: a trained method is run for 1 and for up to 21 epochs, which
-    /// separates its fixed cost (features, initialization) from its cost per epoch; a method without epochs is
-    /// run once. Either way the method also checks every option value, as the real run would.
-    /// </summary>
-    (long Bytes, double Seconds, string How) Estimate(MergeInputs inputs, long samples, long batch, long optimized)
+    /// <summary>Memory from the sizes involved; time from a short probe of the method (<see cref="TimeEstimate"/>), which
+    /// also checks every option value, as the real run would.</summary>
+    (long Bytes, double Seconds, string How) Estimate(MergeInputs inputs, long batch, long optimized)
     {
         long weights = Plan.Sources.Sum(s => ParameterCount(s.Config)) + ParameterCount(Plan.Target);
         long images = Plan.Data.Sum(d => d.Images.numel());
@@ -250,45 +247,9 @@ public sealed class PreparedMerge : IDisposable
         long tokens = Plan.Target.Arch.TokensPerInput(Plan.Target) ?? (Plan.Data[0].Images.dim() == 2 ? Plan.Data[0].Images.shape[1] : 1);
         long activations = 2 * batch * tokens * inputs.Sites.Sites.Sum(s => s.StackedWidth + s.MergedWidth);
         long bytes = 4 * (weights + images + 4 * optimized + activations);
-
-        // Timed at a fixed rate (--lr auto's first candidate): the sweep's runs cost what runs of their length cost.
-        var timed = LearningRateSearch.Applies(Settings) ? Settings.With("lr", Settings.Doubles("lr-grid")[0].ToString(CultureInfo.InvariantCulture), "dry run") : Settings;
-        int fullEpochs = Method is ITrainedMergeMethod ? OptimizerSettings.EpochsFor(Settings, samples, Settings.Int("batch", min: 0)) : 0;
-        if (fullEpochs > 5)
-        {
-            double TimeFor(int epochs)
-            {
-                var settings = timed.With("epochs", epochs.ToString(CultureInfo.InvariantCulture), "dry run");
-                var clock = Stopwatch.StartNew();
-                Method.Merge(inputs, settings).Merged?.Dispose();
-                return clock.Elapsed.TotalSeconds;
-            }
-            TimeFor(1); // warm-up: first calls pay for JIT and allocator growth
-            // 1 epoch against up to 21: enough epochs that their cost stands out of the fixed cost's noise.
-            int more = Math.Min(fullEpochs, 21);
-            double one = TimeFor(1), many = TimeFor(more);
-            double perEpoch = Math.Max(0, (many - one) / (more - 1)), fixedCost = Math.Max(0, one - perEpoch);
-            double total = fixedCost + fullEpochs * perEpoch;
-            string sweep = "";
-            if (LearningRateSearch.Applies(Settings))
-            {
-                int rates = Settings.Doubles("lr-grid").Length;
-                int sweepEpochs = Math.Max(1, (int)Math.Round(fullEpochs * Settings.Double("sweep-fraction")));
-                double shortRun = fixedCost + sweepEpochs * perEpoch, fullRun = fixedCost + fullEpochs * perEpoch;
-                total += rates * shortRun;
-                sweep = $" + the --lr auto sweep, {rates} x ({fixedCost:F2} s + {sweepEpochs} x {perEpoch:F3} s); up to {FormatSeconds(total + fullRun + shortRun)} " +
-                        "if the first full run ends worse than its short run (a second full run, and a short one kept)";
-            }
-            return (bytes, total,
-                $"measured just now by running {Method.Name} for 1 epoch ({one:F2} s) and {more} epochs ({many:F2} s) after a warm-up run: {fixedCost:F2} s fixed + {fullEpochs} x {perEpoch:F3} s per epoch{sweep}");
-        }
-        var watch = Stopwatch.StartNew();
-        Method.Merge(inputs, timed).Merged?.Dispose();
-        double seconds = watch.Elapsed.TotalSeconds;
-        return (bytes, seconds, $"measured just now by running {Method.Name} once ({seconds:F2} s; it has no epochs to scale by)");
+        var (seconds, how) = TimeEstimate.Measure(Method, Settings, inputs);
+        return (bytes, seconds, how);
     }
-
-    static string FormatSeconds(double s) => s < 120 ? $"{s:F1} s" : s < 7200 ? $"{s / 60:F1} min" : $"{s / 3600:F1} h";
 
     static long ParameterCount(ModelConfig c) => Model.ExpectedWeights(c).Sum(w => w.Shape.Aggregate(1L, (a, b) => a * b));
 
