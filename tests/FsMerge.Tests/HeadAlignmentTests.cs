@@ -148,6 +148,19 @@ public class HeadAlignmentTests
         Assert.True(LargestError(merged, a, inputs(5), 2) > 1e-2);
     }
 
+    /// <summary>Heads matched to model 1's need models as wide as the merge; ZipIt ignoring heads zips any widths.</summary>
+    [Fact]
+    public void Head_aware_zipit_refuses_attention_of_other_widths_and_ignoring_heads_merges_them()
+    {
+        using var scope = torch.NewDisposeScope();
+        var (a, inputs) = Source("vit");
+        var wider = Model.Create(VitConfig("t1") with { HiddenSize = 24 }, 5, CPU);
+        var error = Assert.Throws<FsMergeException>(() => Merge(new ZipItMerge(), [a, wider], inputs));
+        Assert.Equal("zipit with --heads aware: site layer0.query.merge has widths 16, 24 into 16; zipit with --heads aware needs equal widths", error.Message);
+        var merged = Merge(new ZipItMerge(), [a, wider], inputs, ("heads", "ignore")).Merged!;
+        Assert.Equal(new long[] { 16, 16 }, merged.Weights["vit.encoder.layer.0.attention.attention.query.weight"].shape);
+    }
+
     [Fact]
     public void A_rotation_needs_head_aware_matching()
     {

@@ -114,10 +114,10 @@ public sealed class SiteTable
         return (sites.FirstOrDefault(s => s.Kind == SiteKind.Unmerge) ?? sites[0]).Name;
     }
 
-    /// <summary>Methods that pair neurons by index or by permutation need every model as wide as the merge.</summary>
-    public void RequireEqualWidths(string method)
+    /// <summary>Methods that pair neurons by index or by permutation need every model as wide as the merge (at the sites <paramref name="where"/> picks).</summary>
+    public void RequireEqualWidths(string method, Func<Site, bool>? where = null)
     {
-        var site = Sites.FirstOrDefault(s => s.ModelWidths.Any(w => w != s.MergedWidth));
+        var site = Sites.FirstOrDefault(s => (where is null || where(s)) && s.ModelWidths.Any(w => w != s.MergedWidth));
         if (site != null)
             throw new FsMergeException($"{method}: site {site.Name} has widths {string.Join(", ", site.ModelWidths)} into {site.MergedWidth}; {method} needs equal widths");
     }

@@ -41,6 +41,7 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         if (settings.String("init", Inits) != "rebasin") return TrainFrom(inputs, settings);
         // Re-Basin init: the sources re-expressed in model 1's coordinates compute the same functions, so the
         // "average" start on them is Re-Basin's merge, with any M/U parameterization (a permutation is no diagonal).
+        inputs.Sites.RequireEqualWidths("fs-merge --init rebasin");
         var maps = HeadAlignment.FromMergeData(inputs, HeadAlignmentOptions.Default);
         var aligned = inputs.Sources.Select((m, i) => i == 0 ? m : HeadAlignment.Aligned(m, maps[i])).ToList();
         try { return TrainFrom(inputs.With(inputs.Checkpoints, inputs.Progress, aligned), settings); }

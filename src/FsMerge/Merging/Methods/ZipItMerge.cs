@@ -42,6 +42,7 @@ public sealed class ZipItMerge : IMergeMethod
         var aligned = attention.SelectMany(u => u.Spaces).ToHashSet();
         if (attention.Count > 0)
         {
+            sites.RequireEqualWidths("zipit with --heads aware", s => aligned.Contains(s.Space));
             var maps = HeadAlignment.FromFeatures(sites, probed, heads, attention);
             foreach (var (name, matrix) in HeadAlignment.AveragingMatrices(sites, maps, inputs.Device)) result[name] = matrix;
         }
