@@ -53,8 +53,10 @@ public static class BertBench
             new("ensemble", "ensemble", new(), []),
             new("average", "average", new(), []),
             new("RegMean", "regmean", new() { ["alpha"] = "0.9" }, []),
+            .. VitBench.HeadAlignmentRows,
             new("distillation", "distill", Trained(epochs), [3e-3, 1e-3]),
             FsMergeLowRank(epochs),
+            FsMergeLowRank(epochs, ("init", "rebasin")) with { Label = $"FS-Merge low-rank (r {Rank}), Re-Basin init" },
         ];
     }
 

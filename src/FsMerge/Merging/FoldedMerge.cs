@@ -32,6 +32,19 @@ public static class FoldedMerge
         return result;
     }
 
+    /// <summary>
+    /// Merged-space parameters (LayerNorms) carried through their space's merge like vectors, Σ_i v_i M_i: for
+    /// methods whose M/U align neurons (permutations, transports, zips), each merged neuron gets the mean of the
+    /// parameters of the neurons it takes, not of those that merely share its index.
+    /// </summary>
+    public static Dictionary<string, Tensor> Carried(MergeInputs inputs, IReadOnlyDictionary<string, Tensor> matrices)
+    {
+        using var _ = torch.no_grad();
+        var sites = inputs.Sites;
+        var carried = Folding.Fold(sites.WithMergedSpaceAsVectors(), inputs.SourceWeights, inputs.HeadCounts, matrices, new Dictionary<string, Tensor>());
+        return sites.Tensors.Where(t => t.Role == TensorRole.MergedSpace).ToDictionary(t => t.Name, t => carried[t.Name].clone());
+    }
+
     static long[] Target(MergeInputs inputs, string name) =>
         Model.ExpectedWeights(inputs.Target).First(w => w.Name == name).Shape;
 

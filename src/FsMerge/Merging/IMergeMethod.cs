@@ -64,10 +64,13 @@ public sealed class MergeInputs
     /// <summary>Hears notable events (the --lr auto sweep's trials) for the run's log; null = none.</summary>
     public Action<string>? Log { get; init; }
 
-    /// <summary>These inputs with other checkpoints and progress (the --lr auto sweep's trials run without checkpoints).</summary>
-    public MergeInputs With(TrainingCheckpoints? checkpoints, MergeProgress? progress) => new()
+    /// <summary>
+    /// These inputs with other checkpoints and progress (the --lr auto sweep's trials run without checkpoints), and
+    /// other sources computing the same functions when given (FS-Merge's Re-Basin init).
+    /// </summary>
+    public MergeInputs With(TrainingCheckpoints? checkpoints, MergeProgress? progress, IReadOnlyList<Model>? sources = null) => new()
     {
-        Sources = Sources, Data = Data, Target = Target, Device = Device, Seed = Seed, Targets = Targets, HeldOut = HeldOut,
+        Sources = sources ?? Sources, Data = Data, Target = Target, Device = Device, Seed = Seed, Targets = Targets, HeldOut = HeldOut,
         HeadInputInit = HeadInputInit, Log = Log, Checkpoints = checkpoints, Progress = progress,
     };
 

@@ -38,13 +38,14 @@ public sealed record TensorFold(string Name, TensorRole Role, string? Out, strin
 /// <summary>
 /// Spaces that an alignment method must map with one shared transport, block-diagonal over
 /// <see cref="Heads"/> equal blocks: attention queries and keys (their dot products per head must
-/// survive), or the values of one attention layer.
+/// survive), or the values of one attention layer. Entries of one <see cref="Layer"/> hold the same heads:
+/// a method that moves whole heads moves them in all of the layer's entries alike.
 /// </summary>
-public sealed record HeadAlignedSpaces(IReadOnlyList<string> Spaces, int Heads)
+public sealed record HeadAlignedSpaces(IReadOnlyList<string> Spaces, int Heads, string Layer)
 {
     /// <summary>One attention layer's: its queries with its keys, and its values.</summary>
     public static HeadAlignedSpaces[] Attention(string query, string key, string value, int heads) =>
-        [new([query, key], heads), new([value], heads)];
+        [new([query, key], heads, query), new([value], heads, query)];
 }
 
 /// <summary>
@@ -113,10 +114,10 @@ public sealed class SiteTable
         return (sites.FirstOrDefault(s => s.Kind == SiteKind.Unmerge) ?? sites[0]).Name;
     }
 
-    /// <summary>Methods that pair neurons by index or by permutation need every model as wide as the merge.</summary>
-    public void RequireEqualWidths(string method)
+    /// <summary>Methods that pair neurons by index or by permutation need every model as wide as the merge (at the sites <paramref name="where"/> picks).</summary>
+    public void RequireEqualWidths(string method, Func<Site, bool>? where = null)
     {
-        var site = Sites.FirstOrDefault(s => s.ModelWidths.Any(w => w != s.MergedWidth));
+        var site = Sites.FirstOrDefault(s => (where is null || where(s)) && s.ModelWidths.Any(w => w != s.MergedWidth));
         if (site != null)
             throw new FsMergeException($"{method}: site {site.Name} has widths {string.Join(", ", site.ModelWidths)} into {site.MergedWidth}; {method} needs equal widths");
     }

@@ -22,7 +22,7 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
     public IReadOnlyList<MethodOption> Options =>
     [
         new("scope", "global", "global (one SuperNet, fold every step) or local (one problem per hidden layer; MLPs)"),
-        new("init", "first", "first, average, random or zipit"),
+        new("init", "first", "first, average, random, zipit (ZipIt's M/U; attention head-aware) or rebasin (every model permuted onto model 1 by head-aware activation matching, then average)"),
         new("type", "full", "M/U parameterization: full, diagonal, low-rank or diagonal-low-rank"),
         new("rank", "16", "rank r of the low-rank part (sites wider than the head-input width get proportionally more)"),
         new("targets", "all", "all: every model's feature for every sample (MLP, spec §4.2); own: only the sample's own model (transformers, spec §7.2)"),
@@ -38,9 +38,23 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
     /// <summary>Trains and folds; also returns the final dense M/U per site (FS-Merge seq. carries the head-input U on).</summary>
     internal static (MergeOutcome Outcome, Dictionary<string, Tensor> Dense) Train(MergeInputs inputs, MethodSettings settings)
     {
+        if (settings.String("init", Inits) != "rebasin") return TrainFrom(inputs, settings);
+        // Re-Basin init: the sources re-expressed in model 1's coordinates compute the same functions, so the
+        // "average" start on them is Re-Basin's merge, with any M/U parameterization (a permutation is no diagonal).
+        inputs.Sites.RequireEqualWidths("fs-merge --init rebasin");
+        var maps = HeadAlignment.FromMergeData(inputs, HeadAlignmentOptions.Default);
+        var aligned = inputs.Sources.Select((m, i) => i == 0 ? m : HeadAlignment.Aligned(m, maps[i])).ToList();
+        try { return TrainFrom(inputs.With(inputs.Checkpoints, inputs.Progress, aligned), settings); }
+        finally { foreach (var m in aligned.Skip(1)) m.Dispose(); }
+    }
+
+    static readonly string[] Inits = ["first", "average", "random", "zipit", "rebasin"];
+
+    static (MergeOutcome Outcome, Dictionary<string, Tensor> Dense) TrainFrom(MergeInputs inputs, MethodSettings settings)
+    {
         var clock = Stopwatch.StartNew();
         var scope = settings.String("scope", "global", "local");
-        var init = settings.String("init", "first", "average", "random", "zipit");
+        var init = settings.String("init", Inits);
         var type = ParseType(settings.String("type", "full", "diagonal", "low-rank", "diagonal-low-rank"));
         int rank = settings.Int("rank", min: 1);
         var targetsMode = settings.String("targets", "all", "own");
@@ -52,8 +66,8 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         if (init == "zipit" && type != MuType.Full)
             throw new FsMergeException("fs-merge: --init zipit needs --type full (ZipIt gives dense matrices)");
 
-        var rule = init switch { "average" => MuInit.Average, "random" => MuInit.Random, _ => MuInit.First };
-        var zipit = init == "zipit" ? ZipItMerge.Matrices(inputs) : null;
+        var rule = init switch { "average" or "rebasin" => MuInit.Average, "random" => MuInit.Random, _ => MuInit.First };
+        var zipit = init == "zipit" ? ZipItMerge.Matrices(inputs, HeadAlignmentOptions.Default) : null;
         var generator = new Generator((ulong)inputs.Seed);
         long baseWidth = inputs.Sites[inputs.Sites.HeadInput].MergedWidth;
         CheckRank(type, rank, baseWidth);
@@ -62,7 +76,7 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
             : s.Name == inputs.Sites.HeadInput && inputs.HeadInputInit is { } carried
                 ? SiteMatrix.Dense(s, carried.clone())
                 : SiteMatrix.Initialize(s, type, rule, RankFor(s, rank, baseWidth), generator, inputs.Device));
-        var mergedSpace = FoldedMerge.MergedSpace(inputs, zipit != null ? MuInit.Average : rule);
+        var mergedSpace = zipit != null ? FoldedMerge.Carried(inputs, zipit) : FoldedMerge.MergedSpace(inputs, rule);
 
         var details = new JsonObject { ["scope"] = scope };
         List<LossCurve> curves;
@@ -95,7 +109,7 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
     /// <summary>Size of θ for these settings: every site's M/U factors plus the merged-space parameters.</summary>
     public long OptimizedParameterCount(MergeInputs inputs, MethodSettings settings)
     {
-        var type = settings.String("init", "first", "average", "random", "zipit") == "zipit"
+        var type = settings.String("init", Inits) == "zipit"
             ? MuType.Full : ParseType(settings.String("type", "full", "diagonal", "low-rank", "diagonal-low-rank"));
         int rank = settings.Int("rank", min: 1);
         long baseWidth = inputs.Sites[inputs.Sites.HeadInput].MergedWidth;

@@ -39,7 +39,7 @@ public sealed class OptMerge : IMergeMethod
         int n = inputs.Sources.Count;
 
         var grouped = sites.HeadAligned.SelectMany(g => g.Spaces).ToHashSet();
-        var units = sites.HeadAligned.Concat(sites.Spaces.Where(s => !grouped.Contains(s.Key)).Select(s => new HeadAlignedSpaces([s.Key], 1)));
+        var units = sites.HeadAligned.Concat(sites.Spaces.Where(s => !grouped.Contains(s.Key)).Select(s => new HeadAlignedSpaces([s.Key], 1, s.Key)));
         var transports = new Dictionary<string, Tensor[]>();   // space → S_i [e', e_i] per model
         var probed = Probing.OnAllData(inputs, sites.Spaces.Select(s => sites.ProbePoint(s.Key)).ToList(), maxImages);
         if (window is var (kept, tokens))
@@ -65,20 +65,9 @@ public sealed class OptMerge : IMergeMethod
             }
         foreach (var tensor in probed.SelectMany(byPoint => byPoint.Values)) tensor.Dispose();
 
-        var matrices = sites.Sites.ToDictionary(s => s.Name, s =>
-        {
-            var maps = transports[s.Space].Select(t => t.to(ScalarType.Float32)).ToArray();
-            return s.Kind == SiteKind.Merge
-                ? torch.cat(maps.Select(t => t.t() / n).ToArray(), 0)
-                : torch.cat(maps, 1);
-        });
-        Dictionary<string, Tensor> layerNorms;
-        using (torch.no_grad())
-        {
-            var transported = Folding.Fold(sites.WithMergedSpaceAsVectors(), inputs.SourceWeights, inputs.HeadCounts, matrices, new Dictionary<string, Tensor>());
-            layerNorms = sites.Tensors.Where(t => t.Role == TensorRole.MergedSpace).ToDictionary(t => t.Name, t => transported[t.Name].clone());
-        }
-        var model = FoldedMerge.ToModel(inputs, matrices, layerNorms);
+        var matrices = HeadAlignment.AveragingMatrices(sites,
+            Enumerable.Range(0, n).Select(i => (IReadOnlyDictionary<string, Tensor>)transports.ToDictionary(kv => kv.Key, kv => kv.Value[i])).ToList(), inputs.Device);
+        var model = FoldedMerge.ToModel(inputs, matrices, FoldedMerge.Carried(inputs, matrices));
         return FoldedMerge.Outcome(model, new JsonObject { ["mu"] = "transport", ["epsilon"] = epsilon, ["token_filter"] = filter });
     }
 

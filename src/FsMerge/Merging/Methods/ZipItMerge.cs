@@ -10,31 +10,49 @@ namespace FsMerge.Merging.Methods;
 /// A zipped feature averages its members (M entries 1/k) and is copied back to each (U entries 1).
 /// It is a special M/U, folded by the common fold. For two models this is ZipIt's greedy pairing; for
 /// more, the same greedy pass joins groups of up to N features (single linkage), then, if that cannot reach
-/// the merged width, larger ones.
+/// the merged width, larger ones. Zipping features of one head with another's, or queries apart from their keys,
+/// breaks attention, so by default attention layers are aligned head-aware to model 1 instead and averaged
+/// (<see cref="HeadAlignmentOptions"/>); every other space is zipped. LayerNorms are carried through their
+/// space's M, so a merged neuron's γ and β average those of the features it zips.
 /// </summary>
 public sealed class ZipItMerge : IMergeMethod
 {
     public string Name => "zipit";
-    public string Summary => "ZipIt: greedy matching of correlated features, within and across models";
-    public IReadOnlyList<MethodOption> Options => [];
+    public string Summary => "ZipIt: greedy matching of correlated features, within and across models (attention head-aware)";
+    public IReadOnlyList<MethodOption> Options => HeadAlignmentOptions.Options;
 
     public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings)
     {
-        var model = FoldedMerge.ToModel(inputs, Matrices(inputs), FoldedMerge.MergedSpace(inputs, MuInit.Average));
-        return FoldedMerge.Outcome(model, new JsonObject { ["mu"] = "zipit" });
+        var heads = HeadAlignmentOptions.From(settings, Name);
+        var matrices = Matrices(inputs, heads);
+        var model = FoldedMerge.ToModel(inputs, matrices, FoldedMerge.Carried(inputs, matrices));
+        return FoldedMerge.Outcome(model, new JsonObject
+        {
+            ["mu"] = "zipit", ["heads"] = heads.HeadAware ? "aware" : "ignore", ["attention_align"] = heads.Orthogonal ? "orthogonal" : "permute",
+        });
     }
 
-    /// <summary>ZipIt's M and U for every site (all sites of one space share them).</summary>
-    public static Dictionary<string, Tensor> Matrices(MergeInputs inputs)
+    /// <summary>ZipIt's M and U for every site (all sites of one space share them); attention per <paramref name="heads"/>.</summary>
+    public static Dictionary<string, Tensor> Matrices(MergeInputs inputs, HeadAlignmentOptions heads)
     {
+        var sites = inputs.Sites;
         var result = new Dictionary<string, Tensor>();
-        var probed = Probing.OnAllData(inputs, inputs.Sites.Spaces.Select(s => inputs.Sites.ProbePoint(s.Key)).ToList());
-        foreach (var space in inputs.Sites.Spaces)
+        var probed = Probing.OnAllData(inputs, sites.Spaces.Select(s => sites.ProbePoint(s.Key)).ToList());
+        var attention = HeadAlignment.Units(sites, heads.HeadAware).Where(u => u.Heads > 1).ToList();
+        var aligned = attention.SelectMany(u => u.Spaces).ToHashSet();
+        if (attention.Count > 0)
         {
-            var features = probed.Select(byPoint => byPoint[inputs.Sites.ProbePoint(space.Key)]).ToList();
+            sites.RequireEqualWidths("zipit with --heads aware", s => aligned.Contains(s.Space));
+            var maps = HeadAlignment.FromFeatures(sites, probed, heads, attention);
+            foreach (var (name, matrix) in HeadAlignment.AveragingMatrices(sites, maps, inputs.Device)) result[name] = matrix;
+        }
+        foreach (var space in sites.Spaces.Where(s => !aligned.Contains(s.Key)))
+        {
+            var features = probed.Select(byPoint => byPoint[sites.ProbePoint(space.Key)]).ToList();
             var (m, u) = Zip(features, space.First().MergedWidth, inputs.Device);
             foreach (var site in space) result[site.Name] = site.Kind == SiteKind.Merge ? m : u;
         }
+        foreach (var tensor in probed.SelectMany(byPoint => byPoint.Values)) tensor.Dispose();
         return result;
     }
 
