@@ -22,7 +22,7 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
     public IReadOnlyList<MethodOption> Options =>
     [
         new("scope", "global", "global (one SuperNet, fold every step) or local (one problem per hidden layer; MLPs)"),
-        new("init", "first", "first, average, random or zipit"),
+        new("init", "first", "first, average, random, zipit or cca (the last two: the ZipIt or CCA Merge result, dense)"),
         new("type", "full", "M/U parameterization: full, diagonal, low-rank or diagonal-low-rank"),
         new("rank", "16", "rank r of the low-rank part (sites wider than the head-input width get proportionally more)"),
         new("targets", "all", "all: every model's feature for every sample (MLP, spec §4.2); own: only the sample's own model (transformers, spec §7.2)"),
@@ -40,7 +40,7 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
     {
         var clock = Stopwatch.StartNew();
         var scope = settings.String("scope", "global", "local");
-        var init = settings.String("init", "first", "average", "random", "zipit");
+        var init = settings.String("init", Inits);
         var type = ParseType(settings.String("type", "full", "diagonal", "low-rank", "diagonal-low-rank"));
         int rank = settings.Int("rank", min: 1);
         var targetsMode = settings.String("targets", "all", "own");
@@ -49,20 +49,25 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         int checkEvery = settings.Int("early-stop", min: 0), patience = settings.Int("patience", min: 1);
         if (checkEvery > 0 && (inputs.HeldOut is null || scope != "global"))
             throw new FsMergeException("fs-merge: --early-stop needs --scope global and held-out samples (fsmerge merge --held-out N)");
-        if (init == "zipit" && type != MuType.Full)
-            throw new FsMergeException("fs-merge: --init zipit needs --type full (ZipIt gives dense matrices)");
+        if (init is "zipit" or "cca" && type != MuType.Full)
+            throw new FsMergeException($"fs-merge: --init {init} needs --type full ({(init == "zipit" ? "ZipIt" : "CCA")} gives dense matrices)");
 
         var rule = init switch { "average" => MuInit.Average, "random" => MuInit.Random, _ => MuInit.First };
-        var zipit = init == "zipit" ? ZipItMerge.Matrices(inputs) : null;
+        var (aligned, alignedSpace) = init switch
+        {
+            "zipit" => (ZipItMerge.Matrices(inputs), FoldedMerge.MergedSpace(inputs, MuInit.Average)),
+            "cca" => CcaMerge.Initial(inputs),
+            _ => (null, null),
+        };
         var generator = new Generator((ulong)inputs.Seed);
         long baseWidth = inputs.Sites[inputs.Sites.HeadInput].MergedWidth;
         CheckRank(type, rank, baseWidth);
-        var matrices = inputs.Sites.Sites.ToDictionary(s => s.Name, s => zipit != null
-            ? SiteMatrix.Dense(s, zipit[s.Name].clone())
+        var matrices = inputs.Sites.Sites.ToDictionary(s => s.Name, s => aligned != null
+            ? SiteMatrix.Dense(s, aligned[s.Name].clone())
             : s.Name == inputs.Sites.HeadInput && inputs.HeadInputInit is { } carried
                 ? SiteMatrix.Dense(s, carried.clone())
                 : SiteMatrix.Initialize(s, type, rule, RankFor(s, rank, baseWidth), generator, inputs.Device));
-        var mergedSpace = FoldedMerge.MergedSpace(inputs, zipit != null ? MuInit.Average : rule);
+        var mergedSpace = alignedSpace ?? FoldedMerge.MergedSpace(inputs, rule);
 
         var details = new JsonObject { ["scope"] = scope };
         List<LossCurve> curves;
@@ -95,7 +100,7 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
     /// <summary>Size of θ for these settings: every site's M/U factors plus the merged-space parameters.</summary>
     public long OptimizedParameterCount(MergeInputs inputs, MethodSettings settings)
     {
-        var type = settings.String("init", "first", "average", "random", "zipit") == "zipit"
+        var type = settings.String("init", Inits) is "zipit" or "cca"
             ? MuType.Full : ParseType(settings.String("type", "full", "diagonal", "low-rank", "diagonal-low-rank"));
         int rank = settings.Int("rank", min: 1);
         long baseWidth = inputs.Sites[inputs.Sites.HeadInput].MergedWidth;
@@ -105,6 +110,8 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         long sites = inputs.Sites.Sites.Sum(s => SiteMatrix.Initialize(s, type, MuInit.Random, RankFor(s, rank, baseWidth), generator, CPU).ParameterCount);
         return sites + FoldedMerge.MergedSpace(inputs, MuInit.Random).Values.Sum(p => p.numel());
     }
+
+    static readonly string[] Inits = ["first", "average", "random", "zipit", "cca"];
 
     static void CheckRank(MuType type, int rank, long baseWidth)
     {
