@@ -347,7 +347,7 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
 
     [Fact]
     public void Option_value_the_method_does_not_know() =>
-        Fails("fs-merge: --init 'best' is not one of: first, average, random, zipit, rebasin", "merge", "--method", "fs-merge", "--init", "best", "--model", "A", "--model", "B", "--out", "OUT");
+        Fails("fs-merge: --init 'best' is not one of: first, average, random, zipit, cca, rebasin", "merge", "--method", "fs-merge", "--init", "best", "--model", "A", "--model", "B", "--out", "OUT");
 
     [Fact]
     public void A_dry_run_checks_option_values_too() =>

@@ -54,6 +54,7 @@ public static class BertBench
             new("average", "average", new(), []),
             new("RegMean", "regmean", new() { ["alpha"] = "0.9" }, []),
             .. VitBench.HeadAlignmentRows,
+            new("CCA Merge", "cca", new(), []),
             new("distillation", "distill", Trained(epochs), [3e-3, 1e-3]),
             FsMergeLowRank(epochs),
             FsMergeLowRank(epochs, ("init", "rebasin")) with { Label = $"FS-Merge low-rank (r {Rank}), Re-Basin init" },
@@ -111,7 +112,7 @@ public static class BertBench
         foreach (var n in CurveSizes)
         {
             var data = splits.Select((s, i) => MergeData.Sample(s.Train, n, 10 + i)).ToList();
-            BenchRunner.RunSeed($"n={n}", "curve", 1, [Methods(false)[0], distillation, method], sources, data, splits, new(), chosen, results, o.Device, log, heldOut);
+            BenchRunner.RunSeed($"n={n}", "curve", 1, [Methods(false)[0], Methods(false).Single(m => m.Method == "cca"), distillation, method], sources, data, splits, new(), chosen, results, o.Device, log, heldOut);
         }
         foreach (var s in sources) s.Dispose();
     }

@@ -61,12 +61,15 @@ public static class MlpBench
             new("average", "average", O(), []),
             new("RegMean", "regmean", O(("alpha", fashion ? "0.8" : "0.9")), []),
             new("ZipIt", "zipit", O(), []),
+            new("CCA Merge", "cca", O(), []),
             new("Re-Basin (weights)", "rebasin", O(("matching", "weights")), []),
             new("distillation", "distill", O(("epochs", global)), Grid),
             new("FS-Merge local", "fs-merge", O(("scope", "local"), ("init", "random"), ("epochs", local)), LocalGrid),
             new("FS-Merge local, ZipIt init", "fs-merge", O(("scope", "local"), ("init", "zipit"), ("epochs", local)), LocalGrid),
+            new("FS-Merge local, CCA init", "fs-merge", O(("scope", "local"), ("init", "cca"), ("epochs", local)), LocalGrid),
             new("FS-Merge global", "fs-merge", O(("init", "first"), ("epochs", global)), Grid),
             new("FS-Merge global, ZipIt init", "fs-merge", O(("init", "zipit"), ("epochs", global)), Grid),
+            new("FS-Merge global, CCA init", "fs-merge", O(("init", "cca"), ("epochs", global)), Grid),
         ];
     }
 

@@ -75,6 +75,8 @@ public static class VitBench
     /// <summary>FS-Merge seq. always reconstructs each sample's own model (spec §8), so it takes no --targets.</summary>
     static (string, string)[] SequentialLowRank(int rank) => [("normalize", "false"), ("type", "diagonal-low-rank"), ("rank", rank.ToString())];
 
+    static readonly BenchMethod Cca = new("CCA Merge", "cca", new(), []);
+
     const string Distillation = "distillation", FsDiagonal = "FS-Merge diagonal", FsLowRank = "FS-Merge low rank";
 
     /// <summary>The rows of tables (a) and (b): every baseline and FS-Merge; learning rates from <paramref name="lrs"/> once chosen.</summary>
@@ -87,6 +89,7 @@ public static class VitBench
             new("SLERP", "slerp", new(), []),
             new("RegMean", "regmean", new() { ["alpha"] = "0.9" }, []),
             new("Opt", "opt", new() { ["max-images"] = "2048" }, []),
+            Cca,
         };
         methods.AddRange(HeadAlignmentRows);
         methods.AddRange(TrainedMethods(steps, items, lrs));
@@ -203,6 +206,7 @@ public static class VitBench
                         Setting($"{n} originals", [curvePair.A, curvePair.B], n, scale.CurveTotal - n, () =>
                         [
                             new("ensemble", "ensemble", new(), []),
+                            Cca,
                             new(Distillation, "distill", Trained(scale.Steps, 2 * scale.CurveTotal), [lrs[Distillation]]),
                             new($"{FsLowRank} (r {Rank})", "fs-merge", Trained(2 * scale.Steps, 2 * scale.CurveTotal, LowRank()), [lrs[FsLowRank]]),
                         ]);
@@ -265,7 +269,7 @@ public static class VitBench
         text.AppendLine(heads == HeadKind.Cosine
             ? $"- Heads: cosine (a projection to width {Width}, L2 normalization, logit scale {HeadInfo.DefaultLogitScale} × cosine with each class, no bias), so the heads' logits share one scale as in the paper's CLIP heads (spec §10.4)."
             : "- Heads: linear (W·f + b), trained separately, so their logits are not calibrated against each other; joint accuracy reflects that.");
-        text.AppendLine($"- Merging: unlabeled images from each task's train split plus augmentations (spec §11.3). Trained methods (distillation, FS-Merge) use AdamW (weight decay 1e-3), OneCycle, batch {Batch}, about {s.Steps} steps for distillation and {2 * s.Steps} for FS-Merge whatever the data size (the paper's 100 vs 200 epochs, spec §7.7; FS-Merge seq. {2 * s.Steps} per stage). FS-Merge: task-restricted reconstruction (targets own, no normalization, spec §7.2), init first unless stated, low rank {Rank} (4·{Rank} at MLP sites); seq.: rank {Rank / 2}. Distillation: first init, target scaling (spec §9.5). RegMean α 0.9; Opt: Sinkhorn ε 0.08 on the full token sequence of at most 2,048 merge images (all of a pair's 1,632). ZipIt and Re-Basin (weight matching): attention heads ignored (every space alone) or head-aware (whole heads, then dimensions within matched heads; orthogonal: Procrustes rotations within heads); FS-Merge Re-Basin init: sources permuted onto the first by head-aware activation matching, then average.");
+        text.AppendLine($"- Merging: unlabeled images from each task's train split plus augmentations (spec §11.3). Trained methods (distillation, FS-Merge) use AdamW (weight decay 1e-3), OneCycle, batch {Batch}, about {s.Steps} steps for distillation and {2 * s.Steps} for FS-Merge whatever the data size (the paper's 100 vs 200 epochs, spec §7.7; FS-Merge seq. {2 * s.Steps} per stage). FS-Merge: task-restricted reconstruction (targets own, no normalization, spec §7.2), init first unless stated, low rank {Rank} (4·{Rank} at MLP sites); seq.: rank {Rank / 2}. Distillation: first init, target scaling (spec §9.5). RegMean α 0.9; Opt: Sinkhorn ε 0.08 on the full token sequence of at most 2,048 merge images (all of a pair's 1,632). ZipIt and Re-Basin (weight matching): attention heads ignored (every space alone) or head-aware (whole heads, then dimensions within matched heads; orthogonal: Procrustes rotations within heads); FS-Merge Re-Basin init: sources permuted onto the first by head-aware activation matching, then average; CCA Merge: ridge 0.1 × mean variance, covariances of the full token sequence of at most 512 merge images.");
         text.AppendLine("- Learning rates: chosen from a two-value grid on validation splits (seed 1), never on test: in (a) and (f) each pair's own (in (f) for the order it is merged in); the other sections reuse the first pair's.");
         text.AppendLine("- Order: the first source listed is where init first (FS-Merge) and distillation's student start; (f) lists each pair's sources the other way round.");
         text.AppendLine("- Accuracy: per-task = each task's test split through its own head; joint = argmax over all heads' logits (spec §10).");

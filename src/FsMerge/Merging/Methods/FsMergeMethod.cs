@@ -22,7 +22,7 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
     public IReadOnlyList<MethodOption> Options =>
     [
         new("scope", "global", "global (one SuperNet, fold every step) or local (one problem per hidden layer; MLPs)"),
-        new("init", "first", "first, average, random, zipit (ZipIt's M/U; attention head-aware) or rebasin (every model permuted onto model 1 by head-aware activation matching, then average)"),
+        new("init", "first", "first, average, random, zipit (ZipIt's M/U; attention head-aware), cca (CCA Merge's M/U; zipit and cca are dense) or rebasin (every model permuted onto model 1 by head-aware activation matching, then average)"),
         new("type", "full", "M/U parameterization: full, diagonal, low-rank or diagonal-low-rank"),
         new("rank", "16", "rank r of the low-rank part (sites wider than the head-input width get proportionally more)"),
         new("targets", "all", "all: every model's feature for every sample (MLP, spec §4.2); own: only the sample's own model (transformers, spec §7.2)"),
@@ -48,7 +48,14 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         finally { foreach (var m in aligned.Skip(1)) m.Dispose(); }
     }
 
-    static readonly string[] Inits = ["first", "average", "random", "zipit", "rebasin"];
+    static readonly string[] Inits = ["first", "average", "random", "zipit", "cca", "rebasin"];
+
+    /// <summary>ZipIt's M/U (attention head-aware) and the merged-space parameters carried through them.</summary>
+    static (Dictionary<string, Tensor>?, Dictionary<string, Tensor>?) ZipItInit(MergeInputs inputs)
+    {
+        var matrices = ZipItMerge.Matrices(inputs, HeadAlignmentOptions.Default);
+        return (matrices, FoldedMerge.Carried(inputs, matrices));
+    }
 
     static (MergeOutcome Outcome, Dictionary<string, Tensor> Dense) TrainFrom(MergeInputs inputs, MethodSettings settings)
     {
@@ -63,20 +70,25 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         int checkEvery = settings.Int("early-stop", min: 0), patience = settings.Int("patience", min: 1);
         if (checkEvery > 0 && (inputs.HeldOut is null || scope != "global"))
             throw new FsMergeException("fs-merge: --early-stop needs --scope global and held-out samples (fsmerge merge --held-out N)");
-        if (init == "zipit" && type != MuType.Full)
-            throw new FsMergeException("fs-merge: --init zipit needs --type full (ZipIt gives dense matrices)");
+        if (init is "zipit" or "cca" && type != MuType.Full)
+            throw new FsMergeException($"fs-merge: --init {init} needs --type full ({(init == "zipit" ? "ZipIt" : "CCA")} gives dense matrices)");
 
         var rule = init switch { "average" or "rebasin" => MuInit.Average, "random" => MuInit.Random, _ => MuInit.First };
-        var zipit = init == "zipit" ? ZipItMerge.Matrices(inputs, HeadAlignmentOptions.Default) : null;
+        var (aligned, alignedSpace) = init switch
+        {
+            "zipit" => ZipItInit(inputs),
+            "cca" => CcaMerge.Initial(inputs),
+            _ => (null, null),
+        };
         var generator = new Generator((ulong)inputs.Seed);
         long baseWidth = inputs.Sites[inputs.Sites.HeadInput].MergedWidth;
         CheckRank(type, rank, baseWidth);
-        var matrices = inputs.Sites.Sites.ToDictionary(s => s.Name, s => zipit != null
-            ? SiteMatrix.Dense(s, zipit[s.Name].clone())
+        var matrices = inputs.Sites.Sites.ToDictionary(s => s.Name, s => aligned != null
+            ? SiteMatrix.Dense(s, aligned[s.Name].clone())
             : s.Name == inputs.Sites.HeadInput && inputs.HeadInputInit is { } carried
                 ? SiteMatrix.Dense(s, carried.clone())
                 : SiteMatrix.Initialize(s, type, rule, RankFor(s, rank, baseWidth), generator, inputs.Device));
-        var mergedSpace = zipit != null ? FoldedMerge.Carried(inputs, zipit) : FoldedMerge.MergedSpace(inputs, rule);
+        var mergedSpace = alignedSpace ?? FoldedMerge.MergedSpace(inputs, rule);
 
         var details = new JsonObject { ["scope"] = scope };
         List<LossCurve> curves;
@@ -109,7 +121,7 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
     /// <summary>Size of θ for these settings: every site's M/U factors plus the merged-space parameters.</summary>
     public long OptimizedParameterCount(MergeInputs inputs, MethodSettings settings)
     {
-        var type = settings.String("init", Inits) == "zipit"
+        var type = settings.String("init", Inits) is "zipit" or "cca"
             ? MuType.Full : ParseType(settings.String("type", "full", "diagonal", "low-rank", "diagonal-low-rank"));
         int rank = settings.Int("rank", min: 1);
         long baseWidth = inputs.Sites[inputs.Sites.HeadInput].MergedWidth;
@@ -119,6 +131,7 @@ public sealed class FsMergeMethod : ITrainedMergeMethod
         long sites = inputs.Sites.Sites.Sum(s => SiteMatrix.Initialize(s, type, MuInit.Random, RankFor(s, rank, baseWidth), generator, CPU).ParameterCount);
         return sites + FoldedMerge.MergedSpace(inputs, MuInit.Random).Values.Sum(p => p.numel());
     }
+
 
     static void CheckRank(MuType type, int rank, long baseWidth)
     {
