@@ -20,7 +20,7 @@ public class OptTests
     };
 
     /// <summary>A tiny source of the architecture and inputs for it: images in [0, 1] or token ids with padding.</summary>
-    static (Model Model, Func<long, Tensor> Inputs) Source(string arch) => arch == "vit"
+    internal static (Model Model, Func<long, Tensor> Inputs) Source(string arch) => arch == "vit"
         ? (Model.Create(Config("t0"), 31, CPU), seed => torch.rand(32, 1, 28, 28, generator: new Generator((ulong)seed)))
         : (Model.Create(BertOracleTests.Config("t0"), 31, CPU), seed => torch.cat(Enumerable.Range(0, 8).Select(i => BertOracleTests.Ids(seed * 10 + i)).ToArray(), 0));
 
@@ -28,7 +28,7 @@ public class OptTests
     /// The same model with its neurons permuted in every space (within each head for attention, queries and
     /// keys alike), made by folding the model alone through permutation M/U: it computes the same function.
     /// </summary>
-    static Model Permuted(Model a, int seed)
+    internal static Model Permuted(Model a, int seed)
     {
         var table = a.Config.Arch.Sites([a.Config], a.Config);
         var random = new Random(seed);

@@ -9,6 +9,7 @@ public static class MergeMethods
     [
         new FsMergeMethod(), new EnsembleMerge(), new AverageMerge(), new SlerpMerge(), new RegMeanMerge(),
         new ZipItMerge(), new ReBasinMerge(), new OptMerge(), new DistillationMerge(), new FsMergeSeqMethod(), new AutoMerge(),
+        new PLeaSMerge(),
     ];
 
     public static IMergeMethod Get(string name) =>
