@@ -24,13 +24,15 @@ public class PleasTests
         Assert.True(torch.allclose(merged.Logits(merged.Features(x), head), source.Logits(source.Features(x), 0), atol: tolerance),
             $"head {head}: max difference {(merged.Logits(merged.Features(x), head) - source.Logits(source.Features(x), 0)).abs().max().item<float>()}");
 
-    [Fact]
-    public void A_model_merged_with_itself_reproduces_its_logits_on_the_merge_data()
+    [Theory]
+    [InlineData("permutation")]
+    [InlineData("zipit")]
+    public void A_model_merged_with_itself_reproduces_its_logits_on_the_merge_data(string matching)
     {
         using var scope = torch.NewDisposeScope();
         var a = Sources(1, [12, 10])[0];
         var inputs = MergeTests.Inputs([a, a], perTask: 64);
-        var merged = Merge(inputs);
+        var merged = Merge(inputs, ("matching", matching));
         AssertLogits(merged, 0, a, MergeImages(inputs), 1e-4);
         AssertLogits(merged, 1, a, MergeImages(inputs), 1e-4);
     }

@@ -30,6 +30,10 @@ namespace FsMerge.Merging.Methods;
 /// The paper's reference code regresses on the averaged source inputs instead of the merged model's own; fitting
 /// the merged model's inputs corrects the error the earlier layers leave behind. Only unlabeled merge images are read.
 /// </para>
+/// <para>
+/// --matching zipit replaces step 1 by ZipIt's M/U (features zipped within models too); step 2 is the same. Not the
+/// paper's method, so not the default, but on an MNIST-halves MLP pair its held-out logit error was 0.005 against 0.17.
+/// </para>
 /// </summary>
 public sealed class PLeaSMerge : IMergeMethod
 {
@@ -38,13 +42,17 @@ public sealed class PLeaSMerge : IMergeMethod
 
     public IReadOnlyList<MethodOption> Options =>
     [
-        new("ridge", "0.1", "least-squares ridge towards the matched weights, relative to the mean input energy (0 = plain least squares)"),
+        // 0.01: on an MNIST-halves MLP pair (width 128) the held-out logit error was lowest at 0.001-0.01 for both
+        // matchings and rose from 0.1 on (0.169 at 0.01, 0.177 at 0.1, 0.213 at 10 with permutations).
+        new("ridge", "0.01", "least-squares ridge towards the matched weights, relative to the mean input energy (0 = plain least squares)"),
+        new("matching", "permutation", "step 1: permutation (the paper: units matched across models within the width budget) or zipit (ZipIt's greedy zip, within models too)"),
     ];
 
     public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings)
     {
         double ridge = settings.Double("ridge", min: 0);
-        var (matrices, matched) = PartialMatching(inputs);
+        var matching = settings.String("matching", "permutation", "zipit");
+        var (matrices, matched) = matching == "zipit" ? (ZipItMerge.Matrices(inputs), []) : PartialMatching(inputs);
         // LayerNorms are carried through their space's matching like vectors (averaged over matched units).
         var table = inputs.Sites.WithMergedSpaceAsVectors();
         Model model;
@@ -57,6 +65,7 @@ public sealed class PLeaSMerge : IMergeMethod
         return FoldedMerge.Outcome(model, new JsonObject
         {
             ["ridge"] = ridge,
+            ["matching"] = matching,
             ["matched_units"] = new JsonObject(matched.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
             ["relative_fit_error"] = new JsonObject(residuals.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)Math.Round(kv.Value, 6)))),
         });
