@@ -43,6 +43,17 @@ public static class FoldedMerge
         return new Model(inputs.Target, weights.ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone()));
     }
 
+    /// <summary>
+    /// Folds fixed M/U into the merged model with the merged-space parameters (LayerNorms) carried through their
+    /// space's M like vectors: model 1's under "first", the mean under averaging, matched units' mean under a matching.
+    /// </summary>
+    public static Model CarryingMergedSpace(MergeInputs inputs, IReadOnlyDictionary<string, Tensor> matrices)
+    {
+        using var _ = torch.no_grad();
+        var weights = Folding.Fold(inputs.Sites.WithMergedSpaceAsVectors(), inputs.SourceWeights, inputs.HeadCounts, matrices, new Dictionary<string, Tensor>());
+        return new Model(inputs.Target, weights.ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone()));
+    }
+
     public static MergeOutcome Outcome(Model merged, JsonObject details) => new(merged, Evaluator.MultiTask(merged), details);
 
     /// <summary>M/U of one initialization rule at every site, as dense matrices.</summary>

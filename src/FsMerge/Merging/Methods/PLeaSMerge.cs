@@ -53,14 +53,7 @@ public sealed class PLeaSMerge : IMergeMethod
         double ridge = settings.Double("ridge", min: 0);
         var matching = settings.String("matching", "permutation", "zipit");
         var (matrices, matched) = matching == "zipit" ? (ZipItMerge.Matrices(inputs), []) : PartialMatching(inputs);
-        // LayerNorms are carried through their space's matching like vectors (averaged over matched units).
-        var table = inputs.Sites.WithMergedSpaceAsVectors();
-        Model model;
-        using (torch.no_grad())
-        {
-            var folded = Folding.Fold(table, inputs.SourceWeights, inputs.HeadCounts, matrices, new Dictionary<string, Tensor>());
-            model = new Model(inputs.Target, folded.ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone()));
-        }
+        var model = FoldedMerge.CarryingMergedSpace(inputs, matrices);
         var residuals = FitLayers(inputs, model, matrices, ridge);
         return FoldedMerge.Outcome(model, new JsonObject
         {
