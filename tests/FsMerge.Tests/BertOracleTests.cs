@@ -223,6 +223,7 @@ public class BertOracleTests
     [InlineData("average")]
     [InlineData("regmean")]
     [InlineData("distill")]
+    [InlineData("pleas")]
     [InlineData("fs-merge")]
     [InlineData("fs-merge-seq")]
     public void Every_merge_method_accepts_three_bert_sources(string name)

@@ -32,7 +32,7 @@ sealed class DemoCommand : ICommand
         ("ensemble (keeps both models)", "ensemble", new()),
         ("weight average", "average", new()),
         ("ZipIt", "zipit", new()),
-        ("distillation", "distill", new() { ["lr"] = "0.3" }),
+        ("distillation", "distill", new() { ["lr"] = "0.3", ["init"] = "first" }),
         ("FS-Merge global, first init", "fs-merge", new() { ["lr"] = "0.1" }),
         ("FS-Merge global, ZipIt init", "fs-merge", new() { ["init"] = "zipit", ["lr"] = "0.03" }),
     ];

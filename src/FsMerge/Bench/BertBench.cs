@@ -55,7 +55,9 @@ public static class BertBench
             new("RegMean", "regmean", new() { ["alpha"] = "0.9" }, []),
             .. VitBench.HeadAlignmentRows,
             new("CCA Merge", "cca", new(), []),
-            new("distillation", "distill", Trained(epochs), [3e-3, 1e-3]),
+            new("PLeaS", "pleas", new(), []),
+            new("distillation", "distill", Trained(epochs, ("init", "first")), [3e-3, 1e-3]),
+            new("distillation, ZipIt init", "distill", Trained(epochs, ("init", "zipit")), [3e-3, 1e-3]),
             FsMergeLowRank(epochs),
             FsMergeLowRank(epochs, ("init", "rebasin")) with { Label = $"FS-Merge low-rank (r {Rank}), Re-Basin init" },
         ];
@@ -107,7 +109,7 @@ public static class BertBench
         double ChosenLr(string label) => chosen.TryGetPropertyValue($"{a}+{b} {label}", out var picked) ? picked!.GetValue<double>() : 1e-3;
         var method = FsMergeLowRank("80", ("early-stop", "8"), ("patience", "5")) with { LrGrid = [] };
         method.Options["lr"] = ChosenLr(method.Label).ToString(System.Globalization.CultureInfo.InvariantCulture);
-        var distillation = Methods(false).Single(m => m.Method == "distill");
+        var distillation = Methods(false).Single(m => m.Label == "distillation");
         distillation = distillation with { LrGrid = [ChosenLr(distillation.Label)] };
         foreach (var n in CurveSizes)
         {

@@ -101,7 +101,7 @@ public static class PerfBench
             var method = new DistillationMerge();
             var settings = new MethodSettings(method, new Dictionary<string, string>
             {
-                ["optimizer"] = "adamw", ["lr"] = "1e-4", ["epochs"] = epochs.ToString(CultureInfo.InvariantCulture),
+                ["init"] = "first", ["optimizer"] = "adamw", ["lr"] = "1e-4", ["epochs"] = epochs.ToString(CultureInfo.InvariantCulture),
                 ["batch"] = Batch.ToString(CultureInfo.InvariantCulture), ["schedule"] = "onecycle",
             });
             return (long)method.Merge(inputs, settings).Details["optimized_parameters"]!;

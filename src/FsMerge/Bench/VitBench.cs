@@ -57,6 +57,9 @@ public static class VitBench
     const int Width = 64;
 
     /// <summary>A trained method's options for about <paramref name="steps"/> AdamW + OneCycle steps over <paramref name="items"/> merge items.</summary>
+    /// <summary>The paper's distillation student, a copy of model 1 (spec §9.5; the method's default is ZipIt's merge).</summary>
+    static readonly (string, string) FirstInit = ("init", "first");
+
     static Dictionary<string, string> Trained(int steps, int items, params (string, string)[] extra)
     {
         int stepsPerEpoch = (items + Batch - 1) / Batch;
@@ -77,7 +80,7 @@ public static class VitBench
 
     static readonly BenchMethod Cca = new("CCA Merge", "cca", new(), []);
 
-    const string Distillation = "distillation", FsDiagonal = "FS-Merge diagonal", FsLowRank = "FS-Merge low rank";
+    const string Distillation = "distillation", DistillationZipIt = "distillation, ZipIt init", FsDiagonal = "FS-Merge diagonal", FsLowRank = "FS-Merge low rank";
 
     /// <summary>The rows of tables (a) and (b): every baseline and FS-Merge; learning rates from <paramref name="lrs"/> once chosen.</summary>
     static List<BenchMethod> Compared(int steps, int items, Dictionary<string, double> lrs, bool sequential)
@@ -90,6 +93,7 @@ public static class VitBench
             new("RegMean", "regmean", new() { ["alpha"] = "0.9" }, []),
             new("Opt", "opt", new() { ["max-images"] = "2048" }, []),
             Cca,
+            new("PLeaS", "pleas", new(), []),
         };
         methods.AddRange(HeadAlignmentRows);
         methods.AddRange(TrainedMethods(steps, items, lrs));
@@ -115,7 +119,8 @@ public static class VitBench
         double[] Grid(string label, params double[] grid) => lrs.TryGetValue(label, out var lr) ? [lr] : grid;
         return
         [
-            new(Distillation, "distill", Trained(steps, items), Grid(Distillation, 1e-3, 1e-4)),
+            new(Distillation, "distill", Trained(steps, items, FirstInit), Grid(Distillation, 1e-3, 1e-4)),
+            new(DistillationZipIt, "distill", Trained(steps, items, ("init", "zipit")), Grid(DistillationZipIt, 1e-3, 1e-4)),
             new(FsDiagonal, "fs-merge", Trained(2 * steps, items, Diagonal()), Grid(FsDiagonal, 1e-2, 1e-3)),
             new($"{FsLowRank} (r {Rank})", "fs-merge", Trained(2 * steps, items, LowRank()), Grid(FsLowRank, 1e-3, 1e-4)),
         ];
@@ -207,7 +212,7 @@ public static class VitBench
                         [
                             new("ensemble", "ensemble", new(), []),
                             Cca,
-                            new(Distillation, "distill", Trained(scale.Steps, 2 * scale.CurveTotal), [lrs[Distillation]]),
+                            new(Distillation, "distill", Trained(scale.Steps, 2 * scale.CurveTotal, FirstInit), [lrs[Distillation]]),
                             new($"{FsLowRank} (r {Rank})", "fs-merge", Trained(2 * scale.Steps, 2 * scale.CurveTotal, LowRank()), [lrs[FsLowRank]]),
                         ]);
                     WriteCurve(o.OutDir, results, command);
@@ -222,7 +227,7 @@ public static class VitBench
                             new("diagonal, init average", "fs-merge", Trained(2 * scale.Steps, items, Diagonal("average")), [lrs[FsDiagonal]]),
                             new("diagonal, init first", "fs-merge", Trained(2 * scale.Steps, items, Diagonal()), [lrs[FsDiagonal]]),
                             new($"low rank {Rank}, init first", "fs-merge", Trained(2 * scale.Steps, items, LowRank()), [lrs[FsLowRank]]),
-                            new("distillation, init first", "distill", Trained(scale.Steps, items), [lrs[Distillation]]),
+                            new("distillation, init first", "distill", Trained(scale.Steps, items, FirstInit), [lrs[Distillation]]),
                         ]);
                     }
                     break;
@@ -269,7 +274,7 @@ public static class VitBench
         text.AppendLine(heads == HeadKind.Cosine
             ? $"- Heads: cosine (a projection to width {Width}, L2 normalization, logit scale {HeadInfo.DefaultLogitScale} × cosine with each class, no bias), so the heads' logits share one scale as in the paper's CLIP heads (spec §10.4)."
             : "- Heads: linear (W·f + b), trained separately, so their logits are not calibrated against each other; joint accuracy reflects that.");
-        text.AppendLine($"- Merging: unlabeled images from each task's train split plus augmentations (spec §11.3). Trained methods (distillation, FS-Merge) use AdamW (weight decay 1e-3), OneCycle, batch {Batch}, about {s.Steps} steps for distillation and {2 * s.Steps} for FS-Merge whatever the data size (the paper's 100 vs 200 epochs, spec §7.7; FS-Merge seq. {2 * s.Steps} per stage). FS-Merge: task-restricted reconstruction (targets own, no normalization, spec §7.2), init first unless stated, low rank {Rank} (4·{Rank} at MLP sites); seq.: rank {Rank / 2}. Distillation: first init, target scaling (spec §9.5). RegMean α 0.9; Opt: Sinkhorn ε 0.08 on the full token sequence of at most 2,048 merge images (all of a pair's 1,632). ZipIt and Re-Basin (weight matching): attention heads ignored (every space alone) or head-aware (whole heads, then dimensions within matched heads; orthogonal: Procrustes rotations within heads); FS-Merge Re-Basin init: sources permuted onto the first by head-aware activation matching, then average; CCA Merge: ridge 0.1 × mean variance, covariances of the full token sequence of at most 512 merge images.");
+        text.AppendLine($"- Merging: unlabeled images from each task's train split plus augmentations (spec §11.3). Trained methods (distillation, FS-Merge) use AdamW (weight decay 1e-3), OneCycle, batch {Batch}, about {s.Steps} steps for distillation and {2 * s.Steps} for FS-Merge whatever the data size (the paper's 100 vs 200 epochs, spec §7.7; FS-Merge seq. {2 * s.Steps} per stage). FS-Merge: task-restricted reconstruction (targets own, no normalization, spec §7.2), init first unless stated, low rank {Rank} (4·{Rank} at MLP sites); seq.: rank {Rank / 2}. Distillation: first init, target scaling (spec §9.5); \"distillation, ZipIt init\" starts from ZipIt's merge and reads the teachers through its unmerge. PLeaS: permutation matching, then per-layer ridge least squares (ridge 0.01). RegMean α 0.9; Opt: Sinkhorn ε 0.08 on the full token sequence of at most 2,048 merge images (all of a pair's 1,632). ZipIt and Re-Basin (weight matching): attention heads ignored (every space alone) or head-aware (whole heads, then dimensions within matched heads; orthogonal: Procrustes rotations within heads); FS-Merge Re-Basin init: sources permuted onto the first by head-aware activation matching, then average; CCA Merge: ridge 0.1 × mean variance, covariances of the full token sequence of at most 512 merge images.");
         text.AppendLine("- Learning rates: chosen from a two-value grid on validation splits (seed 1), never on test: in (a) and (f) each pair's own (in (f) for the order it is merged in); the other sections reuse the first pair's.");
         text.AppendLine("- Order: the first source listed is where init first (FS-Merge) and distillation's student start; (f) lists each pair's sources the other way round.");
         text.AppendLine("- Accuracy: per-task = each task's test split through its own head; joint = argmax over all heads' logits (spec §10).");

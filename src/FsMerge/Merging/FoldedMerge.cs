@@ -39,10 +39,15 @@ public static class FoldedMerge
     /// </summary>
     public static Dictionary<string, Tensor> Carried(MergeInputs inputs, IReadOnlyDictionary<string, Tensor> matrices)
     {
+        var folded = FoldCarrying(inputs, matrices);
+        return inputs.Sites.Tensors.Where(t => t.Role == TensorRole.MergedSpace).ToDictionary(t => t.Name, t => folded[t.Name].clone());
+    }
+
+    /// <summary>The fold with the merged-space tensors (LayerNorms) carried through M as vectors.</summary>
+    static Dictionary<string, Tensor> FoldCarrying(MergeInputs inputs, IReadOnlyDictionary<string, Tensor> matrices)
+    {
         using var _ = torch.no_grad();
-        var sites = inputs.Sites;
-        var carried = Folding.Fold(sites.WithMergedSpaceAsVectors(), inputs.SourceWeights, inputs.HeadCounts, matrices, new Dictionary<string, Tensor>());
-        return sites.Tensors.Where(t => t.Role == TensorRole.MergedSpace).ToDictionary(t => t.Name, t => carried[t.Name].clone());
+        return Folding.Fold(inputs.Sites.WithMergedSpaceAsVectors(), inputs.SourceWeights, inputs.HeadCounts, matrices, new Dictionary<string, Tensor>());
     }
 
     static long[] Target(MergeInputs inputs, string name) =>
@@ -55,6 +60,13 @@ public static class FoldedMerge
         var weights = Folding.Fold(inputs.Sites, inputs.SourceWeights, inputs.HeadCounts, matrices, mergedSpace);
         return new Model(inputs.Target, weights.ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone()));
     }
+
+    /// <summary>
+    /// Folds fixed M/U into the merged model with the merged-space parameters (LayerNorms) carried through their
+    /// space's M like vectors: model 1's under "first", the mean under averaging, matched units' mean under a matching.
+    /// </summary>
+    public static Model CarryingMergedSpace(MergeInputs inputs, IReadOnlyDictionary<string, Tensor> matrices) =>
+        new(inputs.Target, FoldCarrying(inputs, matrices).ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone()));
 
     public static MergeOutcome Outcome(Model merged, JsonObject details) => new(merged, Evaluator.MultiTask(merged), details);
 

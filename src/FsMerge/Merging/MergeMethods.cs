@@ -10,6 +10,7 @@ public static class MergeMethods
         new FsMergeMethod(), new EnsembleMerge(), new AverageMerge(), new SlerpMerge(), new RegMeanMerge(),
         new ZipItMerge(), new ReBasinMerge(), new OptMerge(), new DistillationMerge(), new FsMergeSeqMethod(), new AutoMerge(),
         new CcaMerge(),
+        new PLeaSMerge(),
     ];
 
     public static IMergeMethod Get(string name) =>
