@@ -7,21 +7,37 @@ namespace FsMerge;
 /// <summary>Process-wide settings for LibTorch on CPU, chosen from measurements (docs/torchsharp-notes).</summary>
 public static class TorchRuntime
 {
-    static bool mallocConfigured;
+    static bool processConfigured;
+    static int? automaticThreads;
+
+    /// <summary>The most LibTorch threads a run may ask for: far above any machine's useful count, and bounded so a typo cannot start thousands.</summary>
+    public const int MaxThreads = 256;
+
+    /// <summary>FSMERGE_THREADS=libtorch: LibTorch's own default (a thread per core, spinning OpenMP waits) instead of <see cref="AutomaticThreads"/>.</summary>
+    public const string ThreadsVariable = "FSMERGE_THREADS";
+
+    /// <summary>The LibTorch thread count in effect after <see cref="Configure"/>.</summary>
+    public static int Threads { get; private set; }
+
+    /// <summary>Where the one-line note goes when the machine is busy and the automatic thread count is below the core count.</summary>
+    public static TextWriter Notes { get; set; } = Console.Error;
 
     /// <summary>
     /// Keeps freed memory in the process instead of returning it to the OS at every step: in this sandbox
     /// returning memory is very slow, and keeping it made a training step 2-3x faster (torchsharp-notes).
-    /// Lets MKL use the instruction set the CPU has (<see cref="OverrideMklCpuCheck"/>). Sets the thread
-    /// count when given (0 = LibTorch's default). Call it before any other torch call.
+    /// Lets MKL use the instruction set the CPU has (<see cref="OverrideMklCpuCheck"/>). Makes idle OpenMP threads
+    /// sleep instead of spin (<see cref="PreferPassiveOpenMpWaits"/>). Sets the thread count: <paramref name="threads"/>,
+    /// or when it is 0 <see cref="AutomaticThreads"/>. Call it before any other torch call.
     /// </summary>
-    /// <summary>The most LibTorch threads a run may ask for: far above any machine's useful count, and bounded so a typo cannot start thousands.</summary>
-    public const int MaxThreads = 256;
-
+    /// <exception cref="FsMergeException">Not linux-x64, the one platform whose LibTorch the FsMerge package brings.</exception>
     public static void Configure(int threads = 0)
     {
-        if (!mallocConfigured && OperatingSystem.IsLinux())
+        if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64)
+            throw new FsMergeException($"FsMerge runs on linux-x64 only (its LibTorch package is libtorch-cpu-linux-x64); this is {RuntimeInformation.RuntimeIdentifier}");
+        bool libTorchDefault = Environment.GetEnvironmentVariable(ThreadsVariable) == "libtorch";
+        if (!processConfigured)
         {
+            if (!libTorchDefault) PreferPassiveOpenMpWaits();
             OverrideMklCpuCheck();
             try
             {
@@ -34,9 +50,41 @@ public static class TorchRuntime
             {
                 // Not glibc (e.g. musl): keep the allocator's defaults.
             }
-            mallocConfigured = true;
+            processConfigured = true;
         }
         if (threads > 0) torch.set_num_threads(threads);
+        else if (!libTorchDefault) torch.set_num_threads(automaticThreads ??= AutomaticThreads(Notes));
+        Threads = torch.get_num_threads();
+    }
+
+    /// <summary>
+    /// The default thread count: the physical cores that other work leaves idle (sampled for a quarter second),
+    /// at least 1. LibTorch's own default, one thread per core, assumes every core is free: with two cores and other
+    /// work running, a run took 10-20x longer than with one thread (docs/threads.md has the measurements).
+    /// Writes one line to <paramref name="notes"/> when other work makes it choose fewer threads than cores.
+    /// </summary>
+    public static int AutomaticThreads(TextWriter notes)
+    {
+        int cores = CpuLoad.PhysicalCores();
+        var idle = CpuLoad.IdleCpus(TimeSpan.FromMilliseconds(250));
+        if (idle == null) return cores;
+        int threads = Math.Clamp((int)Math.Round(idle.Value), 1, cores);
+        if (threads < cores)
+            notes.WriteLine($"note: other work keeps {Math.Min(cores, Environment.ProcessorCount - idle.Value):F1} of {cores} cores busy: using {threads} LibTorch thread{(threads == 1 ? "" : "s")} (--threads N to choose; a fixed N also gives bit-identical reruns)");
+        return threads;
+    }
+
+    /// <summary>
+    /// OMP_WAIT_POLICY=PASSIVE unless the user set it: LibTorch's OpenMP threads then sleep between parallel regions
+    /// instead of spinning, so a thread that other work has preempted does not cost its partners their time slices
+    /// (docs/threads.md). libgomp reads it when LibTorch is loaded, so it is set in the process environment
+    /// (setenv: .NET's Environment.SetEnvironmentVariable does not reach native code) before the first torch call.
+    /// </summary>
+    static void PreferPassiveOpenMpWaits()
+    {
+        if (Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") != null) return;
+        try { setenv("OMP_WAIT_POLICY", "PASSIVE", 0); }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { }
     }
 
     /// <summary>Parses a --device value ("cpu", "cuda", "cuda:1") and checks the device is usable.</summary>
@@ -60,8 +108,10 @@ public static class TorchRuntime
     static void OverrideMklCpuCheck()
     {
         if (Environment.GetEnvironmentVariable("FSMERGE_MKL_CPU_CHECK") == "keep") return;
-        var path = Path.Combine(AppContext.BaseDirectory, "libfsmerge_mkl_cpu_check.so");
-        if (!File.Exists(path)) return;
+        // Next to the assemblies, or where a project without a runtime identifier gets the FsMerge package's native assets.
+        var path = new[] { "", "runtimes/linux-x64/native" }.Select(d => Path.Combine(AppContext.BaseDirectory, d, "libfsmerge_mkl_cpu_check.so"))
+            .FirstOrDefault(File.Exists);
+        if (path == null) return;
         const int RTLD_NOW = 2, RTLD_GLOBAL = 0x100;
         try { MklCpuCheckOverridden = dlopen(path, RTLD_NOW | RTLD_GLOBAL) != IntPtr.Zero; }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { }
@@ -69,6 +119,9 @@ public static class TorchRuntime
 
     [DllImport("libc", EntryPoint = "dlopen")]
     static extern IntPtr dlopen(string path, int flags);
+
+    [DllImport("libc", EntryPoint = "setenv")]
+    static extern int setenv(string name, string value, int overwrite);
 
     [DllImport("libc", EntryPoint = "mallopt")]
     static extern int mallopt(int param, int value);

@@ -184,7 +184,7 @@ public sealed class PreparedMerge : IDisposable
         var inv = CultureInfo.InvariantCulture;
         string N(long v) => v.ToString("N0", inv);
         var target = Plan.Target;
-        text.AppendLine($"plan: merge {Plan.Sources.Count} models with {Method.Name} (seed {Request.Seed}, device {Request.Device}, threads {(Request.Threads == 0 ? "LibTorch default" : Request.Threads)})");
+        text.AppendLine($"plan: merge {Plan.Sources.Count} models with {Method.Name} (seed {Request.Seed}, device {Request.Device}, threads {(Request.Threads == 0 ? $"{TorchRuntime.Threads} (automatic)" : Request.Threads)})");
         text.AppendLine("models:");
         for (int i = 0; i < Plan.Sources.Count; i++)
         {
