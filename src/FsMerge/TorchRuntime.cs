@@ -19,8 +19,8 @@ public static class TorchRuntime
     /// <summary>The LibTorch thread count in effect after <see cref="Configure"/>.</summary>
     public static int Threads { get; private set; }
 
-    /// <summary>Where the one-line note goes when the machine is busy and the automatic thread count is below the core count.</summary>
-    public static TextWriter Notes { get; set; } = Console.Error;
+    /// <summary>Where the one-line note goes when the machine is busy and the automatic thread count is below the core count; null = standard error.</summary>
+    public static TextWriter? Notes { get; set; }
 
     /// <summary>
     /// Keeps freed memory in the process instead of returning it to the OS at every step: in this sandbox
@@ -53,7 +53,7 @@ public static class TorchRuntime
             processConfigured = true;
         }
         if (threads > 0) torch.set_num_threads(threads);
-        else if (!libTorchDefault) torch.set_num_threads(automaticThreads ??= AutomaticThreads(Notes));
+        else if (!libTorchDefault) torch.set_num_threads(automaticThreads ??= AutomaticThreads(Notes ?? Console.Error));
         Threads = torch.get_num_threads();
     }
 

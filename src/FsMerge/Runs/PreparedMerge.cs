@@ -139,7 +139,7 @@ public sealed class PreparedMerge : IDisposable
         SavedModel = savedMethod,
         SavedConfig = saved,
         Seed = Request.Seed,
-        Threads = Request.Threads,
+        Threads = TorchRuntime.Threads,   // the count in effect: the automatic one varies with the machine's load
         Device = Request.Device,
         AugmentedPerTask = Request.Augment,
         Notes = Plan.Notes,
