@@ -4,6 +4,7 @@ namespace FsMerge;
 /// What the CPUs are doing when a run starts: how many physical cores this process may use and how many CPUs
 /// other work keeps busy. LibTorch's default (one thread per core, OpenMP threads that spin while they wait) assumes
 /// the cores are free; on a busy machine that made runs 10-20x slower (docs/threads.md).
+/// <see cref="TorchRuntime.DefaultThreads"/> uses this to say so when a run starts on a busy machine.
 /// </summary>
 public static class CpuLoad
 {

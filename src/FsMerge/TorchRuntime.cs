@@ -8,18 +8,18 @@ namespace FsMerge;
 public static class TorchRuntime
 {
     static bool processConfigured;
-    static int? automaticThreads;
+    static int? defaultThreads;
 
     /// <summary>The most LibTorch threads a run may ask for: far above any machine's useful count, and bounded so a typo cannot start thousands.</summary>
     public const int MaxThreads = 256;
 
-    /// <summary>FSMERGE_THREADS=libtorch: LibTorch's own default (a thread per core, spinning OpenMP waits) instead of <see cref="AutomaticThreads"/>.</summary>
+    /// <summary>FSMERGE_THREADS=libtorch: LibTorch's own default (a thread per core, spinning OpenMP waits) instead of <see cref="DefaultThreads"/> and passive waits.</summary>
     public const string ThreadsVariable = "FSMERGE_THREADS";
 
     /// <summary>The LibTorch thread count in effect after <see cref="Configure"/>.</summary>
     public static int Threads { get; private set; }
 
-    /// <summary>Where the one-line note goes when the machine is busy and the automatic thread count is below the core count; null = standard error.</summary>
+    /// <summary>Where the one-line note goes when other work keeps the cores busy (<see cref="DefaultThreads"/>); null = standard error.</summary>
     public static TextWriter? Notes { get; set; }
 
     /// <summary>
@@ -27,7 +27,7 @@ public static class TorchRuntime
     /// returning memory is very slow, and keeping it made a training step 2-3x faster (torchsharp-notes).
     /// Lets MKL use the instruction set the CPU has (<see cref="OverrideMklCpuCheck"/>). Makes idle OpenMP threads
     /// sleep instead of spin (<see cref="PreferPassiveOpenMpWaits"/>). Sets the thread count: <paramref name="threads"/>,
-    /// or when it is 0 <see cref="AutomaticThreads"/>. Call it before any other torch call.
+    /// or when it is 0 <see cref="DefaultThreads"/>. Call it before any other torch call.
     /// </summary>
     /// <exception cref="FsMergeException">Not linux-x64, the one platform whose LibTorch the FsMerge package brings.</exception>
     public static void Configure(int threads = 0)
@@ -53,25 +53,26 @@ public static class TorchRuntime
             processConfigured = true;
         }
         if (threads > 0) torch.set_num_threads(threads);
-        else if (!libTorchDefault) torch.set_num_threads(automaticThreads ??= AutomaticThreads(Notes ?? Console.Error));
+        else if (!libTorchDefault) torch.set_num_threads(defaultThreads ??= DefaultThreads(Notes ?? Console.Error));
         Threads = torch.get_num_threads();
     }
 
     /// <summary>
-    /// The default thread count: the physical cores that other work leaves idle (sampled for a quarter second),
-    /// at least 1. LibTorch's own default, one thread per core, assumes every core is free: with two cores and other
-    /// work running, a run took 10-20x longer than with one thread (docs/threads.md has the measurements).
-    /// Writes one line to <paramref name="notes"/> when other work makes it choose fewer threads than cores.
+    /// The default thread count: one per physical core (SMT siblings count once), with the passive OpenMP waits that
+    /// <see cref="Configure"/> sets. LibTorch's own default spins while it waits, and with other work on the machine a
+    /// run took 10-20x longer than with one thread; with passive waits a thread per core was as fast as or faster
+    /// than fewer threads, idle or busy, and the count does not depend on the load, so reruns stay bit-identical
+    /// (docs/threads.md has the measurements). Samples the CPUs for a quarter second and writes one line to
+    /// <paramref name="notes"/> when other work keeps them busy: the run then takes longer in proportion.
     /// </summary>
-    public static int AutomaticThreads(TextWriter notes)
+    public static int DefaultThreads(TextWriter notes)
     {
         int cores = CpuLoad.PhysicalCores();
         var idle = CpuLoad.IdleCpus(TimeSpan.FromMilliseconds(250));
-        if (idle == null) return cores;
-        int threads = Math.Clamp((int)Math.Round(idle.Value), 1, cores);
-        if (threads < cores)
-            notes.WriteLine($"note: other work keeps {Math.Min(cores, Environment.ProcessorCount - idle.Value):F1} of {cores} cores busy: using {threads} LibTorch thread{(threads == 1 ? "" : "s")} (--threads N to choose; a fixed N also gives bit-identical reruns)");
-        return threads;
+        double busy = idle == null ? 0 : Math.Min(cores, Environment.ProcessorCount - idle.Value);
+        if (busy >= 0.5)
+            notes.WriteLine($"note: other work keeps {busy:F1} of {cores} cores busy; this run shares them ({cores} LibTorch thread{(cores == 1 ? "" : "s")}; --threads N to choose)");
+        return cores;
     }
 
     /// <summary>

@@ -17,7 +17,7 @@ sealed class BenchCommand : ICommand
         new("bert", null, "pairs of tiny BERTs MLM-pre-trained from distinct seeds, fine-tuned on distinct text tasks, and a data-amount curve (also 'bench bert')"),
         new("per-task", "N", "bert: unlabeled sequences per task in the pairs table", "200"),
         new("perf", null, "step time and peak memory: fold every step vs explicit SuperNet vs distillation (also 'bench perf')"),
-        new("load", null, "thread settings (1 thread, the automatic default, LibTorch's default) on this machine as it is and beside a CPU-burning process per CPU: FS-Merge step time, side by side (also 'bench load'; takes --steps, --rounds, --size)"),
+        new("load", null, "thread settings (1 thread, the default, idle cores only, LibTorch's default) on this machine as it is and beside a CPU-burning process per CPU: FS-Merge step time, side by side (also 'bench load'; takes --steps, --rounds, --size)"),
         new("sections", "S,S,..", $"vit: sections to run, each into OUT/vit-SECTION.* ({string.Join(", ", VitBench.SectionNames)}; default all; the others need 'pairs' done first)"),
         new("head", "linear|cosine", "vit: the source models' heads: linear, or cosine (CLIP-like: projection, L2 normalization, one logit scale for every head, as the paper's joint accuracy assumes, spec §10.4)", "linear"),
         new("quick", null, "one setting, one seed, shorter training: a few minutes"),

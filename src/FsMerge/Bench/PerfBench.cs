@@ -227,7 +227,7 @@ public static class PerfBench
         return sorted.Length % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
     }
 
-    /// <summary>Measures one variant in a child process (<paramref name="threads"/> 0: the automatic count) with <paramref name="environment"/> added (null values removed).</summary>
+    /// <summary>Measures one variant in a child process (<paramref name="threads"/> 0: the default count) with <paramref name="environment"/> added (null values removed).</summary>
     internal static T Child<T>(string variant, int models, int threads, PerfSettings s, IReadOnlyDictionary<string, string?>? environment = null)
     {
         var entry = Environment.GetCommandLineArgs()[0];

@@ -11,17 +11,20 @@ public sealed record ThreadResult(string Setting, string Machine, int Threads, d
 /// <summary>
 /// The default thread count against one thread, on this machine as it is ("idle") and with a CPU-burning process per
 /// logical CPU beside it ("busy"): the bench vit model's FS-Merge training step (fold every step), each setting in its
-/// own process because OpenMP reads its wait policy once, at load. Settings: 1 thread; the automatic default
-/// (<see cref="TorchRuntime.AutomaticThreads"/>, passive OpenMP waits); and LibTorch's own default (a thread per core,
-/// spinning waits), which is what fsmerge did before.
+/// own process because OpenMP reads its wait policy once, at load. Settings: 1 thread; the default
+/// (<see cref="TorchRuntime.DefaultThreads"/>: a thread per physical core, passive OpenMP waits); as many threads as
+/// cores were idle just before (passive waits), the alternative the default was chosen over; and LibTorch's own
+/// default (a thread per core, spinning waits), which fsmerge used before.
 /// </summary>
 public static class ThreadBench
 {
-    static readonly (string Name, int Threads, string? Policy)[] Settings =
+    /// <summary>Each setting's name, its --threads given the idle CPUs measured before the runs, and FSMERGE_THREADS.</summary>
+    static readonly (string Name, Func<double, int> Threads, string? Policy)[] Settings =
     [
-        ("1 thread", 1, null),
-        ("automatic (default)", 0, null),
-        ("LibTorch default (before)", 0, "libtorch"),
+        ("1 thread", _ => 1, null),
+        ("default: a thread per core, passive waits", _ => 0, null),
+        ("idle cores only, passive waits", idle => Math.Clamp((int)Math.Round(idle), 1, CpuLoad.PhysicalCores()), null),
+        ("LibTorch's default (fsmerge before)", _ => 0, "libtorch"),
     ];
 
     public static List<ThreadResult> Run(PerfSettings s, int rounds, string outDir, Action<string> log)
@@ -32,12 +35,12 @@ public static class ThreadBench
             foreach (var machine in new[] { "idle", "busy" })
             {
                 using var burners = machine == "busy" ? Burners.Start(Environment.ProcessorCount) : null;
-                double idle = CpuLoad.IdleCpus(TimeSpan.FromMilliseconds(500)) ?? double.NaN;
+                double idle = CpuLoad.IdleCpus(TimeSpan.FromMilliseconds(500)) ?? CpuLoad.PhysicalCores();
                 foreach (var (name, threads, policy) in Settings)
                 {
                     var environment = new Dictionary<string, string?> { [TorchRuntime.ThreadsVariable] = policy };
-                    var result = PerfBench.Child<PerfResult>("fold-every-step", 2, threads, s, environment);
-                    log($"  round {round}, {machine} ({idle:F1} CPUs idle): {name,-26} {result.Threads} thread(s) {result.MillisecondsPerStep,8:F1} ms/step");
+                    var result = PerfBench.Child<PerfResult>("fold-every-step", 2, threads(idle), s, environment);
+                    log($"  round {round}, {machine} ({idle:F1} CPUs idle): {name,-42} {result.Threads} thread(s) {result.MillisecondsPerStep,8:F1} ms/step");
                     measured.Add(new ThreadResult(name, machine, result.Threads, result.MillisecondsPerStep, idle, [result.MillisecondsPerStep]));
                 }
             }
@@ -74,7 +77,10 @@ public static class ThreadBench
         File.WriteAllText(Path.Combine(outDir, "threads.json"), JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
     }
 
-    /// <summary>CPU-burning processes (a shell loop each) that stand for other work on the machine; ended on dispose.</summary>
+    /// <summary>
+    /// CPU-burning processes that stand for other work on the machine; ended on dispose. Each is a shell loop that
+    /// also ends by itself once this process is gone, so an interrupted bench leaves none behind.
+    /// </summary>
     sealed class Burners : IDisposable
     {
         readonly List<Process> processes = [];
@@ -83,7 +89,7 @@ public static class ThreadBench
         {
             var burners = new Burners();
             for (int i = 0; i < count; i++)
-                burners.processes.Add(Process.Start(new ProcessStartInfo("/bin/sh", ["-c", "while :; do :; done"]))!);
+                burners.processes.Add(Process.Start(new ProcessStartInfo("/bin/sh", ["-c", $"while kill -0 {Environment.ProcessId} 2>/dev/null; do :; done"]))!);
             return burners;
         }
 
