@@ -59,7 +59,7 @@ public static class ThreadBench
         ThreadResult At(string setting, string machine) => results.First(r => r.Setting == setting && r.Machine == machine);
         var md = new StringBuilder();
         md.AppendLine("# Thread settings on an idle and a busy machine\n");
-        md.AppendLine($"Command: `./fsmerge bench threads{(s.Steps == PerfSettings.DefaultSteps ? "" : $" --steps {s.Steps}")} --rounds {rounds} --out {outDir}`. " +
+        md.AppendLine($"Command: `./fsmerge bench load{(s.Steps == PerfSettings.DefaultSteps ? "" : $" --steps {s.Steps}")} --rounds {rounds} --out {outDir}`. " +
             $"Workload: FS-Merge training of 2 models, fold every step ({s.Shape}), median ms/step over {rounds} round(s). " +
             $"Busy: one CPU-burning process per logical CPU ({Environment.ProcessorCount}) beside the run. " +
             $"Machine: {Environment.ProcessorCount} logical CPUs, {CpuLoad.PhysicalCores()} physical cores; 'CPUs idle' is measured just before each machine state's runs.\n");
