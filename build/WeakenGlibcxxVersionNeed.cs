@@ -15,7 +15,12 @@ namespace FsMerge.Build
 
         public enum Outcome { Patched, AlreadyWeak, NotNeeded, NotElf }
 
-        /// <summary>Sets VER_FLG_WEAK on every version need named <paramref name="version"/>.</summary>
+        /// <summary>
+        /// Sets VER_FLG_WEAK on every version need named <paramref name="version"/>. The file is replaced by a
+        /// patched copy (same permissions and modification time, so incremental copies still skip it) rather than
+        /// written in place: a build output copy may be a hard link into the shared NuGet package folder, which
+        /// must stay as the package shipped it.
+        /// </summary>
         public static Outcome Weaken(string path, string version)
         {
             var bytes = File.ReadAllBytes(path);
@@ -51,7 +56,7 @@ namespace FsMerge.Build
                             ushort flags = BitConverter.ToUInt16(bytes, flagsAt);
                             if ((flags & VerFlgWeak) == 0)
                             {
-                                WriteUInt16(path, flagsAt, (ushort)(flags | VerFlgWeak));
+                                BitConverter.GetBytes((ushort)(flags | VerFlgWeak)).CopyTo(bytes, flagsAt);
                                 patched = true;
                             }
                         }
@@ -60,7 +65,18 @@ namespace FsMerge.Build
                     need += BitConverter.ToUInt32(bytes, (int)need + 12);
                 }
             }
+            if (patched) ReplaceWithPrivateCopy(path, bytes);
             return patched ? Outcome.Patched : found ? Outcome.AlreadyWeak : Outcome.NotNeeded;
+        }
+
+        /// <summary>Writes <paramref name="bytes"/> to a new file that then takes <paramref name="path"/>'s name: other hard links keep the old content.</summary>
+        static void ReplaceWithPrivateCopy(string path, byte[] bytes)
+        {
+            var temporary = path + ".fsmerge-patch";
+            File.Copy(path, temporary, overwrite: true);   // a new inode with the original's permissions
+            File.WriteAllBytes(temporary, bytes);
+            File.SetLastWriteTimeUtc(temporary, File.GetLastWriteTimeUtc(path));
+            File.Replace(temporary, path, null);   // rename(2): the old inode, and every other link to it, is left alone
         }
 
         /// <summary>True when the system's libstdc++ already defines the version (then no patch is needed).</summary>
@@ -74,16 +90,6 @@ namespace FsMerge.Build
                 return IndexOf(content, Encoding.ASCII.GetBytes(version + "\0")) >= 0;
             }
             return false;
-        }
-
-        static void WriteUInt16(string path, long at, ushort value)
-        {
-            // In place: bin/ copies may be hard links to the package folder, which is what we want.
-            using (var stream = new FileStream(path, FileMode.Open, FileAccess.Write, FileShare.Read))
-            {
-                stream.Position = at;
-                stream.Write(BitConverter.GetBytes(value), 0, 2);
-            }
         }
 
         static string ReadCString(byte[] bytes, long at)
@@ -111,9 +117,12 @@ namespace FsMerge.Build
         [Microsoft.Build.Framework.Required]
         public Microsoft.Build.Framework.ITaskItem[] Files { get; set; } = Array.Empty<Microsoft.Build.Framework.ITaskItem>();
 
+        /// <summary>Skip the patch when this machine's libstdc++ has the version (build output that runs here only).</summary>
+        public bool OnlyWhenNeededHere { get; set; }
+
         public override bool Execute()
         {
-            if (ElfVersionNeedPatcher.SystemLibstdcxxProvides(ElfVersionNeedPatcher.TorchSharpNeed))
+            if (OnlyWhenNeededHere && ElfVersionNeedPatcher.SystemLibstdcxxProvides(ElfVersionNeedPatcher.TorchSharpNeed))
                 return true; // this libstdc++ is new enough: nothing to do
             foreach (var item in Files)
             {

@@ -21,7 +21,7 @@ if (command == null)
     return 2;
 }
 // Subcommand words ("bench mlp") are flags of their command.
-var rest = args.Skip(1).Select(a => command is BenchCommand && a is "mlp" or "vit" or "bert" or "perf" ? "--" + a : a).ToList();
+var rest = args.Skip(1).Select(a => command is BenchCommand && a is "mlp" or "vit" or "bert" or "perf" or "load" ? "--" + a : a).ToList();
 // "merge CONFIG.yaml" and "compare CONFIG.yaml" name their config file first.
 if (command is MergeCommand or CompareCommand && rest.Count > 0 && !rest[0].StartsWith("--")) rest.Insert(0, "--config");
 if (rest.Contains("--help") || rest.Contains("-h"))

@@ -35,6 +35,27 @@ public class NativeFixTests
     }
 
     [Fact]
+    public void Patching_a_hard_linked_copy_leaves_the_other_link_as_the_package_shipped_it()
+    {
+        // Build output copies can be hard links into the shared NuGet package folder: only the output may change.
+        var shipped = CopyOf("/bin/ls");
+        var output = shipped + ".output";
+        try
+        {
+            using (var ln = System.Diagnostics.Process.Start("ln", [shipped, output])) ln.WaitForExit();
+            var need = new[] { "GLIBC_2.3.4", "GLIBC_2.4", "GLIBC_2.14", "GLIBC_2.2.5" }
+                .First(v => ElfVersionNeedPatcher.Weaken(CopyOf(shipped), v) != ElfVersionNeedPatcher.Outcome.NotNeeded);
+            var before = File.ReadAllBytes(shipped);
+            var time = File.GetLastWriteTimeUtc(shipped);
+            Assert.Equal(ElfVersionNeedPatcher.Outcome.Patched, ElfVersionNeedPatcher.Weaken(output, need));
+            Assert.Equal(before, File.ReadAllBytes(shipped));
+            Assert.NotEqual(before, File.ReadAllBytes(output));
+            Assert.Equal(time, File.GetLastWriteTimeUtc(output));   // so an incremental build's copy still sees it as up to date
+        }
+        finally { File.Delete(shipped); File.Delete(output); }
+    }
+
+    [Fact]
     public void Absent_version_and_non_elf_files_are_left_alone()
     {
         var copy = CopyOf("/bin/ls");

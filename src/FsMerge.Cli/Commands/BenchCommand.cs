@@ -7,8 +7,8 @@ namespace FsMerge.Cli.Commands;
 sealed class BenchCommand : ICommand
 {
     public string Name => "bench";
-    public string Summary => "benchmarks: 'bench mlp' and 'bench vit' reproduce the paper's MLP and ViT experiments at CPU scale; 'bench bert' merges pairs of tiny BERTs on text tasks; 'bench perf' measures training-step cost";
-    public string Usage => "bench mlp|vit|bert [--quick] [--seeds N] [--resume] --out DIR  |  bench perf [--models 2,4] [--thread-counts 1,2] [--rounds 3] [--type T] [--size tiny|small] --out DIR";
+    public string Summary => "benchmarks: 'bench mlp' and 'bench vit' reproduce the paper's MLP and ViT experiments at CPU scale; 'bench bert' merges pairs of tiny BERTs on text tasks; 'bench perf' measures training-step cost; 'bench load' thread settings on an idle and a busy machine";
+    public string Usage => "bench mlp|vit|bert [--quick] [--seeds N] [--resume] --out DIR  |  bench perf [--models 2,4] [--thread-counts 1,2] [--rounds 3] [--type T] [--size tiny|small] --out DIR  |  bench load [--steps S] [--rounds R] --out DIR";
 
     public IReadOnlyList<OptionSpec> Options =>
     [
@@ -17,6 +17,7 @@ sealed class BenchCommand : ICommand
         new("bert", null, "pairs of tiny BERTs MLM-pre-trained from distinct seeds, fine-tuned on distinct text tasks, and a data-amount curve (also 'bench bert')"),
         new("per-task", "N", "bert: unlabeled sequences per task in the pairs table", "200"),
         new("perf", null, "step time and peak memory: fold every step vs explicit SuperNet vs distillation (also 'bench perf')"),
+        new("load", null, "thread settings (1 thread, the default, idle cores only, LibTorch's default) on this machine as it is and beside a CPU-burning process per CPU: FS-Merge step time, side by side (also 'bench load'; takes --steps, --rounds, --size)"),
         new("sections", "S,S,..", $"vit: sections to run, each into OUT/vit-SECTION.* ({string.Join(", ", VitBench.SectionNames)}; default all; the others need 'pairs' done first)"),
         new("head", "linear|cosine", "vit: the source models' heads: linear, or cosine (CLIP-like: projection, L2 normalization, one logit scale for every head, as the paper's joint accuracy assumes, spec §10.4)", "linear"),
         new("quick", null, "one setting, one seed, shorter training: a few minutes"),
@@ -41,7 +42,7 @@ sealed class BenchCommand : ICommand
 
     public int Run(ParsedArgs args)
     {
-        if (args.Has("perf")) return Perf(args);
+        if (args.Has("perf") || args.Has("load")) return Perf(args);
         var device = Common.Setup(args);
         if (args.Has("bert"))
         {
@@ -89,8 +90,8 @@ sealed class BenchCommand : ICommand
         settings.Check();
         if (args.Get("child") is { } variant)
         {
-            int threads = args.Int("threads", min: 1, max: TorchRuntime.MaxThreads);
-            TorchRuntime.Configure(threads);
+            TorchRuntime.Configure(args.Int("threads", min: 0, max: TorchRuntime.MaxThreads));
+            int threads = TorchRuntime.Threads;
             int models = args.IntList("models", 64, 64)[0];
             Console.WriteLine("RESULT " + (variant == PerfBench.Paired
                 ? JsonSerializer.Serialize(PerfBench.MeasurePaired(models, threads, settings))
@@ -99,6 +100,13 @@ sealed class BenchCommand : ICommand
         }
         var outDir = args.Require("out");
         Directory.CreateDirectory(outDir);
+        if (args.Has("load"))
+        {
+            Console.WriteLine($"measuring each thread setting in its own process, idle and beside {Environment.ProcessorCount} CPU-burning processes ({settings.Shape})");
+            ThreadBench.Run(settings, args.Int("rounds", min: 1), outDir, Console.WriteLine);
+            Console.WriteLine($"wrote {Path.Combine(outDir, "threads.md")}, threads.json");
+            return 0;
+        }
         Console.WriteLine($"measuring each variant in its own process ({settings.Shape}, batch {PerfBench.Batch})");
         PerfBench.Run(args.IntList("models", 64, 64), args.IntList("thread-counts", TorchRuntime.MaxThreads, 16), settings, args.Int("rounds", min: 1), outDir, Console.WriteLine);
         Console.WriteLine($"wrote {Path.Combine(outDir, "perf.md")}, perf.json");

@@ -8,7 +8,7 @@ static class Common
 {
     public static readonly OptionSpec Data = new("data", "DIR", "data folder (else $FSMERGE_DATA, else data/ in the repository)");
     public static readonly OptionSpec Device = new("device", "NAME", "cpu, cuda or cuda:N", "cpu");
-    public static readonly OptionSpec Threads = new("threads", "N", "CPU threads for LibTorch (0 = LibTorch's default)", "0");
+    public static readonly OptionSpec Threads = new("threads", "N", "CPU threads for LibTorch (0 = one per physical core, waiting passively; docs/threads.md)", "0");
     public static readonly OptionSpec Quiet = new("quiet", null, "no progress bars");
 
     /// <summary>Applies --threads/--quiet and returns the device.</summary>

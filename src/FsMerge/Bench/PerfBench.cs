@@ -222,17 +222,19 @@ public static class PerfBench
         return results;
     }
 
-    static double Median(double[] values)
+    internal static double Median(double[] values)
     {
         var sorted = values.Order().ToArray();
         int mid = sorted.Length / 2;
         return sorted.Length % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
     }
 
-    static T Child<T>(string variant, int models, int threads, PerfSettings s)
+    /// <summary>Measures one variant in a child process (<paramref name="threads"/> 0: the default count) with <paramref name="environment"/> added (null values removed).</summary>
+    internal static T Child<T>(string variant, int models, int threads, PerfSettings s, IReadOnlyDictionary<string, string?>? environment = null)
     {
         var entry = Environment.GetCommandLineArgs()[0];
         var start = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var (key, value) in environment ?? new Dictionary<string, string?>()) start.Environment[key] = value;
         if (entry.EndsWith(".dll")) start.ArgumentList.Add(entry);
         foreach (var a in new[] { "bench", "--perf", "--child", variant, "--models", models.ToString(), "--threads", threads.ToString(),
                      "--rank", s.Rank.ToString(), "--steps", s.Steps.ToString(), "--type", s.Type, "--size", s.Size })

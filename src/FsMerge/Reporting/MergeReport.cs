@@ -273,7 +273,7 @@ public static class MergeReport
             md.AppendLine($"| {i + 1} | `{s.Path}` | {Describe(s.Config)} | {s.Task} | {s.Config.Heads.Sum(h => h.Labels.Length)} | {accuracy} | {s.MergeSamples} |");
         }
         md.AppendLine();
-        md.AppendLine($"Seed {run.Seed}, {(run.Threads == 0 ? "LibTorch's default thread count" : $"{run.Threads} thread(s)")}, device {run.Device}" +
+        md.AppendLine($"Seed {run.Seed}, {(run.Threads == 0 ? "the default thread count (one per core)" : $"{run.Threads} thread(s)")}, device {run.Device}" +
                       (run.AugmentedPerTask > 0 ? $", {run.AugmentedPerTask} augmented images per task added to the merge data." : "."));
         md.AppendLine("The merge reads the images only, never their labels.\n");
         foreach (var note in run.Notes) md.AppendLine($"Note: {note}.\n");

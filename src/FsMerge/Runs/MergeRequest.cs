@@ -45,7 +45,7 @@ public sealed record MergeRequest
     /// <summary>Where each of <see cref="Options"/> was given: "flag" or "config file".</summary>
     public IReadOnlyDictionary<string, string> OptionOrigins { get; init; } = new Dictionary<string, string>();
     public long Seed { get; init; } = 1;
-    /// <summary>CPU threads for LibTorch; 0 = LibTorch's default.</summary>
+    /// <summary>CPU threads for LibTorch; 0 = <see cref="TorchRuntime.DefaultThreads"/>.</summary>
     public int Threads { get; init; }
     public string Device { get; init; } = "cpu";
     /// <summary>Output directory; required unless the run is a dry run.</summary>

@@ -139,7 +139,7 @@ public sealed class PreparedMerge : IDisposable
         SavedModel = savedMethod,
         SavedConfig = saved,
         Seed = Request.Seed,
-        Threads = Request.Threads,
+        Threads = TorchRuntime.Threads,   // the count in effect: the default is the machine's core count
         Device = Request.Device,
         AugmentedPerTask = Request.Augment,
         Notes = Plan.Notes,
@@ -185,7 +185,7 @@ public sealed class PreparedMerge : IDisposable
         var inv = CultureInfo.InvariantCulture;
         string N(long v) => v.ToString("N0", inv);
         var target = Plan.Target;
-        text.AppendLine($"plan: merge {Plan.Sources.Count} models with {Method.Name} (seed {Request.Seed}, device {Request.Device}, threads {(Request.Threads == 0 ? "LibTorch default" : Request.Threads)})");
+        text.AppendLine($"plan: merge {Plan.Sources.Count} models with {Method.Name} (seed {Request.Seed}, device {Request.Device}, threads {(Request.Threads == 0 ? $"{TorchRuntime.Threads} (default)" : Request.Threads)})");
         text.AppendLine("models:");
         for (int i = 0; i < Plan.Sources.Count; i++)
         {
