@@ -16,7 +16,7 @@ sealed class CompareCommand : ICommand
     public IReadOnlyList<OptionSpec> Options =>
     [
         new("methods", "A,B,..", $"methods to compare, in order (of: {string.Join(", ", MergeMethods.All.Select(m => m.Name))})"),
-        .. MergeCommand.RunOptions.Where(o => o.Name is not ("method" or "eval") && !MergeRun.Options.Contains(o)),   // no checkpoints or resume
+        .. MergeCommand.RunOptions.Where(o => o.Name is not ("method" or "eval") && !MergeCommand.CheckpointOptions.Contains(o)),   // no checkpoints or resume
         .. MergeCommand.MethodOptions,
     ];
 
@@ -69,7 +69,7 @@ sealed class CompareCommand : ICommand
             OutputWriter.Write(request.Output!, request.Overwrite, staging =>
             {
                 foreach (var (method, model) in models)
-                    OutputWriter.SaveWithTasks(model, Path.Combine(staging, "models", method));
+                    OutputWriter.SaveWithTasks(model, Path.Combine(staging, "models", method), prepared.SaveFormat);
                 MergeReport.Write(staging, summary);
             });
             Console.WriteLine($"wrote {request.Output}: report.md, metrics.json, metrics.csv, plots, and each method's model under models/");

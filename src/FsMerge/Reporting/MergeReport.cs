@@ -74,6 +74,8 @@ public sealed record MergeRunSummary
     public string? LabelFreeChoice { get; init; }
     /// <summary>Notes of the plan (a source re-expressed for model 1's preprocessing), listed under "What was merged".</summary>
     public IReadOnlyList<string> Notes { get; init; } = [];
+    /// <summary>The saved model's weight dtype (float32, float16, bfloat16).</summary>
+    public string SavedDType { get; init; } = "float32";
     /// <summary>The command line that produced the run, for reproduction (optional).</summary>
     public string? CommandLine { get; init; }
     public DateTimeOffset Finished { get; init; } = DateTimeOffset.UtcNow;
@@ -208,34 +210,42 @@ public static class MergeReport
         ["rate_scale_before"] = r.FromScale, ["rate_scale_after"] = r.ToScale,
     })).ToArray());
 
-    /// <summary>Long format, one value a row: method, samples_per_task (empty: the run's), metric, task (empty: not per task), value.</summary>
+    /// <summary>
+    /// Long format, one value a row: method, samples_per_task (the unlabeled merge images per task: the task's own on a
+    /// per-task row, the run's when every task had the same, empty when they differ), metric, task (empty: not per
+    /// task), value.
+    /// </summary>
     public static string Csv(MergeRunSummary run)
     {
         var csv = new StringBuilder("method,samples_per_task,metric,task,value\n");
+        var perTask = run.Sources.Select(s => s.MergeSamples).ToList();
+        int? runSamples = perTask.Distinct().Count() == 1 ? perTask[0] : null;
+        int? SamplesOf(int task) => task < perTask.Count ? perTask[task] : null;
         void Row(string method, int? samples, string metric, string task, double value) =>
             csv.Append(CultureInfo.InvariantCulture, $"{Field(method)},{samples},{metric},{Field(task)},{value.ToString("R", CultureInfo.InvariantCulture)}\n");
-        void Accuracies(string method, int? samples, EvaluationResult test)
+        void Accuracies(string method, int? series, EvaluationResult test)
         {
-            foreach (var t in test.Tasks) Row(method, samples, "accuracy", t.Task, t.Accuracy);
-            Row(method, samples, "per_task_mean", "", test.PerTaskMean);
-            Row(method, samples, "joint", "", test.Joint);
+            for (int t = 0; t < test.Tasks.Count; t++) Row(method, series ?? SamplesOf(t), "accuracy", test.Tasks[t].Task, test.Tasks[t].Accuracy);
+            Row(method, series ?? runSamples, "per_task_mean", "", test.PerTaskMean);
+            Row(method, series ?? runSamples, "joint", "", test.Joint);
+            Row(method, series ?? runSamples, "task_identified", "", test.TaskIdentified);
         }
         foreach (var m in run.Methods)
         {
             if (m.Test != null) Accuracies(m.Method, null, m.Test);
             if (m.LabelFree is { } estimate)
             {
-                foreach (var t in estimate.Tasks)
+                for (int t = 0; t < estimate.Tasks.Count; t++)
                 {
-                    Row(m.Method, null, "agreement", t.Task, t.Agreement);
-                    Row(m.Method, null, "logit_error", t.Task, t.LogitError);
+                    Row(m.Method, SamplesOf(t), "agreement", estimate.Tasks[t].Task, estimate.Tasks[t].Agreement);
+                    Row(m.Method, SamplesOf(t), "logit_error", estimate.Tasks[t].Task, estimate.Tasks[t].LogitError);
                 }
-                Row(m.Method, null, "joint_agreement", "", estimate.JointAgreement);
+                Row(m.Method, runSamples, "joint_agreement", "", estimate.JointAgreement);
             }
-            Row(m.Method, null, "seconds", "", m.Seconds);
-            if (m.PeakMegabytes > 0) Row(m.Method, null, "peak_mb", "", m.PeakMegabytes);
-            if (m.OptimizedParameters is { } p) Row(m.Method, null, "optimized_parameters", "", p);
-            if (m.FinalLoss is { } l) Row(m.Method, null, "final_loss", "", l);
+            Row(m.Method, runSamples, "seconds", "", m.Seconds);
+            if (m.PeakMegabytes > 0) Row(m.Method, runSamples, "peak_mb", "", m.PeakMegabytes);
+            if (m.OptimizedParameters is { } p) Row(m.Method, runSamples, "optimized_parameters", "", p);
+            if (m.FinalLoss is { } l) Row(m.Method, runSamples, "final_loss", "", l);
         }
         foreach (var p in run.DataSeries) Accuracies(p.Method, p.SamplesPerTask, p.Test);
         return csv.ToString();
