@@ -49,8 +49,14 @@ public sealed record MergeRequest
     public const int MaxImagesPerTask = 1 << 16;
 
     public IReadOnlyList<SourceRequest> Sources { get; init; } = [];
-    public string Method { get; init; } = "fs-merge";
-    /// <summary>Method options by name (as on the command line without "--"); the method checks their values.</summary>
+    /// <summary>The merge method (<see cref="Merging.MergeMethods"/>); unset, the method of typed <see cref="Options"/>, else fs-merge.</summary>
+    public string Method { get => method ?? (Options as MethodOptions)?.Method ?? "fs-merge"; init => method = value; }
+    readonly string? method;
+    /// <summary>
+    /// Method options: typed (<see cref="FsMergeOptions"/>, <see cref="RegMeanOptions"/>, ...), or by name as on the
+    /// command line without "--" with their values as text; the method checks them. Options not given take the method's
+    /// defaults for the sources' architecture.
+    /// </summary>
     public IReadOnlyDictionary<string, string> Options { get; init; } = new Dictionary<string, string>();
     /// <summary>Where each of <see cref="Options"/> was given: "flag" or "config file".</summary>
     public IReadOnlyDictionary<string, string> OptionOrigins { get; init; } = new Dictionary<string, string>();

@@ -48,6 +48,8 @@ sealed class PreparedMerge : IDisposable
         if (request.Sources.Count < 2)
             throw new FsMergeException($"a merge needs at least two source models (got {request.Sources.Count})");
         var method = MergeMethods.Get(request.Method);
+        if (request.Options is MethodOptions typed && typed.Method != method.Name)
+            throw new FsMergeException($"method '{method.Name}' was asked for with the options of '{typed.Method}' ({typed.GetType().Name})");
         _ = new MethodSettings(method, request.Options);   // unknown options fail before anything loads
         if (writes) CheckOutput(request);
         if (request.DType != null) WeightFormat.Parse(request.DType);
@@ -176,7 +178,7 @@ sealed class PreparedMerge : IDisposable
             {
                 ["path"] = Shown(s.Model),
                 ["task"] = Plan.Tasks[i],
-                ["data"] = DataUsed[i].ToString(),
+                ["data"] = DataUsed[i].Kind is "task" or "memory" ? DataUsed[i].ToString() : $"{DataUsed[i].Kind}: {Shown(DataUsed[i].Value)}",
                 ["samples"] = Plan.Data[i].Count - Request.Augment,
             }).ToArray()),
             ["data_per_task"] = new JsonArray(Plan.Data.Select(d => (JsonNode)(d.Count - Request.Augment)).ToArray()),
