@@ -8,7 +8,7 @@ using FsMerge.Models;
 namespace FsMerge.Reporting;
 
 /// <summary>One source model of a merge: where it came from, its task, its config, and how many merge images it got.</summary>
-public sealed record ReportSource(string Path, string Task, ModelConfig Config, int MergeSamples);
+internal sealed record ReportSource(string Path, string Task, ModelConfig Config, int MergeSamples);
 
 /// <summary>One method's result on a run's inputs: its options, cost, loss curves and (if labelled data was given) accuracies.</summary>
 public sealed record MethodResult
@@ -54,10 +54,10 @@ public sealed record MethodResult
 }
 
 /// <summary>Accuracy of one method at one amount of merge data, for the accuracy-against-data plot.</summary>
-public sealed record DataPoint(string Method, int SamplesPerTask, EvaluationResult Test);
+internal sealed record DataPoint(string Method, int SamplesPerTask, EvaluationResult Test);
 
 /// <summary>Everything a merge report shows: the inputs, one or several methods run on them, and optionally a data series.</summary>
-public sealed record MergeRunSummary
+internal sealed record MergeRunSummary
 {
     public required IReadOnlyList<ReportSource> Sources { get; init; }
     /// <summary>One entry per method run on the same inputs (`fsmerge merge`: one; `fsmerge compare`: several).</summary>
@@ -88,7 +88,7 @@ public sealed record MergeRunSummary
 /// loss; accuracy.png: per-task accuracy per method; accuracy-vs-data.png: accuracy against merge data) and,
 /// when the folder holds the merged model, its model card README.md. Every file is written atomically.
 /// </summary>
-public static class MergeReport
+internal static class MergeReport
 {
     public const string ReportFile = "report.md", MetricsJson = "metrics.json", MetricsCsv = "metrics.csv",
         LossPlot = "loss.png", AccuracyPlot = "accuracy.png", DataPlot = "accuracy-vs-data.png", SweepPlot = "lr-sweep.png", ModelCardFile = "README.md";

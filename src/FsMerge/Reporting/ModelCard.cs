@@ -6,7 +6,7 @@ using FsMerge.Runs;
 namespace FsMerge.Reporting;
 
 /// <summary>The model card (README.md) of a merged model: what it is, its heads, how it was made, how to load it, its limits.</summary>
-public static class ModelCard
+internal static class ModelCard
 {
     public static string Markdown(MergeRunSummary run, MethodResult method, ModelConfig config)
     {

@@ -4,14 +4,14 @@ using FsMerge.Merging;
 namespace FsMerge.Runs;
 
 /// <summary>A reader of one kind of data source: unlabeled merge images, and labelled test images where the kind has labels.</summary>
-public sealed record DataSourceReader(string Kind, string Help, Func<string, string, ImageSet> Unlabeled, Func<string, string, ImageSet>? Labelled);
+internal sealed record DataSourceReader(string Kind, string Help, Func<string, string, ImageSet> Unlabeled, Func<string, string, ImageSet>? Labelled);
 
 /// <summary>
 /// The kinds of data a merge source can draw from, by name. A new kind (text files for BERT) is one more
 /// entry here: the YAML file, the dry run and the merge find it by its kind.
 /// Readers take (value, data folder) and return images [n, C, H, W] in [0, 1] on the CPU.
 /// </summary>
-public static class DataSources
+internal static class DataSources
 {
     static readonly string[] ImageExtensions = [".png", ".jpg", ".jpeg"];
 

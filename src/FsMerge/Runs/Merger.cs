@@ -54,7 +54,8 @@ public sealed class MergeResult : IDisposable
 /// <summary>
 /// The library's entry point: one call checks a <see cref="MergeRequest"/>, loads the sources and data, merges, evaluates
 /// if asked, and (when <see cref="MergeRequest.Output"/> is set) writes the output folder atomically with its report,
-/// checkpoints and resume. Call <see cref="FsMergeRuntime.Configure"/> first for the measured CPU speed settings.
+/// checkpoints and resume. The library changes no process-wide setting on its own (but the thread count a request asks for): call
+/// <see cref="TorchRuntime.Configure"/> first, before any other torch call, for the measured CPU speed settings (allocator, MKL).
 /// </summary>
 public static class Merger
 {

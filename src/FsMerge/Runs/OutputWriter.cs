@@ -21,7 +21,7 @@ namespace FsMerge.Runs;
 /// OUT/merge.json                           what was merged, how (the resolved run config), and the accuracies if evaluated
 /// </code>
 /// </summary>
-public static class OutputWriter
+internal static class OutputWriter
 {
     public const string TasksFolder = "tasks";
 

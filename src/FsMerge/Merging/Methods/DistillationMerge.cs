@@ -11,7 +11,7 @@ namespace FsMerge.Merging.Methods;
 /// parameter so that, on task t's merge images, its feature matches model t's feature scaled to mean
 /// |·| = 0.5. Heads are not trained; head t is divided by task t's scale so it reads the student directly.
 /// </summary>
-public sealed class DistillationMerge : ITrainedMergeMethod
+internal sealed class DistillationMerge : ITrainedMergeMethod
 {
     public string Name => "distill";
     public string Summary => "distillation into a copy of model 1 on the same unlabeled data";

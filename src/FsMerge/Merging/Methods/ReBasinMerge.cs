@@ -10,7 +10,7 @@ namespace FsMerge.Merging.Methods;
 /// step a linear assignment; activation matching assigns neurons by the correlation of their features on
 /// the merge data. The result is a special M/U: M_i = P_i/N, U_i = P_iᵀ, folded by the common fold.
 /// </summary>
-public sealed class ReBasinMerge : IMergeMethod
+internal sealed class ReBasinMerge : IMergeMethod
 {
     public string Name => "rebasin";
     public string Summary => "Git Re-Basin: permutation alignment to model 1 (weight or activation matching), then averaging";

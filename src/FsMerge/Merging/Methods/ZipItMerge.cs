@@ -12,7 +12,7 @@ namespace FsMerge.Merging.Methods;
 /// more, the same greedy pass joins groups of up to N features (single linkage), then, if that cannot reach
 /// the merged width, larger ones.
 /// </summary>
-public sealed class ZipItMerge : IMergeMethod
+internal sealed class ZipItMerge : IMergeMethod
 {
     public string Name => "zipit";
     public string Summary => "ZipIt: greedy matching of correlated features, within and across models";
