@@ -23,6 +23,7 @@ sealed class CompareCommand : ICommand
     public int Run(ParsedArgs args)
     {
         ProgressBar.Quiet = args.Has("quiet");
+        TorchRuntime.Configure();   // before any torch call (the library leaves process-wide settings to its caller)
         var methods = args.Require("methods").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
             .Select(MergeMethods.Get).ToList();
         if (methods.Count == 0 || methods.Select(m => m.Name).Distinct().Count() != methods.Count)

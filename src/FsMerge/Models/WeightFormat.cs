@@ -13,8 +13,8 @@ public sealed record WeightFormat(ScalarType DType = ScalarType.Float32, long? S
 {
     public static readonly IReadOnlyList<string> Names = ["float32", "float16", "bfloat16"];
 
-    /// <summary>The smallest shard size accepted: 1 MiB (a smaller one would only make thousands of files).</summary>
-    public const long MinShardSize = 1 << 20;
+    /// <summary>The smallest shard size accepted: 64 KiB (a smaller one would only make thousands of files).</summary>
+    public const long MinShardSize = 1 << 16;
 
     public static ScalarType Parse(string name) => name switch
     {
