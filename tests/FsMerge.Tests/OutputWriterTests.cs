@@ -139,6 +139,9 @@ public class MergeOutputTests : IClassFixture<BadInputTests.Models>
         var output = tmp.Sub("out");
         using var result = Merger.Merge(Request(a, b, output));
         Assert.StartsWith("hard links", (string?)Json(Path.Combine(output, "merge.json"))["tasks_backbone"]);
+        Assert.Contains("merge.log", result.Files);
+        Assert.Contains(Path.Combine(OutputWriter.TasksFolder, "1-mnist-5-9", OutputWriter.HeadShard), result.Files);
+        Assert.False(Directory.Exists(output + ".partial"));
         var first = Path.Combine(output, OutputWriter.TasksFolder, "0-mnist-0-4");
         var second = Path.Combine(output, OutputWriter.TasksFolder, "1-mnist-5-9");   // head 1 = classifier.1
         for (int head = 0; head < 2; head++)

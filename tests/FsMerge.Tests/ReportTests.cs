@@ -84,7 +84,7 @@ public class ReportTests
 
             var cosine = inputs.Target with { Heads = inputs.Target.Heads.Select(h => HeadInfo.Create(HeadKind.Cosine, h.Task, h.Labels, 12, 20)).ToList() };
             var cosineCard = ModelCard.Markdown(run, fs, cosine);
-            Assert.Contains("| 1 | t1 | `classifier.1.projection`, `.weight` (cosine, logit scale 20) | 3 | a, b, c |", cosineCard);
+            Assert.Contains("| 1 | t1 | `classifier.1.projection`, `.weight` (cosine, logit scale 20) | `tasks/1-t1` | 3 | a, b, c |", cosineCard);
             Assert.Contains("share one logit scale", cosineCard);
         }
         finally

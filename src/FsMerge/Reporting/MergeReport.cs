@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using FsMerge.Evaluation;
 using FsMerge.Merging;
 using FsMerge.Models;
+using FsMerge.Runs;
 
 namespace FsMerge.Reporting;
 
@@ -179,7 +180,8 @@ internal static class MergeReport
         ["methods"] = new JsonArray(run.Methods.Select(m => (JsonNode)new JsonObject
         {
             ["method"] = m.Method,
-            ["options"] = new JsonObject(m.Options.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
+            ["options"] = MergeMethods.All.FirstOrDefault(x => x.Name == m.Method) is { } known ? OptionValues.ToJson(known, m.Options)
+                : new JsonObject(m.Options.Select(kv => KeyValuePair.Create(kv.Key, OptionValues.ToJson(kv.Value, null)))),
             ["seconds"] = Math.Round(m.Seconds, 3),
             ["peak_mb"] = m.PeakMegabytes > 0 ? Math.Round(m.PeakMegabytes, 1) : null,
             ["optimized_parameters"] = m.OptimizedParameters,

@@ -68,19 +68,26 @@ sealed class MergeWorkFolder : IDisposable
         return checkpoints;
     }
 
-    public void Note(string line) => log.WriteLine($"{DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", CultureInfo.InvariantCulture)} {line}");
+    /// <summary>Appends a line to the log; after <see cref="Complete"/> the log is closed and lines go nowhere.</summary>
+    public void Note(string line)
+    {
+        if (!complete) log.WriteLine($"{DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", CultureInfo.InvariantCulture)} {line}");
+    }
 
-    /// <summary>The output was written whole: on disposal the log joins it and the work folder goes.</summary>
-    public void Complete() => complete = true;
+    /// <summary>The output was written whole: the log joins it now, and the work folder goes on disposal.</summary>
+    public void Complete()
+    {
+        log.Dispose();
+        complete = true;
+        if (Directory.Exists(outDir))
+            AtomicFile.Write(Path.Combine(outDir, LogFile), temporary => File.Copy(Path.Combine(workDir, LogFile), temporary));
+    }
 
     public void Dispose()
     {
         log.Dispose();
         if (complete && Directory.Exists(outDir))
-        {
-            AtomicFile.Write(Path.Combine(outDir, LogFile), temporary => File.Copy(Path.Combine(workDir, LogFile), temporary));
             Directory.Delete(workDir, recursive: true);
-        }
         else if (!TrainingCheckpoints.ExistIn(workDir))
             Directory.Delete(workDir, recursive: true);
         lockFile.Dispose();

@@ -35,7 +35,7 @@ public sealed class MergeResult : IDisposable
     public JsonObject Record { get; }
     /// <summary>The output folder, when one was written.</summary>
     public string? Output { get; }
-    /// <summary>Files written into <see cref="Output"/>, relative to it (empty without an output).</summary>
+    /// <summary>Every file of <see cref="Output"/>, relative to it (empty without an output).</summary>
     public IReadOnlyList<string> Files { get; }
     /// <summary>Notes of the plan (a source re-expressed for model 1's preprocessing).</summary>
     public IReadOnlyList<string> Notes { get; }
@@ -88,9 +88,10 @@ public static class Merger
                 IReadOnlyList<string> files = [];
                 if (request.Output is { } output)
                 {
-                    OutputWriter.WriteMerge(output, request.Overwrite, outcome.Merged, record, prepared.SaveFormat, staging => files = MergeReport.Write(staging, summary));
-                    work!.Complete();
+                    OutputWriter.WriteMerge(output, request.Overwrite, outcome.Merged, record, prepared.SaveFormat, staging => MergeReport.Write(staging, summary));
                     Log($"merged in {metrics.Seconds:F1} s{(metrics.FinalLoss is { } loss ? $", final loss {loss:G6}" : "")}; wrote {output}");
+                    work!.Complete();
+                    files = Directory.EnumerateFiles(output, "*", SearchOption.AllDirectories).Select(f => Path.GetRelativePath(output, f)).Order(StringComparer.Ordinal).ToList();
                 }
                 return new MergeResult(outcome.Merged, metrics, MergeReport.Markdown(summary, []), record, request.Output, files, prepared.Plan.Notes);
             }
