@@ -38,7 +38,9 @@ public class LibraryApiTests : IClassFixture<BadInputTests.Models>
         };
         Assert.Equal("fs-merge", request.Method);   // from the typed options
         var log = new List<string>();
+        int threads = get_num_threads();
         using var result = Merger.Merge(request, new MergeCallbacks { Log = log.Add });
+        Assert.Equal(threads, get_num_threads());   // no process-wide setting changed unasked
 
         Assert.NotNull(result.Model);
         Assert.Equal(2, result.Model!.HeadCount);
@@ -59,6 +61,32 @@ public class LibraryApiTests : IClassFixture<BadInputTests.Models>
         // The same merge from the same data gives the same weights: nothing else changed between the calls.
         using var again = Merger.Merge(request);
         Assert.True(again.Model!.Weights["layers.0.weight"].equal(result.Model.Weights["layers.0.weight"]).all().item<bool>());
+    }
+
+    [Fact]
+    public void A_cancelled_merge_keeps_a_checkpoint_that_a_resumed_one_finishes_from()
+    {
+        using var tmp = new TempDir();
+        var request = new MergeRequest
+        {
+            Sources = [new SourceRequest { Model = models.A, Samples = 16 }, new SourceRequest { Model = models.B, Samples = 16 }],
+            Options = new FsMergeOptions { Lr = 0.01, Epochs = 40 },
+            HeldOut = 4,
+            Threads = 1,
+            Output = tmp.Sub("out"),
+        };
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        var e = Assert.Throws<FsMergeException>(() => Merger.Merge(request, new MergeCallbacks { Cancellation = cancelled.Token }));
+        Assert.Contains("interrupted", e.Message);
+        Assert.False(Directory.Exists(tmp.Sub("out")));
+        Assert.NotEmpty(Directory.GetFiles(tmp.Sub("out.partial"), "train-*.ckpt"));
+
+        var log = new List<string>();
+        using var resumed = Merger.Merge(request with { Resume = true }, new MergeCallbacks { Log = log.Add });
+        Assert.Contains(log, l => l.Contains("resumed at step"));
+        Assert.Contains("merge.log", resumed.Files);
+        Assert.False(Directory.Exists(tmp.Sub("out.partial")));
     }
 
     [Fact]

@@ -46,7 +46,9 @@ internal static class ModelCard
         md.AppendLine();
         md.AppendLine($"Method {method.Method} with options {string.Join(", ", method.Options.Select(kv => $"`--{kv.Key} {kv.Value}`"))}; seed {run.Seed}; " +
                       $"{method.Seconds:F1} s" + (method.OptimizedParameters is { } p ? $", {p.ToString("N0", CultureInfo.InvariantCulture)} optimized parameters" : "") + ".");
-        if (run.CommandLine != null) md.AppendLine($"\nCommand: `{run.CommandLine}`");
+        // Not the command line: it holds the paths of the machine it ran on; the config holds them relative to this folder.
+        md.AppendLine("\nThe run's full config (every option's value, the sources relative to this folder) is `config` in merge.json; " +
+                      "saved as a file, `fsmerge merge FILE --out DIR` runs it again.");
         md.AppendLine();
         if (method.Test is { } test)
         {
