@@ -275,12 +275,13 @@ internal static class MergeReport
         md.AppendLine($"Finished {run.Finished:yyyy-MM-dd HH:mm:ss} UTC" + (run.CommandLine != null ? $" by `{run.CommandLine}`." : "."));
         md.AppendLine();
         md.AppendLine("## What was merged\n");
-        md.AppendLine("| # | source model | architecture | task | classes | source test accuracy | unlabeled merge images |");
+        md.AppendLine("Source t becomes head t (0-based, as in the tensor names `classifier.{t}` and the folders `tasks/{t}-{task}`).\n");
+        md.AppendLine("| head | source model | architecture | task | classes | source test accuracy | unlabeled merge images |");
         md.AppendLine("|---|---|---|---|---|---|---|");
         foreach (var (s, i) in run.Sources.Select((s, i) => (s, i)))
         {
             var accuracy = s.Config.Training["test_accuracy"] is JsonValue v && v.TryGetValue<double>(out var a) ? Percent(a) + " %" : "not recorded";
-            md.AppendLine($"| {i + 1} | `{s.Path}` | {Describe(s.Config)} | {s.Task} | {s.Config.Heads.Sum(h => h.Labels.Length)} | {accuracy} | {s.MergeSamples} |");
+            md.AppendLine($"| {i} | `{s.Path}` | {Describe(s.Config)} | {s.Task} | {s.Config.Heads.Sum(h => h.Labels.Length)} | {accuracy} | {s.MergeSamples} |");
         }
         md.AppendLine();
         md.AppendLine($"Seed {run.Seed}, {(run.Threads == 0 ? "LibTorch's default thread count" : $"{run.Threads} thread(s)")}, device {run.Device}" +

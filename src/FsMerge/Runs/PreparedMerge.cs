@@ -52,9 +52,10 @@ sealed class PreparedMerge : IDisposable
             throw new FsMergeException($"method '{method.Name}' was asked for with the options of '{typed.Method}' ({typed.GetType().Name})");
         _ = new MethodSettings(method, request.Options);   // unknown options fail before anything loads
         if (writes) CheckOutput(request);
-        if (request.DType != null) WeightFormat.Parse(request.DType);
+        if (request.DType is { } dtype && !WeightFormat.Names.Contains(dtype))
+            throw new FsMergeException($"dtype '{dtype}' (--dtype, or 'dtype:' in the config file): expected one of: {string.Join(", ", WeightFormat.Names)}");
         if (request.ShardSize < WeightFormat.MinShardSize)
-            throw new FsMergeException($"shard size {request.ShardSize}: expected at least {WeightFormat.MinShardSize} bytes");
+            throw new FsMergeException($"shard size {request.ShardSize} (--shard-size, or 'shard_size:' in the config file): expected at least {WeightFormat.MinShardSize} bytes");
         if (request.CheckpointEvery < 1) throw new FsMergeException($"checkpoint every {request.CheckpointEvery} steps: expected at least 1");
         if (request.Threads is < 0 or > TorchRuntime.MaxThreads)
             throw new FsMergeException($"threads {request.Threads}: expected 0 (LibTorch's default) to {TorchRuntime.MaxThreads}");
@@ -253,11 +254,11 @@ sealed class PreparedMerge : IDisposable
         string N(long v) => v.ToString("N0", inv);
         var target = Plan.Target;
         text.AppendLine($"plan: merge {Plan.Sources.Count} models with {Method.Name} (seed {Request.Seed}, device {Request.Device}, threads {(Request.Threads == 0 ? "LibTorch default" : Request.Threads)})");
-        text.AppendLine("models:");
+        text.AppendLine("models (source t becomes head t, 0-based as in classifier.{t} and tasks/{t}-{task}):");
         for (int i = 0; i < Plan.Sources.Count; i++)
         {
             var c = Plan.Sources[i].Config;
-            text.AppendLine($"  {i + 1}. {Request.Sources[i].Model}");
+            text.AppendLine($"  {i}. {Request.Sources[i].Model}");
             text.AppendLine($"     {Shape(c)}, head {Plan.Tasks[i]} ({c.Heads[0].Labels.Length} classes: {string.Join(", ", c.Heads[0].Labels.Take(10))}{(c.Heads[0].Labels.Length > 10 ? ", ..." : "")}), {N(ParameterCount(c))} parameters");
         }
         text.AppendLine($"merged model: {Shape(target)}, {target.Heads.Count} heads, {N(ParameterCount(target))} parameters");
