@@ -54,6 +54,7 @@ public class LibraryApiTests : IClassFixture<BadInputTests.Models>
         Assert.Null(result.Output);
         Assert.Empty(result.Files);
         Assert.Equal("memory: [40, 1, 28, 28]", (string?)result.Record["sources"]![0]!["data"]);
+        Assert.Equal("[40, 1, 28, 28]", (string?)result.Record["config"]!["sources"]![0]!["data"]!["memory"]);   // no config file can hold it: named, not dropped
         Assert.Contains(log, l => l.StartsWith("merging 2 models with fs-merge"));
         Assert.False(a.IsInvalid);   // the caller's tensors are left alone
         Assert.Equal(40, a.shape[0]);

@@ -205,7 +205,7 @@ sealed class PreparedMerge : IDisposable
     /// <summary>
     /// The resolved run in the config file's keys (<see cref="MergeRequestFile"/>; JSON is YAML, so this object saved
     /// as a file runs again with `fsmerge merge FILE --out DIR`): paths relative to the output folder, every method
-    /// option with its value (typed), data as drawn. Data given in memory cannot be written; its source says so.
+    /// option with its value (typed), data as drawn.
     /// </summary>
     JsonObject Config() => WithoutEmpty(new()
     {
@@ -213,7 +213,8 @@ sealed class PreparedMerge : IDisposable
         {
             ["model"] = Shown(s.Model),
             ["task"] = Plan.Tasks[i],
-            ["data"] = DataUsed[i].Kind == "memory" ? null : new JsonObject { [DataUsed[i].Kind] = DataUsed[i].Kind == "task" ? DataUsed[i].Value : Shown(DataUsed[i].Value) },
+            // Data given in memory is named by its shape: a config file cannot hold it, and reading this one says so.
+            ["data"] = new JsonObject { [DataUsed[i].Kind] = DataUsed[i].Kind is "task" or "memory" ? DataUsed[i].Value : Shown(DataUsed[i].Value) },
             ["samples"] = s.Samples,
             ["test"] = s.Test is { } test ? new JsonObject { [test.Kind] = test.Kind == "task" ? test.Value : Shown(test.Value) } : null,
         }).ToArray()),
