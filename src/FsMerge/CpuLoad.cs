@@ -6,7 +6,7 @@ namespace FsMerge;
 /// the cores are free; on a busy machine that made runs 10-20x slower (docs/threads.md).
 /// <see cref="TorchRuntime.DefaultThreads"/> uses this to say so when a run starts on a busy machine.
 /// </summary>
-public static class CpuLoad
+internal static class CpuLoad
 {
     /// <summary>
     /// Physical cores among the CPUs this process may run on: logical CPUs that share a core (SMT) count once.

@@ -3,7 +3,7 @@ using System.Globalization;
 namespace FsMerge;
 
 /// <summary>The process's peak resident set (Linux VmHWM), LibTorch's allocations included.</summary>
-public static class PeakMemory
+internal static class PeakMemory
 {
     /// <summary>Restarts the peak at the current resident set (writing 5 to clear_refs); a no-op where not allowed.</summary>
     public static void Reset()

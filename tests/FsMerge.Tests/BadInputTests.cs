@@ -120,6 +120,18 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
 
     static void Png(string path, int size, bool colour) => ImageFolderTests.WritePng(path, size, size, colour, (c, y, x) => (byte)(x * 9 + y * 5 + c));
 
+    // ---------------------------------------------------------------- output format
+
+    [Fact]
+    public void Unknown_dtype() => MergeFails("dtype 'float64' (--dtype", "B", "--dtype", "float64");
+
+    [Fact]
+    public void Shard_size_too_small_or_not_a_number()
+    {
+        MergeFails("shard size 12 (--shard-size", "B", "--shard-size", "12");
+        MergeFails("--shard-size '2GB': expected a number of bytes", "B", "--shard-size", "2GB");
+    }
+
     // ---------------------------------------------------------------- safetensors files
 
     [Fact]

@@ -182,7 +182,7 @@ public class TextDataTests
                 Assert.True((bool)tokenizer["do_lower_case"]!);
                 Assert.Equal("[PAD]", (string?)JsonNode.Parse(File.ReadAllText(Path.Combine(dir, TokenizerFiles.SpecialTokensFile)))!["pad_token"]);
             }
-            (code, _, err) = CliTests.Run(["eval", "--model", Path.Combine(merged, "tasks", "1-lang-0-1"), "--quiet"]);
+            (code, _, err) = CliTests.Run(["eval", "--model", Path.Combine(merged, "tasks", "0-lang-0-1"), "--quiet"]);
             Assert.True(code == 0, err);
             var record = JsonNode.Parse(File.ReadAllText(Path.Combine(merged, "merge.json")))!;
             Assert.NotNull(record["details"]!["early_stopping"]);

@@ -48,8 +48,10 @@ public class MergeRunTests : IClassFixture<BadInputTests.Models>
         Assert.Contains("vit.encoder.layer.0.attention.attention.query.weight", merged.Keys);
         Assert.Equal("ViTModel", (string?)Json(Path.Combine(output, Model.ConfigFile))["architectures"]![0]);
 
-        var task2 = Path.Combine(output, OutputWriter.TasksFolder, "2-mnist-5-9");
-        var single = HeaderShapes(Path.Combine(task2, Model.WeightsFile));
+        var task2 = Path.Combine(output, OutputWriter.TasksFolder, "1-mnist-5-9");   // head 1 (0-based, as classifier.1)
+        var index = Json(Path.Combine(task2, Model.IndexFile))["weight_map"]!.AsObject();
+        var single = HeaderShapes(Path.Combine(task2, OutputWriter.HeadShard)).Concat(HeaderShapes(Path.Combine(task2, OutputWriter.BackboneShard))).ToDictionary();
+        Assert.Equal(single.Keys.Order(), index.Select(kv => kv.Key).Order());
         Assert.Equal([5, 16], single["classifier.weight"]);
         Assert.DoesNotContain(single.Keys, k => k.StartsWith("classifier."+ "0"));
         Assert.Equal(merged.Count - 2, single.Count);
@@ -139,7 +141,7 @@ public class MergeRunTests : IClassFixture<BadInputTests.Models>
         Assert.Contains("average", csv);
         Assert.Contains("zipit", csv);
         Assert.True(File.Exists(Path.Combine(output, "report.md")));
-        Assert.True(File.Exists(Path.Combine(output, "models", "zipit", OutputWriter.TasksFolder, "1-mnist-0-4", Model.WeightsFile)));
+        Assert.True(File.Exists(Path.Combine(output, "models", "zipit", OutputWriter.TasksFolder, "0-mnist-0-4", OutputWriter.HeadShard)));
     }
 
     [Fact]
@@ -169,7 +171,7 @@ public class MergeRunTests : IClassFixture<BadInputTests.Models>
         var (code, stdout, err) = CliTests.Run("merge", config, "--quiet");
         Assert.True(code == 0, err);
         var sources = Json(Path.Combine(output, "merge.json"))["sources"]!.AsArray();
-        Assert.Equal($"images: {images}", (string?)sources[0]!["data"]);
+        Assert.Equal("images: ../unlabeled-png", (string?)sources[0]!["data"]);   // relative to the output folder
         Assert.Equal(4, (int)sources[0]!["samples"]!);     // 5 in the folder (64 asked): a quarter, one, is held out
         Assert.Equal(new[] { 1, 1 }, Json(Path.Combine(output, "merge.json"))["held_out_per_task"]!.AsArray().Select(n => (int)n!));
         Assert.Equal(6, (int)sources[1]!["samples"]!);

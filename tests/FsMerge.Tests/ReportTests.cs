@@ -71,17 +71,20 @@ public class ReportTests
             Assert.Null(metrics["methods"]![1]!["optimized_parameters"]);
             Assert.Equal(fs.LossCurves[0].Points.Count, metrics["methods"]![0]!["loss_curves"]![0]!["loss"]!.AsArray().Count);
             var csv = File.ReadAllLines(Path.Combine(dir, "metrics.csv"));
-            Assert.Contains("average,,accuracy,t1,0.4", csv);
-            Assert.Contains("fs-merge,64,accuracy,t0,0.9", csv);
+            Assert.Contains("average,16,accuracy,t1,0.4", csv);            // the run's merge images per task
+            Assert.Contains("average,16,task_identified,,0.4", csv);
+            Assert.Contains("fs-merge,64,accuracy,t0,0.9", csv);           // the data series' own
+            Assert.Contains("fs-merge,64,task_identified,,0.8", csv);
+            Assert.DoesNotContain(csv.Skip(1), line => line.Split(',')[1].Length == 0);
             var card = File.ReadAllText(Path.Combine(dir, "README.md"));
-            Assert.Contains("| 1 | t1 | `classifier.1.weight`, `.bias` | 3 | a, b, c |", card);
+            Assert.Contains("| 1 | t1 | `classifier.1.weight`, `.bias` | `tasks/1-t1` | 3 | a, b, c |", card);
             Assert.Contains("| task identified (joint argmax in the task's own head) | | 80.00 |", card);
             Assert.Contains("not calibrated against each other", card);
             Assert.Contains("## Limitations", card);
 
             var cosine = inputs.Target with { Heads = inputs.Target.Heads.Select(h => HeadInfo.Create(HeadKind.Cosine, h.Task, h.Labels, 12, 20)).ToList() };
             var cosineCard = ModelCard.Markdown(run, fs, cosine);
-            Assert.Contains("| 1 | t1 | `classifier.1.projection`, `.weight` (cosine, logit scale 20) | 3 | a, b, c |", cosineCard);
+            Assert.Contains("| 1 | t1 | `classifier.1.projection`, `.weight` (cosine, logit scale 20) | `tasks/1-t1` | 3 | a, b, c |", cosineCard);
             Assert.Contains("share one logit scale", cosineCard);
         }
         finally

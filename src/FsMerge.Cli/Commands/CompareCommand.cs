@@ -16,13 +16,14 @@ sealed class CompareCommand : ICommand
     public IReadOnlyList<OptionSpec> Options =>
     [
         new("methods", "A,B,..", $"methods to compare, in order (of: {string.Join(", ", MergeMethods.All.Select(m => m.Name))})"),
-        .. MergeCommand.RunOptions.Where(o => o.Name is not ("method" or "eval") && !MergeRun.Options.Contains(o)),   // no checkpoints or resume
+        .. MergeCommand.RunOptions.Where(o => o.Name is not ("method" or "eval") && !MergeCommand.CheckpointOptions.Contains(o)),   // no checkpoints or resume
         .. MergeCommand.MethodOptions,
     ];
 
     public int Run(ParsedArgs args)
     {
         ProgressBar.Quiet = args.Has("quiet");
+        TorchRuntime.Configure();   // before any torch call (the library leaves process-wide settings to its caller)
         var methods = args.Require("methods").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
             .Select(MergeMethods.Get).ToList();
         if (methods.Count == 0 || methods.Select(m => m.Name).Distinct().Count() != methods.Count)
@@ -69,7 +70,7 @@ sealed class CompareCommand : ICommand
             OutputWriter.Write(request.Output!, request.Overwrite, staging =>
             {
                 foreach (var (method, model) in models)
-                    OutputWriter.SaveWithTasks(model, Path.Combine(staging, "models", method));
+                    OutputWriter.SaveWithTasks(model, Path.Combine(staging, "models", method), prepared.SaveFormat);
                 MergeReport.Write(staging, summary);
             });
             Console.WriteLine($"wrote {request.Output}: report.md, metrics.json, metrics.csv, plots, and each method's model under models/");

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using FsMerge.Data;
 using FsMerge.Merging;
 using FsMerge.Models;
@@ -10,6 +11,13 @@ sealed class MergeCommand : ICommand
     public string Name => "merge";
     public string Summary => "merge source models (one task each) into one multi-task model with a chosen method";
     public string Usage => "merge [CONFIG.yaml] [--method NAME --model DIR --model DIR ...] [--out DIR] [options] [method options]";
+
+    /// <summary>Training checkpoints and resume (merge only: compare keeps no checkpoints).</summary>
+    public static readonly OptionSpec[] CheckpointOptions =
+    [
+        new("checkpoint-every", "K", "save a training checkpoint every K steps, at the end of each training phase and on Ctrl-C, in OUT.partial/", MergeRequest.DefaultCheckpointEvery.ToString()),
+        new("resume", null, "continue an interrupted run from its checkpoints in OUT.partial/ (same models, data and options; same --threads for bit-identical weights); without it such checkpoints stop a new run unless --overwrite"),
+    ];
 
     /// <summary>The options of a merge run; flags override the config file's values.</summary>
     public static readonly OptionSpec[] RunOptions =
@@ -27,9 +35,12 @@ sealed class MergeCommand : ICommand
         new("overwrite", null, "replace an existing output directory"),
         new("eval", null, "evaluate the result on each task's labelled test data after merging"),
         new("dry-run", null, "check everything and print the plan (shapes, sites, parameters, data, steps, memory and time estimate); write nothing"),
+        new("dtype", "TYPE", $"the saved weights' dtype: {string.Join(", ", WeightFormat.Names)} (default: the sources')"),
+        new("shard-size", "BYTES", $"save the merged model as Hugging Face shards of at most BYTES each (at least {WeightFormat.MinShardSize}), with model.safetensors.index.json (default: one file)"),
         Common.Data, Common.Device, Common.Threads, Common.Quiet,
-        .. MergeRun.Options,
+        .. CheckpointOptions,
     ];
+
 
     /// <summary>Every method's options are accepted by the parser; the chosen method rejects the others by name.</summary>
     public static IEnumerable<OptionSpec> MethodOptions => MergeMethods.All.SelectMany(m => m.Options)
@@ -56,36 +67,38 @@ sealed class MergeCommand : ICommand
     public int Run(ParsedArgs args)
     {
         ProgressBar.Quiet = args.Has("quiet");
+        TorchRuntime.Configure();   // before any torch call: the process-wide speed settings (the library leaves them to its caller)
         var request = Request(args);
-        bool dryRun = args.Has("dry-run");
-        using var prepared = PreparedMerge.Prepare(request, writes: !dryRun);
-        if (dryRun)
+        if (args.Has("dry-run"))
         {
-            Console.Write(prepared.DescribePlan());
+            Console.Write(Merger.DescribePlan(request));
             Console.WriteLine($"dry run: nothing written{(request.Output != null ? $" (output would be {request.Output})" : "")}");
             return 0;
         }
-        using var run = MergeRun.Start(args, request.Output!, request.Overwrite);   // work folder, log, checkpoints, Ctrl-C (MergeRun.cs)
-        foreach (var note in prepared.Plan.Notes) Console.WriteLine($"note: {note}");
-        try
+        // Ctrl-C or SIGTERM (a scheduler, `kill`): the training phase saves a checkpoint and the run stops; a second signal quits at once.
+        using var stop = new CancellationTokenSource();
+        int signals = 0;
+        void OnSignal(PosixSignalContext context)
         {
-            Console.WriteLine($"merging {prepared.Plan.Sources.Count} models with {prepared.Method.Name}: {string.Join(", ", prepared.Plan.Tasks)} ({string.Join(", ", prepared.Plan.Data.Select(d => d.Count))} unlabeled images per task)");
-            var checkpoints = run.Checkpoints(prepared.Method.Name, prepared.Settings, prepared.Plan, request.Seed);
-            var (outcome, result) = prepared.Execute(prepared.Method, prepared.Settings, Progress(), checkpoints, Console.WriteLine);
-            foreach (var recovery in outcome.LossCurves.SelectMany(c => c.Recoveries.Select(r => (c.Phase, r))))
-                Console.WriteLine($"{recovery.Phase}: recovered from a loss of {recovery.r.Loss:G4} at step {recovery.r.Step}: restarted the phase at rate x{recovery.r.ToScale:G3}");
-            if (result.LabelFree is { } estimate) Console.WriteLine(EvalCommand.ToTable(estimate, result.Test));
-            else if (result.Test is { } test) Console.WriteLine(EvalCommand.ToTable(test));
-            var summary = prepared.Summary([result], outcome.Merged?.Config, outcome.Merged != null ? result.Method : null);
-            OutputWriter.WriteMerge(request.Output!, request.Overwrite, outcome.Merged, prepared.Record(result), staging =>
-            {
-                run.WriteReport(staging, summary);
-            });
-            Console.WriteLine($"merged in {result.Seconds:F1} s{(result.FinalLoss is { } loss ? $", final loss {loss:G6}" : "")}; wrote {request.Output}");
-            outcome.Merged?.Dispose();
-            return 0;
+            if (++signals > 1) return;
+            context.Cancel = true;
+            stop.Cancel();
+            Console.Error.WriteLine($"stopping ({context.Signal}): saving a checkpoint after this step (Ctrl-C again to quit at once)");
         }
-        catch (Exception e) when (run.LogFailure(e)) { throw; }   // logs the error into merge.log; never catches
+        using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+        using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        using var result = Merger.Merge(request, new MergeCallbacks
+        {
+            Progress = Progress(),
+            Log = Console.WriteLine,
+            Cancellation = stop.Token,
+            CommandLine = $"fsmerge {string.Join(" ", Environment.GetCommandLineArgs().Skip(1))}",
+        });
+        if (result.LabelFree is { } estimate) Console.WriteLine(EvalCommand.ToTable(estimate, result.Test));
+        else if (result.Test is { } test) Console.WriteLine(EvalCommand.ToTable(test));
+        // Training had ended when the signal came; nothing checks for it any more, and the output was written whole.
+        if (signals > 0) Console.Error.WriteLine($"the interrupt came after training: {request.Output} was completed all the same");
+        return 0;
     }
 
     /// <summary>One progress bar per phase of the merge (feature extraction, training).</summary>
@@ -131,6 +144,15 @@ sealed class MergeCommand : ICommand
         if (args.Has("data")) request = request with { DataDir = args.Get("data") };
         if (args.Has("device")) request = request with { Device = args.Require("device") };
         if (args.Has("threads")) request = request with { Threads = args.Int("threads", min: 0, max: TorchRuntime.MaxThreads) };
+        if (args.Has("dtype")) request = request with { DType = args.Require("dtype") };
+        if (args.Has("shard-size"))
+            request = request with
+            {
+                ShardSize = long.TryParse(args.Get("shard-size"), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long bytes) ? bytes
+                    : throw new FsMergeException($"--shard-size '{args.Get("shard-size")}': expected a number of bytes"),
+            };
+        if (args.Has("checkpoint-every")) request = request with { CheckpointEvery = args.Int("checkpoint-every", min: 1) };
+        if (args.Has("resume")) request = request with { Resume = true };
         return request;
     }
 }

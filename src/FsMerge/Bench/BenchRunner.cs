@@ -13,13 +13,13 @@ using static TorchSharp.torch;
 namespace FsMerge.Bench;
 
 /// <summary>One row of a benchmark table: a method with fixed options and an optional learning-rate grid.</summary>
-public sealed record BenchMethod(string Label, string Method, Dictionary<string, string> Options, double[] LrGrid);
+internal sealed record BenchMethod(string Label, string Method, Dictionary<string, string> Options, double[] LrGrid);
 
 /// <param name="PeakMegabytes">The process's peak resident memory while the method ran (sources and data included).</param>
 /// <param name="TaskIdentified">See <see cref="EvaluationResult.TaskIdentified"/>; NaN in results written before it was measured.</param>
 /// <param name="LogitError">The label-free estimate's mean held-out logit error (<see cref="LabelFreeEstimate"/>); NaN without --lr-auto.</param>
 /// <param name="JointAgreement">The label-free estimate's joint agreement with the sources' ensemble; NaN without --lr-auto.</param>
-public sealed record BenchResult(string Setting, string Section, string Label, int Seed, double PerTask, double Joint,
+internal sealed record BenchResult(string Setting, string Section, string Label, int Seed, double PerTask, double Joint,
     double Seconds, string Options, long Parameters = 0, double PeakMegabytes = 0, double TaskIdentified = double.NaN,
     double LogitError = double.NaN, double JointAgreement = double.NaN);
 
@@ -28,7 +28,7 @@ public sealed record BenchResult(string Setting, string Section, string Label, i
 /// rates chosen on the validation splits the first time a setting is seen, never on test), and the
 /// Markdown / CSV / JSON tables.
 /// </summary>
-public static class BenchRunner
+internal static class BenchRunner
 {
     public static Model? Cached(string dir, Device device) =>
         File.Exists(Path.Combine(dir, Model.WeightsFile)) ? Model.Load(dir, device) : null;

@@ -10,7 +10,7 @@ using static TorchSharp.torch;
 
 namespace FsMerge.Bench;
 
-public sealed class BertBenchOptions
+internal sealed class BertBenchOptions
 {
     public bool Quick { get; init; }
     /// <summary>Add a "(lr auto)" row beside every grid-tuned method: its rate chosen without labels (see <see cref="BenchRunner.RunSeed"/>).</summary>
@@ -31,7 +31,7 @@ public sealed class BertBenchOptions
 /// merged from n unlabeled sequences per task (no augmentation, spec §11.6). Learning rates of trained
 /// methods are chosen on the validation splits, never on test.
 /// </summary>
-public static class BertBench
+internal static class BertBench
 {
     static readonly (string A, string B)[] Pairs = [("lang:0-1", "lang:2-4"), ("fortunes:0-3", "fortunes:4-7"), ("lang:0-2", "fortunes:0-1")];
     static readonly int[] CurveSizes = [16, 64, 256, 1024];

@@ -10,12 +10,12 @@ using static TorchSharp.torch;
 namespace FsMerge.Bench;
 
 /// <summary>One MLP setting: dataset, hidden depth and width.</summary>
-public sealed record MlpSetting(string Section, string Dataset, int Depth, int Width)
+internal sealed record MlpSetting(string Section, string Dataset, int Depth, int Width)
 {
     public string Key => $"{Dataset}-d{Depth}-w{Width}";
 }
 
-public sealed class MlpBenchOptions
+internal sealed class MlpBenchOptions
 {
     public bool Quick { get; init; }
     /// <summary>Add a "(lr auto)" row beside every grid-tuned method: its rate chosen without labels (see <see cref="BenchRunner.RunSeed"/>).</summary>
@@ -35,7 +35,7 @@ public sealed class MlpBenchOptions
 /// Learning rates of the trained methods are chosen on the validation splits (seed 1 of each setting)
 /// and reused for the other seeds; the test split is only read for the reported numbers.
 /// </summary>
-public static class MlpBench
+internal static class MlpBench
 {
     static readonly double[] Grid = [0.3, 0.1, 0.03, 0.01, 0.003];
     static readonly double[] LocalGrid = [0.3, 0.1, 0.03];

@@ -13,14 +13,14 @@ using static TorchSharp.torch;
 namespace FsMerge.Bench;
 
 /// <summary>A ViT shape the perf bench measures on 28×28 single-channel images.</summary>
-public sealed record PerfSize(string Name, int Width, int Depth, int AttentionHeads, int MlpWidth, int Patch, string Description)
+internal sealed record PerfSize(string Name, int Width, int Depth, int AttentionHeads, int MlpWidth, int Patch, string Description)
 {
     public override string ToString() =>
         $"ViT width {Width}, depth {Depth}, {AttentionHeads} heads, MLP {MlpWidth}, patch {Patch} ({(28 / Patch) * (28 / Patch) + 1} tokens), 28×28";
 }
 
 /// <summary>The FS-Merge parameterization measured, the model size, and how many steps are timed.</summary>
-public sealed record PerfSettings(int Rank, int Steps, string Type = "diagonal-low-rank", string Size = "tiny")
+internal sealed record PerfSettings(int Rank, int Steps, string Type = "diagonal-low-rank", string Size = "tiny")
 {
     public const int DefaultRank = 8, DefaultSteps = 48;
 
@@ -51,11 +51,11 @@ public sealed record PerfSettings(int Rank, int Steps, string Type = "diagonal-l
 /// ratios, each variant's median step time, and every epoch's ratio (from <see cref="PerfBench.Run"/>: the median
 /// over rounds, with each round's ratio in <c>Ratios</c>).
 /// </summary>
-public sealed record PairedResult(int Models, int Threads, double Ratio, double FoldMilliseconds, double DistillationMilliseconds, double[] Ratios);
+internal sealed record PairedResult(int Models, int Threads, double Ratio, double FoldMilliseconds, double DistillationMilliseconds, double[] Ratios);
 
 /// <summary>One measured training-step variant.</summary>
 /// <remarks>From <see cref="PerfBench.Run"/>: the median over rounds, with every round's step time in <c>Rounds</c>.</remarks>
-public sealed record PerfResult(string Variant, int Models, int Threads, double MillisecondsPerStep, double PeakMegabytes, long Parameters,
+internal sealed record PerfResult(string Variant, int Models, int Threads, double MillisecondsPerStep, double PeakMegabytes, long Parameters,
     double[]? Rounds = null);
 
 /// <summary>
@@ -65,7 +65,7 @@ public sealed record PerfResult(string Variant, int Models, int Threads, double 
 /// (VmHWM) is that variant's alone. The step time is the median over the epochs after the first (warm-up)
 /// of each epoch's time per step, so set-up, target extraction and the odd slow epoch (a busy machine) drop out.
 /// </summary>
-public static class PerfBench
+internal static class PerfBench
 {
     public const int Batch = 128;
     public static readonly string[] Variants = ["fold-every-step", "explicit-supernet", "distillation"];

@@ -6,7 +6,7 @@ using System.Text.Json;
 namespace FsMerge.Bench;
 
 /// <summary>One thread setting on one machine state: its median step time over the rounds.</summary>
-public sealed record ThreadResult(string Setting, string Machine, int Threads, double MillisecondsPerStep, double IdleCpus, double[] Rounds);
+internal sealed record ThreadResult(string Setting, string Machine, int Threads, double MillisecondsPerStep, double IdleCpus, double[] Rounds);
 
 /// <summary>
 /// The default thread count against one thread, on this machine as it is ("idle") and with a CPU-burning process per
@@ -16,7 +16,7 @@ public sealed record ThreadResult(string Setting, string Machine, int Threads, d
 /// cores were idle just before (passive waits), the alternative the default was chosen over; and LibTorch's own
 /// default (a thread per core, spinning waits), which fsmerge used before.
 /// </summary>
-public static class ThreadBench
+internal static class ThreadBench
 {
     /// <summary>Each setting's name, its --threads given the idle CPUs measured before the runs, and FSMERGE_THREADS.</summary>
     static readonly (string Name, Func<double, int> Threads, string? Policy)[] Settings =

@@ -13,7 +13,7 @@ using static TorchSharp.torch;
 
 namespace FsMerge.Bench;
 
-public sealed class VitBenchOptions
+internal sealed class VitBenchOptions
 {
     public bool Quick { get; init; }
     /// <summary>Add a "(lr auto)" row beside every grid-tuned method: its rate chosen without labels (see <see cref="BenchRunner.RunSeed"/>).</summary>
@@ -39,7 +39,7 @@ public sealed class VitBenchOptions
 /// rates are chosen on validation splits: each pair's own in (a) and (f), since a rate chosen on one pair can
 /// be far off on another (with cosine heads, distillation's), and the first pair's in the other sections.
 /// </summary>
-public static class VitBench
+internal static class VitBench
 {
     static readonly string[] Tasks = ["mnist:0-4", "mnist:5-9", "fashion:0-4", "fashion:5-9"];
     /// <summary>Pairs of <see cref="Tasks"/> indices; the last (a digit task with a clothing task) also serves (c) and (d).</summary>

@@ -11,7 +11,7 @@ namespace FsMerge.Bench;
 /// per-model vectors at every site. FS-Merge never trains through it (it folds every step, spec §14);
 /// it exists for `fsmerge bench perf`, which measures what folding saves.
 /// </summary>
-public static class VitSuperNet
+internal static class VitSuperNet
 {
     public static Tensor Forward(ModelConfig merged, SiteTable sites, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> sources,
         IReadOnlyDictionary<string, Tensor> dense, IReadOnlyDictionary<string, Tensor> mergedSpace, Tensor images)

@@ -47,7 +47,7 @@ namespace FsMerge.Data;
 /// the same seed gives bit-identical images, and a shorter request gives a prefix of a longer one.
 /// </para>
 /// </summary>
-public static class Augmentation
+internal static class Augmentation
 {
     public const int MixBatchSize = 128;
     public const double FlipProbability = 0.5;

@@ -1,6 +1,6 @@
 namespace FsMerge.Data;
 
-public static class DataDirectory
+internal static class DataDirectory
 {
     public const string EnvironmentVariable = "FSMERGE_DATA";
     private const string SolutionFile = "FsMerge.slnx";

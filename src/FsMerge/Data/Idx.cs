@@ -10,7 +10,7 @@ namespace FsMerge.Data;
 /// never from the file name. Reading is strict: the data must be exactly as long as the dimensions say.
 /// Files of other kinds (a FIFO, /dev/zero) are refused before they are opened.
 /// </summary>
-public static class Idx
+internal static class Idx
 {
     public const byte UnsignedByteType = 0x08;
     private const int MaxDims = 8;

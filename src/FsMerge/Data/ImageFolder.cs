@@ -9,7 +9,7 @@ namespace FsMerge.Data;
 /// have the same size and channel count: grayscale images give C=1, colour images C=3 (an alpha
 /// channel is dropped). Decoding uses SkiaSharp.
 /// </summary>
-public static class ImageFolder
+internal static class ImageFolder
 {
     private static readonly string[] Extensions = [".png", ".jpg", ".jpeg"];
 

@@ -14,7 +14,7 @@ public sealed record ImageSet(torch.Tensor Images, long[] Labels, string[] Label
 }
 
 /// <summary>The three splits of one task; see <see cref="TaskData.Load"/> for how they are chosen.</summary>
-public sealed record TaskSplits(TaskSpec Task, ImageSet Train, ImageSet Validation, ImageSet Test) : IDisposable
+internal sealed record TaskSplits(TaskSpec Task, ImageSet Train, ImageSet Validation, ImageSet Test) : IDisposable
 {
     public void Dispose()
     {

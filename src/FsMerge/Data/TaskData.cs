@@ -10,7 +10,7 @@ namespace FsMerge.Data;
 /// then keeps the task's classes, in file order, and labels are re-indexed 0..K-1 in the order of the
 /// task's class list; LabelNames keep the original class names.
 /// </summary>
-public static class TaskData
+internal static class TaskData
 {
     public const int SplitSeed = 20241001;
 

@@ -16,7 +16,7 @@ namespace FsMerge.Data;
 /// pooled train examples of both, so models trained on either can be merged. Idempotent: complete folders
 /// with identical vocabularies are left alone.
 /// </summary>
-public static class TextDatasets
+internal static class TextDatasets
 {
     public const int WordsPerLanguage = 3000;
     public const int VocabularySize = 3000;

@@ -31,7 +31,7 @@ internal sealed class RawTokens : IRawSamples
 /// files. Every example is encoded as [CLS] pieces… [SEP], truncated or padded with [PAD] to
 /// <see cref="SequenceLength"/> tokens: a sample is int64 token ids [L].
 /// </summary>
-public static class TextFolder
+internal static class TextFolder
 {
     public const int SequenceLength = 32;
     public const string VocabFile = "vocab.txt";

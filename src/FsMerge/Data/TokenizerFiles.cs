@@ -10,7 +10,7 @@ namespace FsMerge.Data;
 /// case, accents kept, no CJK spacing, <see cref="TextFolder.SequenceLength"/> tokens), since transformers' defaults
 /// for a folder with vocab.txt alone (accents stripped) give other ids.
 /// </summary>
-public static class TokenizerFiles
+internal static class TokenizerFiles
 {
     public const string ConfigFile = "tokenizer_config.json";
     public const string SpecialTokensFile = "special_tokens_map.json";

@@ -11,7 +11,7 @@ namespace FsMerge.Data;
 /// vocabulary pieces, continuation pieces prefixed "##"; a word with no split (or over 100 characters)
 /// becomes [UNK]. Encoded sequences are [CLS] pieces… [SEP], truncated and padded with [PAD] to a fixed length.
 /// </summary>
-public sealed class WordPiece
+internal sealed class WordPiece
 {
     public const string Pad = "[PAD]", Unknown = "[UNK]", Cls = "[CLS]", Sep = "[SEP]", Mask = "[MASK]";
     public static readonly string[] Specials = [Pad, Unknown, Cls, Sep, Mask];

@@ -37,7 +37,7 @@ public sealed record LabelFreeEstimate(IReadOnlyList<TaskAgreement> Tasks, doubl
 /// The source models' logits on held-out unlabeled samples, computed once, against which any merge is scored
 /// without labels (<see cref="Estimate"/>): the learning-rate sweep, --method auto and every report use it.
 /// </summary>
-public sealed class HeldOutReference : IDisposable
+internal sealed class HeldOutReference : IDisposable
 {
     readonly IReadOnlyList<ImageSet> sets;
     readonly IReadOnlyList<string> names;

@@ -16,10 +16,10 @@ namespace FsMerge.Fuzzing;
 /// whatever else the reader needs (a config.json beside weights, a vocab.txt beside a class file); <see cref="Read"/>
 /// reads it the way the program does. <see cref="Seeds"/> are valid files that FsMerge itself wrote.
 /// </summary>
-public sealed record FuzzTarget(string Name, string Path, IReadOnlyList<byte[]> Seeds, bool Text, Action Read);
+internal sealed record FuzzTarget(string Name, string Path, IReadOnlyList<byte[]> Seeds, bool Text, Action Read);
 
 /// <summary>The readers a user's files reach, each with seed files FsMerge writes (see <see cref="Fuzzer"/>).</summary>
-public static class FuzzTargets
+internal static class FuzzTargets
 {
     public static readonly string[] Names = ["safetensors", "index", "config", "yaml", "idx", "image", "text", "vocab", "checkpoint"];
 

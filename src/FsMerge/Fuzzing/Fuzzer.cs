@@ -7,10 +7,10 @@ namespace FsMerge.Fuzzing;
 
 /// <summary>A reader that misbehaved on one input: an exception other than <see cref="FsMergeException"/>, or too much time or
 /// memory. <see cref="Cause"/> (the exception type and the FsMerge method it left) tells distinct findings apart.</summary>
-public sealed record FuzzFinding(string Target, string Kind, string Cause, string Detail, string? File);
+internal sealed record FuzzFinding(string Target, string Kind, string Cause, string Detail, string? File);
 
 /// <summary>What a fuzz run did: executions per target, the time it took, and the distinct findings.</summary>
-public sealed record FuzzReport(IReadOnlyDictionary<string, long> Executions, TimeSpan Elapsed, IReadOnlyList<FuzzFinding> Findings)
+internal sealed record FuzzReport(IReadOnlyDictionary<string, long> Executions, TimeSpan Elapsed, IReadOnlyList<FuzzFinding> Findings)
 {
     public long Total => Executions.Values.Sum();
 }
@@ -24,7 +24,7 @@ public sealed record FuzzReport(IReadOnlyDictionary<string, long> Executions, Ti
 /// <see cref="MaxAllocatedBytes"/> of managed allocation is a finding, saved once per distinct cause as
 /// <c>CORPUS/TARGET/KIND-HASH</c> to be replayed as a regression test.
 /// </summary>
-public static class Fuzzer
+internal static class Fuzzer
 {
     public static readonly TimeSpan MaxTime = TimeSpan.FromSeconds(2);
     public const long MaxAllocatedBytes = 256L << 20;

@@ -2,7 +2,7 @@ namespace FsMerge;
 
 /// <summary>Writes go to a temporary name beside the target and are renamed into place, so a crash
 /// or a bad input never leaves a half-written output.</summary>
-public static class AtomicFile
+internal static class AtomicFile
 {
     public static void Write(string path, Action<string> writeTemporary)
     {

@@ -9,7 +9,7 @@ namespace FsMerge;
 /// that loads a file whole states the most bytes it accepts, checked against the size before reading.
 /// Every problem is an <see cref="FsMergeException"/> naming the file and what was expected.
 /// </summary>
-public static class InputFile
+internal static class InputFile
 {
     /// <summary>The size of the regular file <paramref name="path"/>; <paramref name="what"/> says what it should be ("a model config.json").</summary>
     public static unsafe long Size(string path, string what)

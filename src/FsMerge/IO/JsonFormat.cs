@@ -4,7 +4,7 @@ using System.Text.Json;
 namespace FsMerge;
 
 /// <summary>How FsMerge writes JSON files: indented, and readable (no \u escapes for quotes or non-ASCII).</summary>
-public static class JsonFormat
+internal static class JsonFormat
 {
     public static readonly JsonSerializerOptions Indented = new()
     {

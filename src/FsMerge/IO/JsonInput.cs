@@ -10,7 +10,7 @@ namespace FsMerge;
 /// UTF-16 (an unpaired "\ud800" escape). The getters name the file and the field, the JSON kind found and what
 /// is allowed, so a value of the wrong kind is an <see cref="FsMergeException"/>, never another exception.
 /// </summary>
-public static class JsonInput
+internal static class JsonInput
 {
     /// <summary>Nesting deeper than this is refused (System.Text.Json's default).</summary>
     public const int MaxDepth = 64;

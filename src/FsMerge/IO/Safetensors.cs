@@ -10,7 +10,7 @@ namespace FsMerge.IO;
 /// <summary>The tensors and the "__metadata__" map of one safetensors file. The tensors belong to this
 /// object (not to any dispose scope): <see cref="Dispose"/> frees every tensor still in
 /// <see cref="Tensors"/>, so remove a tensor from the dictionary first to keep it.</summary>
-public sealed class SafetensorsContent : IDisposable
+internal sealed class SafetensorsContent : IDisposable
 {
     internal SafetensorsContent(Dictionary<string, Tensor> tensors, Dictionary<string, string> metadata)
     {
@@ -39,7 +39,7 @@ public sealed class SafetensorsContent : IDisposable
 /// between the file and the tensors' native storage in chunks; a file is never loaded whole into
 /// managed memory.
 /// </summary>
-public static class Safetensors
+internal static class Safetensors
 {
     /// <summary>Headers above this size are refused (the reference implementation's limit).</summary>
     public const long MaxHeaderBytes = 100_000_000;

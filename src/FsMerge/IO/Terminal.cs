@@ -3,7 +3,7 @@ using System.Text;
 namespace FsMerge;
 
 /// <summary>Text from inputs (file names, keys, labels) made safe for one line of a terminal.</summary>
-public static class Terminal
+internal static class Terminal
 {
     /// <summary>Control characters (ESC, newline, C1) and unpaired surrogates as visible escapes, so an input
     /// can neither drive the terminal nor split an error message over lines.</summary>

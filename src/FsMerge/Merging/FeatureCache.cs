@@ -15,7 +15,7 @@ namespace FsMerge.Merging;
 /// float32 bytes). A file whose metadata does not match, or that cannot be read, is recomputed and
 /// overwritten: a stale cache is never reused.
 /// </summary>
-public static class FeatureCache
+internal static class FeatureCache
 {
     public const string TensorName = "features";
     const string FormatVersion = "1";

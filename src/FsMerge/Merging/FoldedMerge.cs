@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace FsMerge.Merging;
 
 /// <summary>Shared steps of every method that ends in one folded model.</summary>
-public static class FoldedMerge
+internal static class FoldedMerge
 {
     /// <summary>
     /// Merged-space parameters (LayerNorms) by an initialization rule (spec §2.2): "first" copies model 1's,

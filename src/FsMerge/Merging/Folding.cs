@@ -9,7 +9,7 @@ namespace FsMerge.Merging;
 /// merged-space parameters → the weights of one ordinary model with one head per source task.
 /// Differentiable: FS-Merge calls it every training step with autograd on (spec §14).
 /// </summary>
-public static class Folding
+internal static class Folding
 {
     /// <param name="sources">Each source model's weights (backbone and heads), in merge order.</param>
     /// <param name="headCounts">How many heads each source has; head names follow <see cref="Heads.Prefix"/>.</param>

@@ -13,7 +13,7 @@ namespace FsMerge.Merging;
 /// permutation (one for queries and keys, which keeps their dot products, one for values, undone by the output
 /// projection: the symmetries attention admits, Zhang et al. 2025), fitted by orthogonal Procrustes.
 /// </summary>
-public sealed record HeadAlignmentOptions(bool HeadAware, bool Orthogonal)
+internal sealed record HeadAlignmentOptions(bool HeadAware, bool Orthogonal)
 {
     public static readonly HeadAlignmentOptions Default = new(true, false);
 
@@ -37,7 +37,7 @@ public sealed record HeadAlignmentOptions(bool HeadAware, bool Orthogonal)
 /// One alignment problem: <see cref="Groups"/> of spaces, each group mapped by one shared transport. With
 /// <see cref="Heads"/> &gt; 1 the groups are one attention layer's (queries with keys, values), whose heads move together.
 /// </summary>
-public sealed record AlignmentUnit(IReadOnlyList<IReadOnlyList<string>> Groups, int Heads)
+internal sealed record AlignmentUnit(IReadOnlyList<IReadOnlyList<string>> Groups, int Heads)
 {
     public IEnumerable<string> Spaces => Groups.SelectMany(g => g);
 }
@@ -49,7 +49,7 @@ public sealed record AlignmentUnit(IReadOnlyList<IReadOnlyList<string>> Groups, 
 /// way the aligned model computes the same function (a rotation is exact only within a head's queries and keys, or
 /// its values: LayerNorm and GELU admit permutations only).
 /// </summary>
-public static class HeadAlignment
+internal static class HeadAlignment
 {
     /// <summary>The table's alignment problems: each attention layer as one unit when head-aware, every other space alone.</summary>
     public static IReadOnlyList<AlignmentUnit> Units(SiteTable table, bool headAware)

@@ -23,7 +23,7 @@ public sealed record RateTrial(double Rate, double LogitError, double Agreement,
 /// rate with the lowest error then trains the full run. With the defaults (5 rates × 0.2) the sweep costs
 /// about one full run, so a merge with --lr auto takes about twice as long as one at a given rate.
 /// </summary>
-public static class LearningRateSearch
+internal static class LearningRateSearch
 {
     /// <summary>Whether these settings ask for the sweep: --lr auto, with epochs to train.</summary>
     public static bool Applies(MethodSettings settings) =>

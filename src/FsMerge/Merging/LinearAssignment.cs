@@ -23,7 +23,7 @@ namespace FsMerge.Merging;
 /// transpose instead. NaN or infinite entries are rejected. Ties are broken deterministically.
 /// </para>
 /// </remarks>
-public static class LinearAssignment
+internal static class LinearAssignment
 {
     /// <summary>Returns <c>assignment[i]</c> = the column given to row <c>i</c>; all columns distinct.</summary>
     /// <exception cref="ArgumentNullException"><paramref name="cost"/> is null.</exception>

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace FsMerge.Merging;
 
 /// <summary>The unlabeled merge data: the first n images of a seeded shuffle of each task's train split (spec §11.2).</summary>
-public static class MergeData
+internal static class MergeData
 {
     public static ImageSet Sample(ImageSet train, int count, long seed)
     {

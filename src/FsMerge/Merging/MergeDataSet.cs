@@ -6,7 +6,7 @@ namespace FsMerge.Merging;
 
 /// <summary>One task's merge training set: its original merge images followed by its augmented ones
 /// (spec §7.1 row order, §11.3). An epoch is one pass over every original and augmented item (§13.16).</summary>
-public static class MergeDataSet
+internal static class MergeDataSet
 {
     /// <summary>
     /// <paramref name="originals"/> followed by <see cref="Augmentation.Augment"/>(originals,

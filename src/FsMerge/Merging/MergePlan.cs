@@ -8,7 +8,7 @@ namespace FsMerge.Merging;
 /// Checks that the sources can be merged and gathers their tasks and merge data: the shared steps of
 /// `fsmerge merge` and the benches.
 /// </summary>
-public sealed class MergePlan
+internal sealed class MergePlan
 {
     public required IReadOnlyList<Model> Sources { get; init; }
     public required IReadOnlyList<string> Tasks { get; init; }

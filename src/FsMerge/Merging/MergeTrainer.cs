@@ -6,7 +6,7 @@ namespace FsMerge.Merging;
 
 /// <summary>Optimizer settings shared by FS-Merge and distillation (spec §4.6, §7.4-7.5).</summary>
 /// <param name="Recoveries">How many times a divergent loss may be recovered from (see <see cref="MergeTrainer"/>); 0 = fail at once.</param>
-public sealed record OptimizerSettings(string Optimizer, double LearningRate, int Epochs, int BatchSize,
+internal sealed record OptimizerSettings(string Optimizer, double LearningRate, int Epochs, int BatchSize,
     double Momentum, double WeightDecay, double WarmupFraction, string Schedule = "cosine", int Recoveries = OptimizerSettings.DefaultRecoveries)
 {
     public const int DefaultRecoveries = 6;
@@ -58,7 +58,7 @@ public sealed record OptimizerSettings(string Optimizer, double LearningRate, in
 /// after <paramref name="Patience"/> checks without a new best, training stops, and the parameters of the best
 /// check are restored. <see cref="BestEpoch"/> and <see cref="StoppedEpoch"/> report what happened.
 /// </summary>
-public sealed class EarlyStopping(int CheckEvery, int Patience, Func<double> HeldOutLoss)
+internal sealed class EarlyStopping(int CheckEvery, int Patience, Func<double> HeldOutLoss)
 {
     public int CheckEvery { get; } = CheckEvery;
     public int Patience { get; } = Patience;
@@ -84,7 +84,7 @@ public sealed record LossCurve(string Phase, IReadOnlyList<LossPoint> Points, do
 }
 
 /// <summary>The loss diverged and no recovery was left (or none was allowed): the learning-rate sweep scores such a rate as failed.</summary>
-public sealed class DivergenceException(string message) : FsMergeException(message);
+internal sealed class DivergenceException(string message) : FsMergeException(message);
 
 /// <summary>
 /// The optimization loop of FS-Merge and distillation: shuffled batches, warm-up then cosine decay (or OneCycle).
@@ -96,7 +96,7 @@ public sealed class DivergenceException(string message) : FsMergeException(messa
 /// snapshot in the checkpoint, so a killed and resumed run recovers exactly as an uninterrupted one whatever
 /// the checkpoint interval. Divergence usually comes in the first steps (the warm-up's peak), so little is redone.
 /// </summary>
-public static class MergeTrainer
+internal static class MergeTrainer
 {
     /// <summary>At most this many points per loss curve (one every ⌈total steps / this⌉ steps, and the last step).</summary>
     public const int CurvePoints = 200;

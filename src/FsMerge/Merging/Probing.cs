@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace FsMerge.Merging;
 
 /// <summary>Collects a model's intermediate values (named by site, see <see cref="Probe"/>) on a set of images.</summary>
-public static class Probing
+internal static class Probing
 {
     public const int BatchSize = 256;
 

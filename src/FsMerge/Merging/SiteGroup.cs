@@ -10,7 +10,7 @@ namespace FsMerge.Merging;
 /// make a new group each step, since the factors are re-cut from θ every step.
 /// A site may appear more than once (a layer's Q, K and V weights share one unmerge site).
 /// </summary>
-public sealed class SiteGroup(IReadOnlyList<SiteMatrix> members)
+internal sealed class SiteGroup(IReadOnlyList<SiteMatrix> members)
 {
     readonly Dictionary<string, Tensor> stacked = [];
     readonly Site site = members[0].Site;

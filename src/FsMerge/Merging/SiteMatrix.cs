@@ -4,10 +4,10 @@ using static TorchSharp.torch;
 namespace FsMerge.Merging;
 
 /// <summary>Parameterizations of M and U (spec §2.1).</summary>
-public enum MuType { Full, Diagonal, LowRank, DiagonalLowRank }
+internal enum MuType { Full, Diagonal, LowRank, DiagonalLowRank }
 
 /// <summary>Initializations of M and U (spec §2.2, §4.3).</summary>
-public enum MuInit { First, Average, Random }
+internal enum MuInit { First, Average, Random }
 
 /// <summary>
 /// The learnable factors of one site's M or U and their dense materialization (code layout, spec §1:
@@ -15,7 +15,7 @@ public enum MuInit { First, Average, Random }
 /// Factors: "dense" (full); "diag" (one vector of Σe_i entries, block i = diag(m_i));
 /// "left"·"right" (low rank: M = A·B with A [Σe_i, r], B [r, e']; U = C·G with C [e', r], G [r, Σe_i]).
 /// </summary>
-public sealed class SiteMatrix
+internal sealed class SiteMatrix
 {
     /// <summary>λ: the scale of the small random right factor under first/average (spec §2.2).</summary>
     public const double LowRankFactor = 0.1;

@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace FsMerge.Merging;
 
 /// <summary>Builds a <see cref="SiteTable"/> row by row: the vocabulary the architecture files write their tables in.</summary>
-public sealed class SiteTableBuilder
+internal sealed class SiteTableBuilder
 {
     readonly List<Site> sites = [];
     readonly List<TensorFold> tensors = [];

@@ -18,7 +18,7 @@ namespace FsMerge.Merging;
 /// one model at a time. Built for one set of M/U shapes (<see cref="SiteMatrix.Signature"/>): the fold of
 /// one training run, whose factors change value but not shape.
 /// </summary>
-public sealed class StackedFold
+internal sealed class StackedFold
 {
     /// <summary>One tensor's block of columns in a column group, and how to shape it back.</summary>
     sealed record Part(long[] Shape, bool IsVector);

@@ -16,7 +16,7 @@ namespace FsMerge.Models;
 /// (spec §13.23), so source, SuperNet and folded model run the same numbers.
 /// </para>
 /// </summary>
-public sealed class Bert : IArchitecture
+internal sealed class Bert : IArchitecture
 {
     public string Name => "bert";
 

@@ -8,7 +8,7 @@ namespace FsMerge.Models;
 /// model names its head "classifier" (as Hugging Face's *ForImageClassification does); a multi-task model
 /// names head t "classifier.{t}". A linear head has weight and bias; a cosine head a projection and a weight.
 /// </summary>
-public static class Heads
+internal static class Heads
 {
     public static string Prefix(int task, int headCount) => headCount == 1 ? "classifier" : $"classifier.{task}";
 

@@ -8,7 +8,7 @@ namespace FsMerge.Models;
 /// Multi-layer perceptron on flattened images (spec §4): hidden layers "layers.{l}" with ReLU.
 /// The feature read by the heads is the last hidden layer's activation.
 /// </summary>
-public sealed class Mlp : IArchitecture
+internal sealed class Mlp : IArchitecture
 {
     public string Name => "mlp";
 

@@ -154,7 +154,12 @@ public sealed class Model : IDisposable
             {
                 if (fresh != null) foreach (var t in fresh.Values) t.Dispose();
             }
-            return new Model(config, weights) { FreshWeights = expected.Keys.Where(n => !stored.ContainsKey(n)).ToList() };
+            var dtypes = stored.Values.Where(t => t.Tensor is not null).Select(t => t.Tensor.dtype).Distinct().ToList();
+            return new Model(config, weights)
+            {
+                FreshWeights = expected.Keys.Where(n => !stored.ContainsKey(n)).ToList(),
+                StoredDType = dtypes.Count == 1 ? dtypes[0] : ScalarType.Float32,
+            };
         }
         finally
         {
@@ -240,19 +245,31 @@ public sealed class Model : IDisposable
         return weight;
     }
 
-    /// <summary>Writes config.json, model.safetensors and preprocessor_config.json (image models) or the tokenizer files (BERT with a vocabulary), each atomically.</summary>
-    public void Save(string dir)
+    /// <summary>Writes config.json (with torch_dtype), the weights in <paramref name="format"/> (default: float32, one
+    /// model.safetensors) and preprocessor_config.json (image models) or the tokenizer files (BERT with a vocabulary), each atomically.</summary>
+    public void Save(string dir, WeightFormat? format = null)
+    {
+        format ??= new WeightFormat();
+        Directory.CreateDirectory(dir);
+        format.Write(dir, Weights);
+        SaveConfig(dir, format.DType);
+    }
+
+    /// <summary>Save without the weights: config.json (torch_dtype <paramref name="dtype"/>) and the preprocessor or tokenizer files.</summary>
+    public void SaveConfig(string dir, ScalarType dtype)
     {
         Directory.CreateDirectory(dir);
-        var cpu = Weights.ToDictionary(kv => kv.Key, kv => kv.Value.detach().cpu().contiguous());
-        Safetensors.Write(Path.Combine(dir, WeightsFile), cpu,
-            new Dictionary<string, string> { ["format"] = "pt", ["producer"] = "fsmerge" });
-        Config.Write(Path.Combine(dir, ConfigFile));
+        var config = Config.ToJson();
+        config["torch_dtype"] = WeightFormat.Name(dtype);
+        AtomicFile.WriteAllText(Path.Combine(dir, ConfigFile), config.ToJsonString(JsonFormat.Indented));
         if (Config.Architecture != "bert")
             Config.Preprocessor.Write(Path.Combine(dir, ImageProcessor.FileName), Config.Architecture == "vit" ? Config.ImageSize : null);
         else if (Config.Vocabulary is { } vocabulary)
             Data.TokenizerFiles.Write(dir, vocabulary);
     }
+
+    /// <summary>The dtype the weights were stored in (<see cref="Load"/>; float32 when they mixed types or were made here).</summary>
+    public ScalarType StoredDType { get; private init; } = ScalarType.Float32;
 
     public void Dispose()
     {

@@ -10,7 +10,7 @@ namespace FsMerge.Models;
 /// and a final LayerNorm. The feature read by the heads is the final-LayerNorm CLS token, as in
 /// ViTForImageClassification.
 /// </summary>
-public sealed class Vit : IArchitecture
+internal sealed class Vit : IArchitecture
 {
     public string Name => "vit";
 

@@ -5,10 +5,10 @@ using ScottPlot;
 namespace FsMerge.Reporting;
 
 /// <summary>One named set of bars: a value per category of a <see cref="BarChart"/>.</summary>
-public sealed record BarSeries(string Name, IReadOnlyList<double> Values);
+internal sealed record BarSeries(string Name, IReadOnlyList<double> Values);
 
 /// <summary>Grouped bar charts written as PNG files (ScottPlot): one group per category, one bar per series.</summary>
-public static class BarChart
+internal static class BarChart
 {
     /// <summary>
     /// Draws <paramref name="series"/> over <paramref name="categories"/> and writes the PNG atomically to

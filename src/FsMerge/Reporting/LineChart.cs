@@ -4,10 +4,10 @@ using ScottPlot;
 namespace FsMerge.Reporting;
 
 /// <summary>One named line of a chart: x values and the matching y values.</summary>
-public sealed record ChartSeries(string Name, IReadOnlyList<double> X, IReadOnlyList<double> Y);
+internal sealed record ChartSeries(string Name, IReadOnlyList<double> X, IReadOnlyList<double> Y);
 
 /// <summary>Line charts written as PNG files (ScottPlot), for benchmark curves and training losses.</summary>
-public static class LineChart
+internal static class LineChart
 {
     /// <summary>Draws <paramref name="series"/> and writes the PNG atomically to <paramref name="path"/>. The legend
     /// sits beside the plot, where it covers no line; series with identical points are drawn once, under one joint

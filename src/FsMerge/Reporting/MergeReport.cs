@@ -4,11 +4,12 @@ using System.Text.Json.Nodes;
 using FsMerge.Evaluation;
 using FsMerge.Merging;
 using FsMerge.Models;
+using FsMerge.Runs;
 
 namespace FsMerge.Reporting;
 
 /// <summary>One source model of a merge: where it came from, its task, its config, and how many merge images it got.</summary>
-public sealed record ReportSource(string Path, string Task, ModelConfig Config, int MergeSamples);
+internal sealed record ReportSource(string Path, string Task, ModelConfig Config, int MergeSamples);
 
 /// <summary>One method's result on a run's inputs: its options, cost, loss curves and (if labelled data was given) accuracies.</summary>
 public sealed record MethodResult
@@ -54,10 +55,10 @@ public sealed record MethodResult
 }
 
 /// <summary>Accuracy of one method at one amount of merge data, for the accuracy-against-data plot.</summary>
-public sealed record DataPoint(string Method, int SamplesPerTask, EvaluationResult Test);
+internal sealed record DataPoint(string Method, int SamplesPerTask, EvaluationResult Test);
 
 /// <summary>Everything a merge report shows: the inputs, one or several methods run on them, and optionally a data series.</summary>
-public sealed record MergeRunSummary
+internal sealed record MergeRunSummary
 {
     public required IReadOnlyList<ReportSource> Sources { get; init; }
     /// <summary>One entry per method run on the same inputs (`fsmerge merge`: one; `fsmerge compare`: several).</summary>
@@ -74,6 +75,8 @@ public sealed record MergeRunSummary
     public string? LabelFreeChoice { get; init; }
     /// <summary>Notes of the plan (a source re-expressed for model 1's preprocessing), listed under "What was merged".</summary>
     public IReadOnlyList<string> Notes { get; init; } = [];
+    /// <summary>The saved model's weight dtype (float32, float16, bfloat16).</summary>
+    public string SavedDType { get; init; } = "float32";
     /// <summary>The command line that produced the run, for reproduction (optional).</summary>
     public string? CommandLine { get; init; }
     public DateTimeOffset Finished { get; init; } = DateTimeOffset.UtcNow;
@@ -88,7 +91,7 @@ public sealed record MergeRunSummary
 /// loss; accuracy.png: per-task accuracy per method; accuracy-vs-data.png: accuracy against merge data) and,
 /// when the folder holds the merged model, its model card README.md. Every file is written atomically.
 /// </summary>
-public static class MergeReport
+internal static class MergeReport
 {
     public const string ReportFile = "report.md", MetricsJson = "metrics.json", MetricsCsv = "metrics.csv",
         LossPlot = "loss.png", AccuracyPlot = "accuracy.png", DataPlot = "accuracy-vs-data.png", SweepPlot = "lr-sweep.png", ModelCardFile = "README.md";
@@ -179,7 +182,8 @@ public static class MergeReport
         ["methods"] = new JsonArray(run.Methods.Select(m => (JsonNode)new JsonObject
         {
             ["method"] = m.Method,
-            ["options"] = new JsonObject(m.Options.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
+            ["options"] = MergeMethods.All.FirstOrDefault(x => x.Name == m.Method) is { } known ? OptionValues.ToJson(known, m.Options)
+                : new JsonObject(m.Options.Select(kv => KeyValuePair.Create(kv.Key, OptionValues.ToJson(kv.Value, null)))),
             ["seconds"] = Math.Round(m.Seconds, 3),
             ["peak_mb"] = m.PeakMegabytes > 0 ? Math.Round(m.PeakMegabytes, 1) : null,
             ["optimized_parameters"] = m.OptimizedParameters,
@@ -210,34 +214,42 @@ public static class MergeReport
         ["rate_scale_before"] = r.FromScale, ["rate_scale_after"] = r.ToScale,
     })).ToArray());
 
-    /// <summary>Long format, one value a row: method, samples_per_task (empty: the run's), metric, task (empty: not per task), value.</summary>
+    /// <summary>
+    /// Long format, one value a row: method, samples_per_task (the unlabeled merge images per task: the task's own on a
+    /// per-task row, the run's when every task had the same, empty when they differ), metric, task (empty: not per
+    /// task), value.
+    /// </summary>
     public static string Csv(MergeRunSummary run)
     {
         var csv = new StringBuilder("method,samples_per_task,metric,task,value\n");
+        var perTask = run.Sources.Select(s => s.MergeSamples).ToList();
+        int? runSamples = perTask.Distinct().Count() == 1 ? perTask[0] : null;
+        int? SamplesOf(int task) => task < perTask.Count ? perTask[task] : null;
         void Row(string method, int? samples, string metric, string task, double value) =>
             csv.Append(CultureInfo.InvariantCulture, $"{Field(method)},{samples},{metric},{Field(task)},{value.ToString("R", CultureInfo.InvariantCulture)}\n");
-        void Accuracies(string method, int? samples, EvaluationResult test)
+        void Accuracies(string method, int? series, EvaluationResult test)
         {
-            foreach (var t in test.Tasks) Row(method, samples, "accuracy", t.Task, t.Accuracy);
-            Row(method, samples, "per_task_mean", "", test.PerTaskMean);
-            Row(method, samples, "joint", "", test.Joint);
+            for (int t = 0; t < test.Tasks.Count; t++) Row(method, series ?? SamplesOf(t), "accuracy", test.Tasks[t].Task, test.Tasks[t].Accuracy);
+            Row(method, series ?? runSamples, "per_task_mean", "", test.PerTaskMean);
+            Row(method, series ?? runSamples, "joint", "", test.Joint);
+            Row(method, series ?? runSamples, "task_identified", "", test.TaskIdentified);
         }
         foreach (var m in run.Methods)
         {
             if (m.Test != null) Accuracies(m.Method, null, m.Test);
             if (m.LabelFree is { } estimate)
             {
-                foreach (var t in estimate.Tasks)
+                for (int t = 0; t < estimate.Tasks.Count; t++)
                 {
-                    Row(m.Method, null, "agreement", t.Task, t.Agreement);
-                    Row(m.Method, null, "logit_error", t.Task, t.LogitError);
+                    Row(m.Method, SamplesOf(t), "agreement", estimate.Tasks[t].Task, estimate.Tasks[t].Agreement);
+                    Row(m.Method, SamplesOf(t), "logit_error", estimate.Tasks[t].Task, estimate.Tasks[t].LogitError);
                 }
-                Row(m.Method, null, "joint_agreement", "", estimate.JointAgreement);
+                Row(m.Method, runSamples, "joint_agreement", "", estimate.JointAgreement);
             }
-            Row(m.Method, null, "seconds", "", m.Seconds);
-            if (m.PeakMegabytes > 0) Row(m.Method, null, "peak_mb", "", m.PeakMegabytes);
-            if (m.OptimizedParameters is { } p) Row(m.Method, null, "optimized_parameters", "", p);
-            if (m.FinalLoss is { } l) Row(m.Method, null, "final_loss", "", l);
+            Row(m.Method, runSamples, "seconds", "", m.Seconds);
+            if (m.PeakMegabytes > 0) Row(m.Method, runSamples, "peak_mb", "", m.PeakMegabytes);
+            if (m.OptimizedParameters is { } p) Row(m.Method, runSamples, "optimized_parameters", "", p);
+            if (m.FinalLoss is { } l) Row(m.Method, runSamples, "final_loss", "", l);
         }
         foreach (var p in run.DataSeries) Accuracies(p.Method, p.SamplesPerTask, p.Test);
         return csv.ToString();
@@ -265,12 +277,13 @@ public static class MergeReport
         md.AppendLine($"Finished {run.Finished:yyyy-MM-dd HH:mm:ss} UTC" + (run.CommandLine != null ? $" by `{run.CommandLine}`." : "."));
         md.AppendLine();
         md.AppendLine("## What was merged\n");
-        md.AppendLine("| # | source model | architecture | task | classes | source test accuracy | unlabeled merge images |");
+        md.AppendLine("Source t becomes head t (0-based, as in the tensor names `classifier.{t}` and the folders `tasks/{t}-{task}`).\n");
+        md.AppendLine("| head | source model | architecture | task | classes | source test accuracy | unlabeled merge images |");
         md.AppendLine("|---|---|---|---|---|---|---|");
         foreach (var (s, i) in run.Sources.Select((s, i) => (s, i)))
         {
             var accuracy = s.Config.Training["test_accuracy"] is JsonValue v && v.TryGetValue<double>(out var a) ? Percent(a) + " %" : "not recorded";
-            md.AppendLine($"| {i + 1} | `{s.Path}` | {Describe(s.Config)} | {s.Task} | {s.Config.Heads.Sum(h => h.Labels.Length)} | {accuracy} | {s.MergeSamples} |");
+            md.AppendLine($"| {i} | `{s.Path}` | {Describe(s.Config)} | {s.Task} | {s.Config.Heads.Sum(h => h.Labels.Length)} | {accuracy} | {s.MergeSamples} |");
         }
         md.AppendLine();
         md.AppendLine($"Seed {run.Seed}, {(run.Threads == 0 ? "the default thread count (one per core)" : $"{run.Threads} thread(s)")}, device {run.Device}" +

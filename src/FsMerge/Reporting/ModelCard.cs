@@ -1,11 +1,12 @@
 using System.Globalization;
 using System.Text;
 using FsMerge.Models;
+using FsMerge.Runs;
 
 namespace FsMerge.Reporting;
 
 /// <summary>The model card (README.md) of a merged model: what it is, its heads, how it was made, how to load it, its limits.</summary>
-public static class ModelCard
+internal static class ModelCard
 {
     public static string Markdown(MergeRunSummary run, MethodResult method, ModelConfig config)
     {
@@ -21,9 +22,11 @@ public static class ModelCard
                       "(FsMerge), using unlabeled images only: no labels and no fine-tuning on labelled data.\n");
 
         md.AppendLine("## Heads\n");
-        md.AppendLine("Head t reads the backbone's feature and classifies task t's images; pick the head of the task you want.\n");
-        md.AppendLine("| head | task | tensors | classes | labels |");
-        md.AppendLine("|---|---|---|---|---|");
+        md.AppendLine("Head t (0-based, as in the tensor names) reads the backbone's feature and classifies task t's images; pick the head of the task you want. " +
+                      "`tasks/{t}-{task}/` holds head t alone as a single-task model (Hugging Face's *ForImageClassification / *ForSequenceClassification layout); " +
+                      "every task folder shares one backbone file (`backbone.safetensors`, hard-linked; merge.json's `tasks_backbone` says if it had to be copied).\n");
+        md.AppendLine("| head | task | tensors | single-task folder | classes | labels |");
+        md.AppendLine("|---|---|---|---|---|---|");
         for (int t = 0; t < config.Heads.Count; t++)
         {
             var h = config.Heads[t];
@@ -32,18 +35,20 @@ public static class ModelCard
             var names = Heads.Weights(config).Select(w => w.Name).Where(n => n == $"{prefix}.{Heads.Field(n)}").ToList();
             var tensors = string.Join(", ", names.Select((n, i) => i == 0 ? $"`{n}`" : $"`.{Heads.Field(n)}`"))
                 + (h.Kind == HeadKind.Cosine ? $" (cosine, logit scale {h.LogitScale.ToString(CultureInfo.InvariantCulture)})" : "");
-            md.AppendLine($"| {t} | {h.Task} | {tensors} | {h.Labels.Length} | {labels} |");
+            md.AppendLine($"| {t} | {h.Task} | {tensors} | `tasks/{OutputWriter.TaskFolder(t, h.Task)}` | {h.Labels.Length} | {labels} |");
         }
         md.AppendLine();
 
         md.AppendLine("## How it was made\n");
-        md.AppendLine("| source | task | unlabeled merge images |");
+        md.AppendLine("| source (path relative to this folder) | task | unlabeled merge images |");
         md.AppendLine("|---|---|---|");
         foreach (var s in run.Sources) md.AppendLine($"| `{s.Path}` | {s.Task} | {s.MergeSamples} |");
         md.AppendLine();
         md.AppendLine($"Method {method.Method} with options {string.Join(", ", method.Options.Select(kv => $"`--{kv.Key} {kv.Value}`"))}; seed {run.Seed}; " +
                       $"{method.Seconds:F1} s" + (method.OptimizedParameters is { } p ? $", {p.ToString("N0", CultureInfo.InvariantCulture)} optimized parameters" : "") + ".");
-        if (run.CommandLine != null) md.AppendLine($"\nCommand: `{run.CommandLine}`");
+        // Not the command line: it holds the paths of the machine it ran on; the config holds them relative to this folder.
+        md.AppendLine("\nThe run's full config (every option's value, the sources relative to this folder) is `config` in merge.json; " +
+                      "saved as a file, `fsmerge merge FILE --out DIR` runs it again.");
         md.AppendLine();
         if (method.Test is { } test)
         {
@@ -58,7 +63,8 @@ public static class ModelCard
         }
 
         md.AppendLine("## How to load it\n");
-        md.AppendLine("The folder holds `config.json` (shape, heads and labels under `fsmerge.heads`) and `model.safetensors` (float32).\n");
+        md.AppendLine($"The folder holds `config.json` (shape, heads and labels under `fsmerge.heads`) and the weights in {run.SavedDType} " +
+                      "(`model.safetensors`, or shards listed in `model.safetensors.index.json`); `merge.json` holds the run's full config under `config`.\n");
         md.AppendLine("```sh\nfsmerge eval --model THIS_FOLDER            # accuracy per task and joint\n```\n");
         md.AppendLine("```csharp\nusing var model = FsMerge.Models.Model.Load(\"THIS_FOLDER\", TorchSharp.torch.CPU);\n" +
                       "var features = model.Features(images);      // images as the sources were fed: " + InputText(config) + "\n" +

@@ -4,14 +4,14 @@ using FsMerge.Merging;
 namespace FsMerge.Runs;
 
 /// <summary>A reader of one kind of data source: unlabeled merge images, and labelled test images where the kind has labels.</summary>
-public sealed record DataSourceReader(string Kind, string Help, Func<string, string, ImageSet> Unlabeled, Func<string, string, ImageSet>? Labelled);
+internal sealed record DataSourceReader(string Kind, string Help, Func<string, string, ImageSet> Unlabeled, Func<string, string, ImageSet>? Labelled);
 
 /// <summary>
 /// The kinds of data a merge source can draw from, by name. A new kind (text files for BERT) is one more
 /// entry here: the YAML file, the dry run and the merge find it by its kind.
 /// Readers take (value, data folder) and return images [n, C, H, W] in [0, 1] on the CPU.
 /// </summary>
-public static class DataSources
+internal static class DataSources
 {
     static readonly string[] ImageExtensions = [".png", ".jpg", ".jpeg"];
 
@@ -39,6 +39,9 @@ public static class DataSources
         return MergeData.Sample(all, count, seed);
     }
 
+    /// <summary>How merge.json and the report name data a library caller passed in memory (<see cref="SourceRequest.Images"/>).</summary>
+    public static DataSource InMemory(TorchSharp.torch.Tensor images) => new("memory", $"[{string.Join(", ", images.shape)}]");
+
     /// <summary>
     /// <paramref name="count"/> merge images and <paramref name="heldOut"/> held-out ones, disjoint, from one seeded
     /// shuffle of the source: the merge images are the same as <see cref="Sample"/>'s. A source with fewer images
@@ -50,6 +53,25 @@ public static class DataSources
     {
         if (heldOut == 0) return (Sample(source, dataDir, count, seed), null);
         using var all = Sample(source, dataDir, checked(count + heldOut), seed);
+        return Split(all, count, heldOut);
+    }
+
+    /// <summary>The same draw from items held in memory ([n, ...] on the CPU; left as they are: the sets returned are copies).</summary>
+    public static (ImageSet Merge, ImageSet? HeldOut) SampleWithHeldOut(TorchSharp.torch.Tensor items, int count, int heldOut, long seed)
+    {
+        if (items.dim() < 2 || items.shape[0] == 0)
+            throw new FsMergeException($"in-memory merge data: shape [{string.Join(", ", items.shape)}]; expected [n, C, H, W] images or [n, L] token ids with n >= 1");
+        var pool = new ImageSet(items.device_type == TorchSharp.DeviceType.CPU ? items.alias() : items.cpu(), new long[items.shape[0]], ["unlabeled"]);
+        using (pool)
+        {
+            if (heldOut == 0) return (MergeData.Sample(pool, count, seed), null);
+            using var all = MergeData.Sample(pool, checked(count + heldOut), seed);
+            return Split(all, count, heldOut);
+        }
+    }
+
+    static (ImageSet Merge, ImageSet? HeldOut) Split(ImageSet all, int count, int heldOut)
+    {
         int n = all.Count;
         int held = n >= count + heldOut ? heldOut : n > count ? n - count : Math.Min(heldOut, Math.Max(1, n / 4));
         if (n < 2) return (Slice(all, 0, n), null);

@@ -1,3 +1,5 @@
+using FsMerge.Data;
+
 namespace FsMerge.Runs;
 
 /// <summary>
@@ -23,6 +25,14 @@ public sealed record SourceRequest
     public int Samples { get; init; } = MergeRequest.DefaultSamples;
     /// <summary>Labelled evaluation images; null = the test split of <see cref="Task"/>.</summary>
     public DataSource? Test { get; init; }
+    /// <summary>
+    /// Unlabeled merge data held in memory instead of <see cref="Data"/>: images [n, C, H, W] float32 in [0, 1] (int64
+    /// token ids [n, L] for BERT). <see cref="Samples"/> are drawn from it, and the held-out ones after them. The caller
+    /// keeps ownership: the merge copies what it uses.
+    /// </summary>
+    public TorchSharp.torch.Tensor? Images { get; init; }
+    /// <summary>Labelled evaluation data held in memory instead of <see cref="Test"/> (for <see cref="MergeRequest.Eval"/>); the caller keeps ownership.</summary>
+    public ImageSet? TestImages { get; init; }
 }
 
 /// <summary>
@@ -39,8 +49,14 @@ public sealed record MergeRequest
     public const int MaxImagesPerTask = 1 << 16;
 
     public IReadOnlyList<SourceRequest> Sources { get; init; } = [];
-    public string Method { get; init; } = "fs-merge";
-    /// <summary>Method options by name (as on the command line without "--"); the method checks their values.</summary>
+    /// <summary>The merge method (<see cref="Merging.MergeMethods"/>); unset, the method of typed <see cref="Options"/>, else fs-merge.</summary>
+    public string Method { get => method ?? (Options as MethodOptions)?.Method ?? "fs-merge"; init => method = value; }
+    readonly string? method;
+    /// <summary>
+    /// Method options: typed (<see cref="FsMergeOptions"/>, <see cref="RegMeanOptions"/>, ...), or by name as on the
+    /// command line without "--" with their values as text; the method checks them. Options not given take the method's
+    /// defaults for the sources' architecture.
+    /// </summary>
     public IReadOnlyDictionary<string, string> Options { get; init; } = new Dictionary<string, string>();
     /// <summary>Where each of <see cref="Options"/> was given: "flag" or "config file".</summary>
     public IReadOnlyDictionary<string, string> OptionOrigins { get; init; } = new Dictionary<string, string>();
@@ -64,4 +80,13 @@ public sealed record MergeRequest
     public bool Eval { get; init; }
     /// <summary>The data folder for "task" sources; null = $FSMERGE_DATA, else data/ in the repository.</summary>
     public string? DataDir { get; init; }
+    /// <summary>With <see cref="Output"/>: save a training checkpoint every this many steps (and at each phase end and on cancellation) in OUTPUT.partial/.</summary>
+    public int CheckpointEvery { get; init; } = DefaultCheckpointEvery;
+    public const int DefaultCheckpointEvery = 200;
+    /// <summary>Continue an interrupted run from its checkpoints in OUTPUT.partial/ (same models, data and options).</summary>
+    public bool Resume { get; init; }
+    /// <summary>The saved weights' dtype: float32, float16 or bfloat16; null = the sources' (float32 when they differ).</summary>
+    public string? DType { get; init; }
+    /// <summary>Largest safetensors shard in bytes: a bigger model is saved as Hugging Face shards with an index; null = one file.</summary>
+    public long? ShardSize { get; init; }
 }

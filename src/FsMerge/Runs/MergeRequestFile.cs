@@ -1,5 +1,6 @@
 using System.Globalization;
 using FsMerge.Merging;
+using FsMerge.Models;
 using YamlDotNet.Core;
 using YamlDotNet.Core.Events;
 using YamlDotNet.RepresentationModel;
@@ -23,11 +24,13 @@ namespace FsMerge.Runs;
 /// threads: 0
 /// device: cpu
 /// output: merged
+/// dtype: bfloat16            # optional: saved weights' dtype (default: the sources')
+/// shard_size: 2000000000     # optional: largest safetensors shard in bytes (default: one file)
 /// </code>
 /// </summary>
 public static class MergeRequestFile
 {
-    static readonly string[] TopKeys = ["sources", "method", "options", "seed", "threads", "device", "output", "overwrite", "augment", "held_out", "width", "eval", "data_dir"];
+    static readonly string[] TopKeys = ["sources", "method", "options", "seed", "threads", "device", "output", "overwrite", "augment", "held_out", "width", "eval", "data_dir", "dtype", "shard_size", "checkpoint_every"];
     static readonly string[] SourceKeys = ["model", "task", "data", "samples", "test"];
 
     /// <summary>Limits on a config file: its size, its nesting, and the values its aliases (*name) expand to.
@@ -192,6 +195,9 @@ public static class MergeRequestFile
                     "width" => request with { Width = Widths(value) },
                     "eval" => request with { Eval = Bool(value, key) },
                     "data_dir" => request with { DataDir = PathValue(value, key) },
+                    "dtype" => request with { DType = DType(value) },
+                    "shard_size" => request with { ShardSize = Long(value, key, WeightFormat.MinShardSize) },
+                    "checkpoint_every" => request with { CheckpointEvery = Int(value, key, 1, int.MaxValue) },
                     _ => request,
                 };
             return request;
@@ -211,6 +217,12 @@ public static class MergeRequestFile
             }
         }
 
+        string DType(YamlNode node)
+        {
+            var s = Scalar(node, "dtype");
+            return WeightFormat.Names.Contains(s) ? s : throw Error(node, $"'dtype' is '{s}'; expected one of: {string.Join(", ", WeightFormat.Names)}");
+        }
+
         int[] Widths(YamlNode node)
         {
             var items = node is YamlSequenceNode seq ? seq.Children.ToList() : [node];
@@ -227,24 +239,14 @@ public static class MergeRequestFile
             foreach (var (key, (_, value)) in Keys(map, $"options of method '{method.Name}'", allowed))
             {
                 var option = method.Options.First(x => x.Name == key);
-                var s = Scalar(value, key);
-                if (!(s == MethodOption.Auto && option.Example != null) && !FitsDefaultType(s, option.TypeExample))
-                    throw Error(value, $"option '{key}' of {method.Name} is '{s}'; expected {TypeOf(option.TypeExample)}{(option.Example != null ? " or auto" : "")} like its default {option.Default} ({option.Help})");
+                // A list (as merge.json stores lists of numbers) stands for its comma-separated values.
+                var s = value is YamlSequenceNode list ? string.Join(",", list.Children.Select(c => Scalar(c, key))) : Scalar(value, key);
+                if (!(s == MethodOption.Auto && option.Example != null) && !OptionValues.Fits(s, option.TypeExample))
+                    throw Error(value, $"option '{key}' of {method.Name} is '{s}'; expected {OptionValues.TypeName(option.TypeExample)}{(option.Example != null ? " or auto" : "")} like its default {option.Default} ({option.Help})");
                 result[key] = s;
             }
             return result;
         }
-
-        static bool IsInt(string s) => long.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out _);
-        static bool IsNumber(string s) => double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) && double.IsFinite(d);
-        static bool IsBool(string s) => s is "true" or "false";
-
-        /// <summary>Method options carry no types; their defaults do (an integer default takes integers, and so on).</summary>
-        static bool FitsDefaultType(string value, string defaultValue) =>
-            IsInt(defaultValue) ? IsInt(value) : IsNumber(defaultValue) ? IsNumber(value) : !IsBool(defaultValue) || IsBool(value);
-
-        static string TypeOf(string defaultValue) =>
-            IsInt(defaultValue) ? "a whole number" : IsNumber(defaultValue) ? "a number" : IsBool(defaultValue) ? "true or false" : "a word";
 
         List<SourceRequest> Sources(YamlNode node)
         {

@@ -1,6 +1,8 @@
+using System.Text;
 using System.Text.Json.Nodes;
 using FsMerge.IO;
 using FsMerge.Models;
+using Tmds.Linux;
 
 namespace FsMerge.Runs;
 
@@ -9,14 +11,17 @@ namespace FsMerge.Runs;
 /// is renamed into place at the end, so a failed or interrupted run leaves no half-written output.
 /// The layout of a merged model (README, "Merge your own models"):
 /// <code>
-/// OUT/config.json, OUT/model.safetensors   the multi-task model: backbone + heads classifier.{t}
-///                                          (Hugging Face ViTModel loads the backbone; fsmerge eval reads all)
-/// OUT/tasks/{t}-{task}/                    one single-task model per head: the same backbone with that head
-///                                          as "classifier" and its id2label/label2id (ViTForImageClassification)
-/// OUT/merge.json                           what was merged, how, and the accuracies if evaluated
+/// OUT/config.json, OUT/model.safetensors   the multi-task model: backbone + heads classifier.{t}, t = 0, 1, ...
+///                                          (Hugging Face ViTModel loads the backbone; fsmerge eval reads all);
+///                                          with a shard size, model-0000K-of-0000N.safetensors + model.safetensors.index.json
+/// OUT/tasks/{t}-{task}/                    one single-task model per head t (the same 0-based t as classifier.{t}): the
+///                                          backbone with that head as "classifier" and its id2label/label2id
+///                                          (ViTForImageClassification), as two shards: backbone.safetensors, a hard link
+///                                          shared by every task folder, and head.safetensors
+/// OUT/merge.json                           what was merged, how (the resolved run config), and the accuracies if evaluated
 /// </code>
 /// </summary>
-public static class OutputWriter
+internal static class OutputWriter
 {
     public const string TasksFolder = "tasks";
 
@@ -84,24 +89,63 @@ public static class OutputWriter
         }
     }
 
-    /// <summary>The folder name of head <paramref name="task"/>'s single-task model.</summary>
+    /// <summary>The folder name of head <paramref name="index"/>'s single-task model: the head's 0-based index (as in classifier.{index}) and its task.</summary>
     public static string TaskFolder(int index, string task) =>
-        $"{index + 1}-{new string(task.Select(ch => char.IsAsciiLetterOrDigit(ch) || ch is '-' or '_' or '.' ? ch : '-').ToArray())}";
+        $"{index}-{new string(task.Select(ch => char.IsAsciiLetterOrDigit(ch) || ch is '-' or '_' or '.' ? ch : '-').ToArray())}";
 
-    /// <summary>Writes <paramref name="merged"/> (null for the ensemble), its single-task models, merge.json, then <paramref name="alsoWrite"/> (the report).</summary>
-    public static void WriteMerge(string output, bool overwrite, Model? merged, JsonObject record, Action<string>? alsoWrite = null) => Write(output, overwrite, staging =>
+    public const string BackboneShard = "backbone.safetensors", HeadShard = "head.safetensors";
+
+    /// <summary>Writes <paramref name="merged"/> (null for the ensemble), its single-task models, merge.json (with how the
+    /// task folders share the backbone), then <paramref name="alsoWrite"/> (the report).</summary>
+    public static void WriteMerge(string output, bool overwrite, Model? merged, JsonObject record, WeightFormat format, Action<string>? alsoWrite = null) => Write(output, overwrite, staging =>
     {
-        if (merged != null) SaveWithTasks(merged, staging);
+        if (merged != null) record["tasks_backbone"] = SaveWithTasks(merged, staging, format);
         File.WriteAllText(Path.Combine(staging, "merge.json"), record.ToJsonString(JsonFormat.Indented));
         alsoWrite?.Invoke(staging);
     });
 
-    /// <summary>Saves a multi-task model into <paramref name="dir"/> and each of its heads as a single-task model under tasks/.</summary>
-    public static void SaveWithTasks(Model merged, string dir)
+    /// <summary>
+    /// Saves a multi-task model into <paramref name="dir"/> and each of its heads as a single-task model under tasks/.
+    /// The task folders' backbone shard is one file hard-linked into each, so N tasks cost one backbone on disk; where
+    /// the file system refuses hard links it is copied. Returns which happened, and why.
+    /// </summary>
+    public static string SaveWithTasks(Model merged, string dir, WeightFormat format)
     {
-        merged.Save(dir);
+        merged.Save(dir, format);
+        var backboneNames = merged.Config.Arch.BackboneWeights(merged.Config).Select(w => w.Name).ToList();
+        string? shared = null;
+        string how = "hard links: every tasks/*/backbone.safetensors is one file";
         for (int t = 0; t < merged.HeadCount; t++)
-            merged.SingleTask(t).Save(Path.Combine(dir, TasksFolder, TaskFolder(t, merged.Config.Heads[t].Task)));
+        {
+            var single = merged.SingleTask(t);
+            var folder = Path.Combine(dir, TasksFolder, TaskFolder(t, merged.Config.Heads[t].Task));
+            single.SaveConfig(folder, format.DType);
+            var backbone = Path.Combine(folder, BackboneShard);
+            if (shared == null) format.WriteFile(backbone, backboneNames.ToDictionary(n => n, n => single.Weights[n]));
+            else if (HardLink(shared, backbone) is { } reason)
+            {
+                File.Copy(shared, backbone);
+                how = $"copies: the file system refused a hard link ({reason})";
+            }
+            shared ??= backbone;
+            var headNames = single.Weights.Keys.Except(backboneNames).ToList();
+            format.WriteFile(Path.Combine(folder, HeadShard), headNames.ToDictionary(n => n, n => single.Weights[n]));
+            var map = new JsonObject();
+            foreach (var name in backboneNames) map[name] = BackboneShard;
+            foreach (var name in headNames) map[name] = HeadShard;
+            AtomicFile.WriteAllText(Path.Combine(folder, Model.IndexFile), new JsonObject { ["weight_map"] = map }.ToJsonString(JsonFormat.Indented));
+        }
+        return how;
+    }
+
+    /// <summary>link(2); .NET has no hard-link call. Null when linked, else the reason it was not.</summary>
+    static unsafe string? HardLink(string existing, string link)
+    {
+        int result;
+        fixed (byte* from = Encoding.UTF8.GetBytes(existing + "\0"))
+        fixed (byte* to = Encoding.UTF8.GetBytes(link + "\0"))
+            result = LibC.link(from, to);
+        return result == 0 ? null : $"errno {LibC.errno}";
     }
 
     /// <summary>Fills a temporary sibling of <paramref name="output"/> with <paramref name="fill"/>, then renames it into place.</summary>

@@ -16,7 +16,7 @@ namespace FsMerge.Runs;
 /// method and its settings. <see cref="Prepare"/> checks everything a merge needs before any compute,
 /// so a dry run (<see cref="DescribePlan"/>) catches every input error a real run would.
 /// </summary>
-public sealed class PreparedMerge : IDisposable
+sealed class PreparedMerge : IDisposable
 {
     public MergeRequest Request { get; }
     public IMergeMethod Method { get; }
@@ -48,9 +48,18 @@ public sealed class PreparedMerge : IDisposable
         if (request.Sources.Count < 2)
             throw new FsMergeException($"a merge needs at least two source models (got {request.Sources.Count})");
         var method = MergeMethods.Get(request.Method);
+        if (request.Options is MethodOptions typed && typed.Method != method.Name)
+            throw new FsMergeException($"method '{method.Name}' was asked for with the options of '{typed.Method}' ({typed.GetType().Name})");
         _ = new MethodSettings(method, request.Options);   // unknown options fail before anything loads
         if (writes) CheckOutput(request);
-        TorchRuntime.Configure(request.Threads);
+        if (request.DType is { } dtype && !WeightFormat.Names.Contains(dtype))
+            throw new FsMergeException($"dtype '{dtype}' (--dtype, or 'dtype:' in the config file): expected one of: {string.Join(", ", WeightFormat.Names)}");
+        if (request.ShardSize < WeightFormat.MinShardSize)
+            throw new FsMergeException($"shard size {request.ShardSize} (--shard-size, or 'shard_size:' in the config file): expected at least {WeightFormat.MinShardSize} bytes");
+        if (request.CheckpointEvery < 1) throw new FsMergeException($"checkpoint every {request.CheckpointEvery} steps: expected at least 1");
+        if (request.Threads is < 0 or > TorchRuntime.MaxThreads)
+            throw new FsMergeException($"threads {request.Threads}: expected 0 (LibTorch's default) to {TorchRuntime.MaxThreads}");
+        if (request.Threads > 0) TorchSharp.torch.set_num_threads(request.Threads);   // asked for; the rest of TorchRuntime.Configure is the caller's call
         var device = TorchRuntime.ParseDevice(request.Device);
         var dataDir = DataDirectory.Resolve(request.DataDir);
 
@@ -71,12 +80,14 @@ public sealed class PreparedMerge : IDisposable
                 if (model.HeadCount != 1)
                     throw new FsMergeException($"{source.Model}: has {model.HeadCount} heads; a merge source is a single-task classifier (such as ViTForImageClassification)");
                 var task = source.Task ?? model.Config.Heads[0].Task;
-                if (source.Task == null && source.Data == null && task == HeadInfo.Unrecorded)
+                if (source.Task == null && source.Data == null && source.Images is null && task == HeadInfo.Unrecorded)
                     throw new FsMergeException($"{source.Model}: config.json records no task (as in a Hugging Face checkpoint); give this source a task (task: mnist:0-4, --task) or its data (data: {{images: DIR}})");
                 tasks.Add(task);
-                var from = source.Data ?? new DataSource("task", task);
+                var from = source.Images is { } memory ? DataSources.InMemory(memory) : source.Data ?? new DataSource("task", task);
                 used.Add(from);
-                var (images, held) = DataSources.SampleWithHeldOut(from, dataDir, source.Samples, request.HeldOut, request.Seed + i);
+                var (images, held) = source.Images is { } items
+                    ? DataSources.SampleWithHeldOut(items, source.Samples, request.HeldOut, request.Seed + i)
+                    : DataSources.SampleWithHeldOut(from, dataDir, source.Samples, request.HeldOut, request.Seed + i);
                 data.Add(images);
                 if (held != null) heldOut.Add(held);
                 if (from.Kind == "task")
@@ -84,7 +95,9 @@ public sealed class PreparedMerge : IDisposable
                     MergePlan.CheckClasses(model, source.Model, images, $"task {from.Value}");
                     TextFolder.CheckTokenizer(source.Model, dataDir, TaskSpec.Parse(from.Value).Dataset);
                 }
-                if (request.Eval) tests.Add(DataSources.Labelled(source.Test ?? new DataSource("task", task), dataDir));
+                if (request.Eval)
+                    tests.Add(source.TestImages is { } test ? new ImageSet(test.Images.clone(), test.Labels, test.LabelNames)
+                        : DataSources.Labelled(source.Test ?? new DataSource("task", task), dataDir));
             }
             var plan = MergePlan.FromData(sources, names, tasks, data, tests, request.Width, request.Augment, request.Seed,
                 heldOut.Count == sources.Count ? heldOut : null);
@@ -130,10 +143,17 @@ public sealed class PreparedMerge : IDisposable
         return (outcome, MethodResult.From(method.Name, outcome.Settings ?? settings, outcome, seconds, peak, test, labelFree));
     }
 
+    /// <summary>The saved weights' format: the request's dtype, else the sources' when they agree (float32 when not), and its shard size.</summary>
+    public WeightFormat SaveFormat => new(Request.DType is { } name ? WeightFormat.Parse(name)
+        : Plan.Sources.Select(s => s.StoredDType).Distinct().Count() == 1 ? Plan.Sources[0].StoredDType : ScalarType.Float32, Request.ShardSize);
+
+    /// <summary>A path as the output shows it: relative to the output folder when there is one (the folder may be moved with its sources).</summary>
+    string Shown(string path) => Request.Output is { } output ? Path.GetRelativePath(Path.GetFullPath(output), Path.GetFullPath(path)) : Path.GetFullPath(path);
+
     /// <summary>The report's description of the sources and the run (methods filled in by the caller).</summary>
     public MergeRunSummary Summary(IReadOnlyList<MethodResult> methods, ModelConfig? saved, string? savedMethod) => new()
     {
-        Sources = Request.Sources.Select((s, i) => new ReportSource(Path.GetFullPath(s.Model), Plan.Tasks[i], Plan.Sources[i].Config,
+        Sources = Request.Sources.Select((s, i) => new ReportSource(Shown(s.Model), Plan.Tasks[i], Plan.Sources[i].Config,
             Plan.Data[i].Count - Request.Augment)).ToList(),
         Methods = methods,
         SavedModel = savedMethod,
@@ -144,20 +164,23 @@ public sealed class PreparedMerge : IDisposable
         AugmentedPerTask = Request.Augment,
         Notes = Plan.Notes,
         SourcesTest = Request.Eval ? Evaluator.Evaluate(Evaluator.SeparateModels(Plan.Sources), Plan.Tests, Device, Plan.Tasks) : null,
+        SavedDType = WeightFormat.Name(SaveFormat.DType),
     };
 
-    /// <summary>merge.json: what was merged, how, how long it took and, if evaluated, the accuracies.</summary>
+    /// <summary>merge.json: what was merged, how (the resolved run as a config file would give it), how long it took and, if evaluated, the accuracies.</summary>
     public JsonObject Record(MethodResult result)
     {
+        var method = MergeMethods.Get(result.Method);
         var record = new JsonObject
         {
             ["method"] = result.Method,
-            ["options"] = new JsonObject(result.Options.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
+            ["options"] = OptionValues.ToJson(method, result.Options),
+            ["config"] = Config(),
             ["sources"] = new JsonArray(Request.Sources.Select((s, i) => (JsonNode)new JsonObject
             {
-                ["path"] = Path.GetFullPath(s.Model),
+                ["path"] = Shown(s.Model),
                 ["task"] = Plan.Tasks[i],
-                ["data"] = DataUsed[i].ToString(),
+                ["data"] = DataUsed[i].Kind is "task" or "memory" ? DataUsed[i].ToString() : $"{DataUsed[i].Kind}: {Shown(DataUsed[i].Value)}",
                 ["samples"] = Plan.Data[i].Count - Request.Augment,
             }).ToArray()),
             ["data_per_task"] = new JsonArray(Plan.Data.Select(d => (JsonNode)(d.Count - Request.Augment)).ToArray()),
@@ -167,12 +190,59 @@ public sealed class PreparedMerge : IDisposable
             ["held_out_per_task"] = Plan.HeldOut is { } held ? new JsonArray(held.Select(d => (JsonNode)d.Count).ToArray()) : null,
             ["option_origins"] = new JsonObject(result.OptionOrigins.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
             ["recoveries"] = MergeReport.RecoveriesJson(result.LossCurves),
-            ["heads"] = "one per source task, in source order; each source's final unmerge block is folded into its head",
+            ["dtype"] = WeightFormat.Name(SaveFormat.DType),
+            ["heads"] = new JsonArray(Plan.Tasks.Select((task, t) => (JsonNode)new JsonObject
+            {
+                ["head"] = t, ["task"] = task, ["source"] = Shown(Request.Sources[t].Model),
+                ["tensors"] = $"{Heads.Prefix(t, Plan.Tasks.Count)}.*", ["folder"] = $"{OutputWriter.TasksFolder}/{OutputWriter.TaskFolder(t, task)}",
+            }).ToArray()),
             ["details"] = result.Details.DeepClone(),
         };
         if (result.LabelFree is { } estimate) record["label_free"] = estimate.ToJson();
         if (result.Test is { } test) record["test"] = test.ToJson();
         return record;
+    }
+
+    /// <summary>
+    /// The resolved run in the config file's keys (<see cref="MergeRequestFile"/>; JSON is YAML, so this object saved
+    /// as a file runs again with `fsmerge merge FILE --out DIR`): paths relative to the output folder, every method
+    /// option with its value (typed), data as drawn.
+    /// </summary>
+    JsonObject Config() => WithoutEmpty(new()
+    {
+        ["sources"] = new JsonArray(Request.Sources.Select((s, i) => (JsonNode)new JsonObject
+        {
+            ["model"] = Shown(s.Model),
+            ["task"] = Plan.Tasks[i],
+            // Data given in memory is named by its shape: a config file cannot hold it, and reading this one says so.
+            ["data"] = new JsonObject { [DataUsed[i].Kind] = DataUsed[i].Kind is "task" or "memory" ? DataUsed[i].Value : Shown(DataUsed[i].Value) },
+            ["samples"] = s.Samples,
+            ["test"] = s.Test is { } test ? new JsonObject { [test.Kind] = test.Kind == "task" ? test.Value : Shown(test.Value) } : null,
+        }).ToArray()),
+        ["method"] = Method.Name,
+        ["options"] = OptionValues.ToJson(Method, Settings.All),
+        ["seed"] = Request.Seed,
+        ["threads"] = Request.Threads,
+        ["device"] = Request.Device,
+        ["augment"] = Request.Augment,
+        ["held_out"] = Request.HeldOut,
+        ["width"] = Request.Width is { } width ? new JsonArray(width.Select(w => (JsonNode)w).ToArray()) : null,
+        ["eval"] = Request.Eval,
+        ["dtype"] = WeightFormat.Name(SaveFormat.DType),
+        ["shard_size"] = Request.ShardSize,
+        ["checkpoint_every"] = Request.CheckpointEvery,
+    });
+
+    /// <summary>The object without null or empty-string values, recursively (a config file has no empty values).</summary>
+    static JsonObject WithoutEmpty(JsonObject o)
+    {
+        foreach (var (key, value) in o.ToList())
+        {
+            if (value is null || value is JsonValue v && v.TryGetValue<string>(out var text) && text.Length == 0) o.Remove(key);
+            else if (value is JsonObject inner) WithoutEmpty(inner);
+            else if (value is JsonArray list) foreach (var item in list.OfType<JsonObject>()) WithoutEmpty(item);
+        }
+        return o;
     }
 
     /// <summary>
@@ -186,11 +256,11 @@ public sealed class PreparedMerge : IDisposable
         string N(long v) => v.ToString("N0", inv);
         var target = Plan.Target;
         text.AppendLine($"plan: merge {Plan.Sources.Count} models with {Method.Name} (seed {Request.Seed}, device {Request.Device}, threads {(Request.Threads == 0 ? $"{TorchRuntime.Threads} (default)" : Request.Threads)})");
-        text.AppendLine("models:");
+        text.AppendLine("models (source t becomes head t, 0-based as in classifier.{t} and tasks/{t}-{task}):");
         for (int i = 0; i < Plan.Sources.Count; i++)
         {
             var c = Plan.Sources[i].Config;
-            text.AppendLine($"  {i + 1}. {Request.Sources[i].Model}");
+            text.AppendLine($"  {i}. {Request.Sources[i].Model}");
             text.AppendLine($"     {Shape(c)}, head {Plan.Tasks[i]} ({c.Heads[0].Labels.Length} classes: {string.Join(", ", c.Heads[0].Labels.Take(10))}{(c.Heads[0].Labels.Length > 10 ? ", ..." : "")}), {N(ParameterCount(c))} parameters");
         }
         text.AppendLine($"merged model: {Shape(target)}, {target.Heads.Count} heads, {N(ParameterCount(target))} parameters");

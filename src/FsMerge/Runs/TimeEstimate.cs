@@ -12,7 +12,7 @@ namespace FsMerge.Runs;
 /// the fold) is the fixed cost. A method without training is timed on a small subset of the merge data and on a
 /// larger one, and the two times are extrapolated linearly to the real data size.
 /// </summary>
-public static class TimeEstimate
+internal static class TimeEstimate
 {
     /// <summary>Timed steps per training phase.</summary>
     public const int ProbeSteps = 12;

@@ -14,7 +14,7 @@ namespace FsMerge.Training;
 /// output bias). The head is trained with the backbone and dropped afterwards: the result is a backbone
 /// with no task heads. AdamW, linear warm-up 5% then cosine decay (as <see cref="SourceTrainer"/>).
 /// </summary>
-public static class MlmPretrainer
+internal static class MlmPretrainer
 {
     public const double MaskFraction = 0.15;
 

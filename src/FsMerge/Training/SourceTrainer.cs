@@ -8,7 +8,7 @@ using static TorchSharp.torch;
 
 namespace FsMerge.Training;
 
-public sealed record TrainOptions
+internal sealed record TrainOptions
 {
     public int Epochs { get; init; } = 2;
     public double LearningRate { get; init; } = 1e-3;
@@ -20,16 +20,16 @@ public sealed record TrainOptions
 }
 
 /// <summary>Progress of one training step, for progress bars.</summary>
-public sealed record TrainProgress(int Epoch, int Epochs, int Step, int StepsPerEpoch, double Loss, double RunningAccuracy);
+internal sealed record TrainProgress(int Epoch, int Epochs, int Step, int StepsPerEpoch, double Loss, double RunningAccuracy);
 
 /// <summary>Per-epoch record of a source-model training run.</summary>
-public sealed record EpochRecord(int Epoch, double TrainLoss, double TrainAccuracy, double ValidationAccuracy);
+internal sealed record EpochRecord(int Epoch, double TrainLoss, double TrainAccuracy, double ValidationAccuracy);
 
 /// <summary>
 /// Trains a single-task source model with AdamW (decoupled weight decay), linear warm-up then cosine
 /// decay, and keeps the weights of the epoch with the best validation accuracy.
 /// </summary>
-public static class SourceTrainer
+internal static class SourceTrainer
 {
     public static (Model Model, List<EpochRecord> History) Train(
         Model model, TaskSplits data, TrainOptions options, Device device,

@@ -10,7 +10,7 @@ namespace FsMerge.Merging.Methods;
 /// (<see cref="HeldOutReference"/>), labels never read. A candidate that cannot merge these sources (say, a method
 /// for MLPs only) is skipped and the report says why; merge.json's details list every candidate's estimate.
 /// </summary>
-public sealed class AutoMerge : IMergeMethod
+internal sealed class AutoMerge : IMergeMethod
 {
     public string Name => "auto";
     public string Summary => "run the candidate methods and keep the one whose merged model agrees best with the source models on held-out unlabeled samples";

@@ -6,7 +6,7 @@ namespace FsMerge.Merging.Methods;
 /// Weight averaging (spec §9.2), expressed as the special M/U "average": M = [I; …; I]/N, U = [I, …, I],
 /// LayerNorms averaged. Folding it gives the element-wise mean of every tensor; heads keep their own weights.
 /// </summary>
-public sealed class AverageMerge : IMergeMethod
+internal sealed class AverageMerge : IMergeMethod
 {
     public string Name => "average";
     public string Summary => "element-wise mean of the weights (M = [I;I]/N, U = [I,I])";

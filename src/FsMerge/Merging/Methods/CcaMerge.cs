@@ -20,7 +20,7 @@ namespace FsMerge.Merging.Methods;
 /// carry no correlation, so no data-driven matching can pair them; CCA pairs them by the rotation closest to
 /// the identity (see <see cref="Rotation"/>).
 /// </summary>
-public sealed class CcaMerge : IMergeMethod
+internal sealed class CcaMerge : IMergeMethod
 {
     public string Name => "cca";
     public string Summary => "CCA Merge: canonical-correlation alignment to model 1 (per attention head), then averaging";

@@ -18,7 +18,7 @@ namespace FsMerge.Merging.Methods;
 /// it only weighs the sites' errors alike. Heads are never trained. (Scaling as a weight only, with heads reading
 /// U_t, gave a higher held-out logit error on an MNIST-halves MLP pair for every init: 0.146/0.008 vs 0.140/0.006.)
 /// </summary>
-public sealed class DistillationMerge : ITrainedMergeMethod
+internal sealed class DistillationMerge : ITrainedMergeMethod
 {
     public string Name => "distill";
     public string Summary => "distillation into one student (a copy of model 1, the average, ZipIt or CCA Merge) on the same unlabeled data";

@@ -9,7 +9,7 @@ namespace FsMerge.Merging.Methods;
 /// shared output space (CLIP); our sources' heads live in unrelated spaces, so no averaging is done.
 /// N times the size and cost of one model.
 /// </summary>
-public sealed class EnsembleMerge : IMergeMethod
+internal sealed class EnsembleMerge : IMergeMethod
 {
     public string Name => "ensemble";
     public string Summary => "keep and run every source model (reference, N times the size; not a merge)";

@@ -14,7 +14,7 @@ namespace FsMerge.Merging.Methods;
 /// Local (spec §4.1): one problem per activation space, σ(z_cat·M)·U ≈ [σ(z_1) | … | σ(z_N)], on the
 /// original models' pre-activations. The result is folded by the common fold.
 /// </summary>
-public sealed class FsMergeMethod : ITrainedMergeMethod
+internal sealed class FsMergeMethod : ITrainedMergeMethod
 {
     public string Name => "fs-merge";
     public string Summary => "FS-Merge: learn M/U by feature reconstruction, fold into one model";

@@ -14,7 +14,7 @@ namespace FsMerge.Merging.Methods;
 /// (a dense U^task, where the spec copies the factors of a low-rank one, §2.6). Every stage is a global
 /// FS-Merge run with this method's options.
 /// </summary>
-public sealed class FsMergeSeqMethod : IMergeMethod
+internal sealed class FsMergeSeqMethod : IMergeMethod
 {
     public string Name => "fs-merge-seq";
     public string Summary => "FS-Merge seq.: sequential pairwise stages (two models in memory), targets always the original models";

@@ -14,7 +14,7 @@ namespace FsMerge.Merging.Methods;
 /// by the common fold. A token filter picks the positions whose activations enter the costs (the paper's
 /// "full", "CLS" and "window" filters; spec §9.6).
 /// </summary>
-public sealed class OptMerge : IMergeMethod
+internal sealed class OptMerge : IMergeMethod
 {
     public string Name => "opt";
     public string Summary => "Opt: optimal-transport alignment to model 1 from activations (per attention head), then averaging";

@@ -13,7 +13,7 @@ namespace FsMerge.Merging.Methods;
 /// through their space's permutation. The result is a special M/U: M_i = P_i/N, U_i = P_iᵀ (P_i orthogonal within
 /// heads under --attention-align orthogonal), folded by the common fold.
 /// </summary>
-public sealed class ReBasinMerge : IMergeMethod
+internal sealed class ReBasinMerge : IMergeMethod
 {
     public string Name => "rebasin";
     public string Summary => "Git Re-Basin: permutation alignment to model 1 (weight or activation matching; attention head-aware), then averaging";

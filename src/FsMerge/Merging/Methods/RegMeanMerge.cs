@@ -10,7 +10,7 @@ namespace FsMerge.Merging.Methods;
 /// own task's merge data: W̄ = (Σ_i G̃_i)⁻¹ Σ_i G̃_i W_i ([in, out] layout). Everything else (biases,
 /// embeddings, LayerNorms) is the plain average. Reads the site table for each weight's input point.
 /// </summary>
-public sealed class RegMeanMerge : IMergeMethod
+internal sealed class RegMeanMerge : IMergeMethod
 {
     public string Name => "regmean";
     public string Summary => "RegMean: per-layer closed-form regression on each model's own inputs";

@@ -11,7 +11,7 @@ namespace FsMerge.Merging.Methods;
 /// the spec gives no procedure; we fold them in one at a time with t = 1/k for the k-th model (a running
 /// spherical mean) and say so in merge.json.
 /// </summary>
-public sealed class SlerpMerge : IMergeMethod
+internal sealed class SlerpMerge : IMergeMethod
 {
     public string Name => "slerp";
     public string Summary => "spherical interpolation of the flattened weight vectors (t = 0.5)";

@@ -15,7 +15,7 @@ namespace FsMerge.Merging.Methods;
 /// (<see cref="HeadAlignmentOptions"/>); every other space is zipped. LayerNorms are carried through their
 /// space's M, so a merged neuron's γ and β average those of the features it zips.
 /// </summary>
-public sealed class ZipItMerge : IMergeMethod
+internal sealed class ZipItMerge : IMergeMethod
 {
     public string Name => "zipit";
     public string Summary => "ZipIt: greedy matching of correlated features, within and across models (attention head-aware)";
