@@ -18,7 +18,7 @@ sealed class EvalCommand : ICommand
         new("task", "TASK", "task of each head in order (default: the tasks recorded in the model)", Repeatable: true),
         new("split", "test|validation", "which split to evaluate on", "test"),
         new("json", null, "print JSON: tasks[{task, accuracy}], per_task_mean, joint, task_identified (the joint argmax falls among the task's own head's classes)"),
-        Common.Data, Common.Device, Common.Threads, Common.Quiet,
+        Common.MaxLength, Common.Data, Common.Device, Common.Threads, Common.Quiet,
     ];
 
     public int Run(ParsedArgs args)
@@ -29,7 +29,7 @@ sealed class EvalCommand : ICommand
         var split = args.Require("split");
         if (split is not ("test" or "validation")) throw new FsMergeException($"fsmerge eval: --split '{split}' must be test or validation");
 
-        var models = dirs.Select(d => Model.Load(d, device)).ToList();
+        var models = dirs.Select(d => Model.Load(d, device).WithMaxLength(Common.MaxLengthOf(args), d)).ToList();
         try
         {
             if (models.FirstOrDefault(m => m.HeadCount == 0) is { } backbone)
@@ -58,7 +58,7 @@ sealed class EvalCommand : ICommand
             {
                 var splits = TaskData.Load(tasks[t], dataDir);
                 var (model, head, dir) = heads[t];
-                TextFolder.CheckTokenizer(dir, dataDir, tasks[t].Dataset);
+                TextFolder.CheckVocabulary(dir, dataDir, tasks[t].Dataset);
                 var set = model.Config.Prepare(split == "test" ? splits.Test : splits.Validation, $"task {tasks[t]}");
                 model.Config.CheckImages(set.Images.shape, $"task {tasks[t]}");
                 int classes = model.Config.Heads[head].Labels.Length;

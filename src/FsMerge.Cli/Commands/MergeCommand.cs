@@ -27,7 +27,7 @@ sealed class MergeCommand : ICommand
         new("overwrite", null, "replace an existing output directory"),
         new("eval", null, "evaluate the result on each task's labelled test data after merging"),
         new("dry-run", null, "check everything and print the plan (shapes, sites, parameters, data, steps, memory and time estimate); write nothing"),
-        Common.Data, Common.Device, Common.Threads, Common.Quiet,
+        Common.MaxLength, Common.Data, Common.Device, Common.Threads, Common.Quiet,
         .. MergeRun.Options,
     ];
 
@@ -124,6 +124,7 @@ sealed class MergeCommand : ICommand
         if (args.Has("augment")) request = request with { Augment = args.Int("augment", min: 0, max: MergeRequest.MaxImagesPerTask) };
         if (args.Has("held-out")) request = request with { HeldOut = args.Int("held-out", min: 0, max: MergeRequest.MaxImagesPerTask) };
         if (args.Has("width")) request = request with { Width = args.IntList("width", ModelConfig.MaxWidth, ModelConfig.MaxLayers) };
+        if (Common.MaxLengthOf(args) is { } maxLength) request = request with { MaxLength = maxLength };
         if (args.Has("seed")) request = request with { Seed = args.Int("seed") };
         if (args.Has("out")) request = request with { Output = args.Get("out") };
         if (args.Has("overwrite")) request = request with { Overwrite = true };

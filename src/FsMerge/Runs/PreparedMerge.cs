@@ -66,7 +66,7 @@ public sealed class PreparedMerge : IDisposable
             for (int i = 0; i < request.Sources.Count; i++)
             {
                 var source = request.Sources[i];
-                var model = Model.Load(source.Model, device);
+                var model = Model.Load(source.Model, device).WithMaxLength(request.MaxLength, source.Model);
                 sources.Add(model);
                 if (model.HeadCount != 1)
                     throw new FsMergeException($"{source.Model}: has {model.HeadCount} heads; a merge source is a single-task classifier (such as ViTForImageClassification)");
@@ -82,7 +82,7 @@ public sealed class PreparedMerge : IDisposable
                 if (from.Kind == "task")
                 {
                     MergePlan.CheckClasses(model, source.Model, images, $"task {from.Value}");
-                    TextFolder.CheckTokenizer(source.Model, dataDir, TaskSpec.Parse(from.Value).Dataset);
+                    TextFolder.CheckVocabulary(source.Model, dataDir, TaskSpec.Parse(from.Value).Dataset);
                 }
                 if (request.Eval) tests.Add(DataSources.Labelled(source.Test ?? new DataSource("task", task), dataDir));
             }
