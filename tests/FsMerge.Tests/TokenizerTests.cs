@@ -177,6 +177,54 @@ public class TokenizerTests
     }
 }
 
+/// <summary>A model tokenizes its texts with its own tokenizer_config.json and length; pairs train and evaluate end to end.</summary>
+[Collection("torch")]
+public class TextPreparationTests
+{
+    static readonly string[] Vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cafe", "café", "Café", "yes", "no", "a", "b"];
+
+    [Fact]
+    public void A_bert_config_tokenizes_the_texts_its_way()
+    {
+        var texts = new TextSamples([new TextExample("Café", "yes"), new TextExample("café yes no a b", null)], new WordPiece(Vocabulary));
+        using var initial = new ImageSet(zeros(2, 4, ScalarType.Int64), [0, 1], ["x", "y"]) { Texts = texts };
+        var config = BertOracleTests.Config("t") with { Tokenizer = TokenizerSettings.HuggingFace with { MaxLength = 6 } };
+        using var uncased = config.Prepare(initial, "test");
+        // Accents stripped (do_lower_case, strip_accents null); the pair's second part type 1; six tokens, the single text cut.
+        // Cased at 4 tokens: the pair keeps one piece, a's ("yes" goes on the tie: longest_first cuts b first).
+        Assert.Equal(new long[] { 2, 5, 3, 8 | 1L << 32, 3 | 1L << 32, 0, 2, 5, 8, 9, 10, 3 }, uncased.Images.data<long>().ToArray());
+        using var cased = (config with { Tokenizer = TokenizerSettings.HuggingFace with { LowerCase = false, MaxLength = 4 } })
+            .Prepare(uncased with { Images = zeros(2, 4, ScalarType.Int64) }, "test");
+        Assert.Equal(new long[] { 2, 7, 3, 3 | 1L << 32, 2, 6, 8, 3 }, cased.Images.data<long>().ToArray());
+    }
+
+    [Fact]
+    public void Sentence_pairs_train_and_evaluate_at_the_chosen_length()
+    {
+        using var tmp = new TempDir();
+        var data = tmp.Sub("data", "pairs");
+        Directory.CreateDirectory(Path.Combine(data, "train"));
+        Directory.CreateDirectory(Path.Combine(data, "test"));
+        File.WriteAllLines(Path.Combine(data, "vocab.txt"), Vocabulary);
+        foreach (var split in new[] { "train", "test" })
+        {
+            File.WriteAllLines(Path.Combine(data, split, "same.txt"), Enumerable.Range(0, 20).Select(i => i % 2 == 0 ? "yes a\tyes a" : "no b\tno b"));
+            File.WriteAllLines(Path.Combine(data, split, "differ.txt"), Enumerable.Range(0, 20).Select(i => i % 2 == 0 ? "yes a\tno b" : "no b\tyes a"));
+        }
+        string[] tiny = ["--width", "8", "--depth", "1", "--heads", "2", "--mlp-width", "16", "--quiet", "--threads", "1", "--data", tmp.Sub("data")];
+        var (code, _, err) = CliTests.Run(["train", "--arch", "bert", "--task", "pairs", "--epochs", "1", "--max-length", "12", "--out", tmp.Sub("m"), .. tiny]);
+        Assert.True(code == 0, err);
+        var written = JsonNode.Parse(File.ReadAllText(tmp.Sub("m", TokenizerFiles.ConfigFile)))!;
+        Assert.Equal(12, (int)written["model_max_length"]!);
+        Assert.Equal(12, (int)JsonNode.Parse(File.ReadAllText(tmp.Sub("m", "config.json")))!["max_position_embeddings"]!);
+        (code, _, err) = CliTests.Run(["eval", "--model", tmp.Sub("m"), "--max-length", "7", "--data", tmp.Sub("data"), "--quiet"]);
+        Assert.True(code == 0, err);
+        (code, _, err) = CliTests.Run(["eval", "--model", tmp.Sub("m"), "--max-length", "13", "--data", tmp.Sub("data"), "--quiet"]);
+        Assert.Equal(2, code);
+        Assert.Equal($"error: {tmp.Sub("m")}: --max-length 13 exceeds the model's max_position_embeddings 12", err.Trim());
+    }
+}
+
 /// <summary>Token types reach BERT's embeddings: type 1 reads token_type_embeddings row 1.</summary>
 [Collection("torch")]
 public class TokenTypeTests
