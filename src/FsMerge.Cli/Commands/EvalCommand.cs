@@ -58,7 +58,6 @@ sealed class EvalCommand : ICommand
             {
                 var splits = TaskData.Load(tasks[t], dataDir);
                 var (model, head, dir) = heads[t];
-                TextFolder.CheckVocabulary(dir, dataDir, tasks[t].Dataset);
                 var set = model.Config.Prepare(split == "test" ? splits.Test : splits.Validation, $"task {tasks[t]}");
                 model.Config.CheckImages(set.Images.shape, $"task {tasks[t]}");
                 int classes = model.Config.Heads[head].Labels.Length;

@@ -55,7 +55,6 @@ sealed class TrainCommand : ICommand
         if (!Architectures.Names.Contains(arch))
             throw new FsMergeException($"fsmerge train: --arch '{arch}' is not one of: {string.Join(", ", Architectures.Names)}");
 
-        if (args.Get("init") is { } init) TextFolder.CheckVocabulary(init, Common.DataDir(args), task.Dataset);
         using var initial = args.Get("init") is { } initDir
             ? FromCheckpoint(initDir, args, data, options.Seed, device).WithMaxLength(Common.MaxLengthOf(args), initDir)
             : Model.Create(NewConfig(args, arch, data), options.Seed, device);

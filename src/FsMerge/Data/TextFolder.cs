@@ -30,12 +30,13 @@ public sealed record TextSamples(IReadOnlyList<TextExample> Examples, WordPiece 
     }
 
     /// <summary>
-    /// <paramref name="set"/>'s texts tokenized as <paramref name="config"/> states (its tokenizer settings and sequence
-    /// length, the dataset's vocabulary); takes over the set as <see cref="ImageProcessor.Apply"/> does.
+    /// <paramref name="set"/>'s texts tokenized as <paramref name="config"/> states: its tokenizer settings, sequence
+    /// length and vocabulary (the dataset's when the model folder has no vocab.txt), as Hugging Face's tokenizer travels
+    /// with its model. Takes over the set as <see cref="ImageProcessor.Apply"/> does.
     /// </summary>
     public ImageSet Prepare(ImageSet set, ModelConfig config, string what)
     {
-        var tokenizer = Vocabulary.With(config.Tokenizer, what);
+        var tokenizer = new WordPiece(config.Vocabulary ?? Vocabulary.Tokens, what, config.Tokenizer);
         if (tokenizer.PadId != config.PadTokenId)
             throw new FsMergeException($"{what}: the tokenizer's pad token {config.Tokenizer.Pad} has id {tokenizer.PadId}, but config.json's pad_token_id is {config.PadTokenId}");
         var prepared = set with { Images = Encode(tokenizer, config.SequenceLength) };
@@ -143,7 +144,7 @@ public static class TextFolder
         return config;
     }
 
-    /// <summary>The pooled train splits (never validation or test) of text datasets that share one vocab.txt, as token ids [n, L].</summary>
+    /// <summary>The pooled train splits (never validation or test) of text datasets that share one vocab.txt, as token ids [n, L] without token types.</summary>
     public static torch.Tensor Corpus(string dataDir, IReadOnlyList<string> datasets)
     {
         var first = VocabText(Path.Combine(dataDir, datasets[0], VocabFile));
@@ -153,21 +154,9 @@ public static class TextFolder
         var parts = datasets.Select(name =>
         {
             using var splits = TaskData.Load(TaskSpec.Parse(name), dataDir);
-            return splits.Train.Images.clone();
+            return Bert.UnpackTokenTypes(splits.Train.Images).Ids;   // masked-language targets are plain ids: a pair is one sequence
         }).ToArray();
         return torch.cat(parts, 0);
-    }
-
-    /// <summary>
-    /// Fails when a model directory carries a vocab.txt that is not the dataset's: its token ids would mean
-    /// other words. Models without vocab.txt, or image datasets, are not checked.
-    /// </summary>
-    public static void CheckVocabulary(string modelDir, string dataDir, string dataset)
-    {
-        var own = Path.Combine(modelDir, VocabFile);
-        var data = Path.Combine(dataDir, dataset, VocabFile);
-        if (Path.Exists(own) && Path.Exists(data) && VocabText(own) != VocabText(data))
-            throw new FsMergeException($"{own} differs from {data}: the model was trained with another vocabulary than task data '{dataset}' uses");
     }
 
     /// <summary>Writes the tokenizer files of <paramref name="fromDir"/>'s vocab.txt with <paramref name="config"/>'s tokenization next to a saved model's config.json, when there is one.</summary>

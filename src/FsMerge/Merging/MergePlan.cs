@@ -65,6 +65,8 @@ public sealed class MergePlan
             if (c.Heads.Count != 1)
                 throw new FsMergeException($"{names[i]}: has {c.Heads.Count} heads; merge sources must be single-task models");
             // One input for all: every task's texts are tokenized as model 1 tokenizes them.
+            if (c.Vocabulary is { } vocabulary && first.Vocabulary is { } firstVocabulary && !vocabulary.SequenceEqual(firstVocabulary))
+                throw new FsMergeException($"{names[i]}: its vocab.txt differs from model 1's; merge sources must share one vocabulary");
             if (c.Architecture == "bert" && (c.Tokenizer with { MaxLength = null } != first.Tokenizer with { MaxLength = null } || c.SequenceLength != first.SequenceLength))
                 throw new FsMergeException($"{names[i]}: its tokenizer_config.json ({Describe(c)}) differs from model 1's ({Describe(first)}); merge sources must tokenize alike (--max-length sets one length for all)");
         }

@@ -79,11 +79,7 @@ public sealed class PreparedMerge : IDisposable
                 var (images, held) = DataSources.SampleWithHeldOut(from, dataDir, source.Samples, request.HeldOut, request.Seed + i);
                 data.Add(images);
                 if (held != null) heldOut.Add(held);
-                if (from.Kind == "task")
-                {
-                    MergePlan.CheckClasses(model, source.Model, images, $"task {from.Value}");
-                    TextFolder.CheckVocabulary(source.Model, dataDir, TaskSpec.Parse(from.Value).Dataset);
-                }
+                if (from.Kind == "task") MergePlan.CheckClasses(model, source.Model, images, $"task {from.Value}");
                 if (request.Eval) tests.Add(DataSources.Labelled(source.Test ?? new DataSource("task", task), dataDir));
             }
             var plan = MergePlan.FromData(sources, names, tasks, data, tests, request.Width, request.Augment, request.Seed,
