@@ -201,6 +201,9 @@ public class ImageProcessorTests
         Assert.Equal(20, Parse("{\"size\": {\"shortest_edge\": 20}}").ShortestEdge);
         Assert.Equal(1, Parse("{\"resample\": 1}").Resample);
         Assert.Contains("resample 6 is not a PIL filter", Assert.Throws<FsMergeException>(() => Parse("{\"resample\": 6}")).Message);
+        Assert.Equal((32, 32), Parse("{\"image_processor_type\": \"ViTImageProcessor\", \"size\": 32}").Size);
+        Assert.Contains("image_processor_type 'ConvNextImageProcessor' is not supported",
+            Assert.Throws<FsMergeException>(() => Parse("{\"image_processor_type\": \"ConvNextImageProcessor\"}")).Message);
         Assert.Contains("do_center_crop true is not supported", Assert.Throws<FsMergeException>(() => Parse("{\"do_center_crop\": true}")).Message);
     }
 

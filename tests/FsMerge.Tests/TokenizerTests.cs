@@ -150,6 +150,10 @@ public class TokenizerTests
             Assert.Contains("strip_accents", Assert.Throws<FsMergeException>(() => TokenizerFiles.Read(dir)).Message);
             File.WriteAllText(Path.Combine(dir, TokenizerFiles.ConfigFile), "{\"do_basic_tokenize\": false}");
             Assert.Contains("do_basic_tokenize false is not supported", Assert.Throws<FsMergeException>(() => TokenizerFiles.Read(dir)).Message);
+            File.WriteAllText(Path.Combine(dir, TokenizerFiles.ConfigFile), "{\"do_split_on_punc\": false}");
+            Assert.Contains("do_split_on_punc false is not supported", Assert.Throws<FsMergeException>(() => TokenizerFiles.Read(dir)).Message);
+            File.WriteAllText(Path.Combine(dir, TokenizerFiles.ConfigFile), "{\"tokenizer_class\": \"BertTokenizerFast\", \"model_max_length\": 512}");
+            Assert.Equal(512, TokenizerFiles.Read(dir).MaxLength);
         }
         finally
         {

@@ -64,6 +64,8 @@ public static class TokenizerFiles
             throw new FsMergeException($"{configPath}: tokenizer_class '{cls}' is not supported (expected BertTokenizer or BertTokenizerFast)");
         if (!JsonInput.Bool(root["do_basic_tokenize"], configPath, "do_basic_tokenize", true))
             throw new FsMergeException($"{configPath}: do_basic_tokenize false is not supported (FsMerge always splits words and punctuation first, as BertTokenizer does by default)");
+        if (!JsonInput.Bool(root["do_split_on_punc"], configPath, "do_split_on_punc", true))
+            throw new FsMergeException($"{configPath}: do_split_on_punc false is not supported (FsMerge splits punctuation off, as BertTokenizer does by default)");
         if (JsonInput.String(root["truncation_side"], configPath, "truncation_side", "right") != "right")
             throw new FsMergeException($"{configPath}: truncation_side '{root["truncation_side"]}' is not supported (expected \"right\")");
         settings = Specials(root, configPath, settings) with

@@ -61,6 +61,10 @@ public sealed record ImageProcessor
         };
         if (p.ImageStd.Any(s => s == 0)) throw new FsMergeException($"{path}: image_std has a zero");
         if (Bool(root, "do_center_crop", false, path)) throw new FsMergeException($"{path}: do_center_crop true is not supported");
+        // Other processors crop, pad or resize with other arithmetic (the "Fast" ones through torchvision, not PIL).
+        foreach (var field in new[] { "image_processor_type", "feature_extractor_type" })
+            if (root[field] is JsonValue t && t.GetValueKind() == JsonValueKind.String && t.GetValue<string>() is var type && type is not ("ViTImageProcessor" or "ViTFeatureExtractor"))
+                throw new FsMergeException($"{path}: {field} '{type}' is not supported (expected ViTImageProcessor)");
         if (!p.DoResize) return p;
         return root["size"] switch
         {
