@@ -49,7 +49,8 @@ public sealed record TokenizerSettings
 /// other ids than Hugging Face: it does not split the ASCII symbols $ + &lt; = &gt; ^ ` | ~ off as punctuation ("a$b" is one
 /// word for it, three for BertTokenizer), treats a soft hyphen (U+00AD) or U+FFFD as a word break where Hugging Face
 /// drops them ("a\u00ADb" is "a b" for it, "ab" for BertTokenizer), and drops CJK ideographs outside the BMP (U+20000)
-/// instead of making them words.
+/// instead of making them words. Tokenizers.DotNet (Hugging Face's Rust tokenizers) encodes a single text from a
+/// tokenizer.json and nothing more (no pairs, token types or truncation rule), so it serves as the tests' oracle instead.
 /// </para>
 /// </summary>
 public sealed class WordPiece
