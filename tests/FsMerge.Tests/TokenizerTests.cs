@@ -226,6 +226,22 @@ public class TextPreparationTests
         (code, _, err) = CliTests.Run(["eval", "--model", tmp.Sub("m"), "--max-length", "13", "--data", tmp.Sub("data"), "--quiet"]);
         Assert.Equal(2, code);
         Assert.Equal($"error: {tmp.Sub("m")}: --max-length 13 exceeds the model's max_position_embeddings 12", err.Trim());
+
+        // Merge sources tokenize alike; --max-length sets one length for all and the merged folder states it.
+        (code, _, err) = CliTests.Run(["train", "--arch", "bert", "--task", "pairs", "--epochs", "1", "--max-length", "12", "--seed", "2", "--out", tmp.Sub("n"), .. tiny]);
+        Assert.True(code == 0, err);
+        string[] merge = ["merge", "--method", "average", "--model", tmp.Sub("m"), "--model", tmp.Sub("n"), "--data-per-task", "8", "--quiet", "--threads", "1", "--data", tmp.Sub("data")];
+        (code, _, err) = CliTests.Run([.. merge, "--max-length", "8", "--out", tmp.Sub("merged")]);
+        Assert.True(code == 0, err);
+        Assert.Equal(8, (int)JsonNode.Parse(File.ReadAllText(tmp.Sub("merged", TokenizerFiles.ConfigFile)))!["model_max_length"]!);
+        File.WriteAllText(tmp.Sub("n", TokenizerFiles.ConfigFile), "{\"do_lower_case\": false, \"model_max_length\": 12}");
+        (code, _, err) = CliTests.Run([.. merge, "--out", tmp.Sub("refused")]);
+        Assert.Equal(2, code);
+        Assert.Contains("tokenizes otherwise than model 1", err);
+        Assert.Single(err.Trim().Split('\n'));
+        (code, _, err) = CliTests.Run(["eval", "--model", tmp.Sub("m"), "--model", tmp.Sub("n"), "--task", "pairs", "--task", "pairs", "--data", tmp.Sub("data"), "--quiet"]);
+        Assert.Equal(2, code);
+        Assert.Contains("evaluate such models one at a time", err);
     }
 }
 

@@ -37,7 +37,9 @@ sealed class EvalCommand : ICommand
             // Several models see each other's test images in the joint accuracy: a model that normalizes otherwise
             // is re-expressed, exactly, for model 1's preprocessing (as a merge does).
             for (int i = 1; i < models.Count; i++)
-                if (!models[i].Config.Preprocessor.Equals(models[0].Config.Preprocessor))
+                if (models[i].Config.Architecture == "bert" && !models[i].Config.TokenizesLike(models[0].Config))
+                    throw new FsMergeException($"{dirs[i]}: tokenizes otherwise than {dirs[0]} (vocab.txt, or tokenizer_config.json: {models[i].Config.DescribeTokenizer()} against {models[0].Config.DescribeTokenizer()}); evaluate such models one at a time");
+                else if (!models[i].Config.Preprocessor.Equals(models[0].Config.Preprocessor))
                     models[i] = models[i].ReadingInputOf(models[0].Config.Preprocessor)
                         ?? throw new FsMergeException($"{dirs[i]}: its {ImageProcessor.FileName} resizes or converts images otherwise than {dirs[0]}'s; evaluate such models one at a time");
             // Head t: its model and head index. Several models → each is single-task; one model → all its heads.

@@ -21,9 +21,6 @@ public sealed class MergePlan
     /// <summary>What the plan changed that the log and report should say (sources re-expressed for model 1's preprocessing).</summary>
     public IReadOnlyList<string> Notes { get; init; } = [];
 
-    static string Describe(ModelConfig c) =>
-        $"do_lower_case {c.Tokenizer.LowerCase}, strip_accents {c.Tokenizer.StripsAccents}, tokenize_chinese_chars {c.Tokenizer.ChineseChars}, {c.SequenceLength} tokens".ToLowerInvariant();
-
     /// <summary>Sources given by directory with their tasks' train splits as merge data (the benches and the demo).</summary>
     public static MergePlan Prepare(IReadOnlyList<Model> sources, IReadOnlyList<string> names, IReadOnlyList<string> taskOverrides,
         string dataDir, int perTask, long seed, int[]? width, Device device, int augmentPerTask = 0, int heldOutPerTask = 0)
@@ -65,10 +62,8 @@ public sealed class MergePlan
             if (c.Heads.Count != 1)
                 throw new FsMergeException($"{names[i]}: has {c.Heads.Count} heads; merge sources must be single-task models");
             // One input for all: every task's texts are tokenized as model 1 tokenizes them.
-            if (c.Vocabulary is { } vocabulary && first.Vocabulary is { } firstVocabulary && !vocabulary.SequenceEqual(firstVocabulary))
-                throw new FsMergeException($"{names[i]}: its vocab.txt differs from model 1's; merge sources must share one vocabulary");
-            if (c.Architecture == "bert" && (c.Tokenizer with { MaxLength = null } != first.Tokenizer with { MaxLength = null } || c.SequenceLength != first.SequenceLength))
-                throw new FsMergeException($"{names[i]}: its tokenizer_config.json ({Describe(c)}) differs from model 1's ({Describe(first)}); merge sources must tokenize alike (--max-length sets one length for all)");
+            if (c.Architecture == "bert" && !c.TokenizesLike(first))
+                throw new FsMergeException($"{names[i]}: tokenizes otherwise than model 1 (vocab.txt, or tokenizer_config.json: {c.DescribeTokenizer()} against {first.DescribeTokenizer()}); merge sources must tokenize alike (--max-length sets one length for all)");
         }
         // Every source reads every task's images (probes, ensembles), and the merged model has one input: model 1's
         // preprocessing. A source that normalizes otherwise is re-expressed for it, exactly, so it computes its own

@@ -80,6 +80,15 @@ public sealed record ModelConfig
     /// <summary>BERT: the tokens per sequence: the tokenizer's model_max_length, at most max_position_embeddings.</summary>
     public int SequenceLength => Math.Min(Tokenizer.MaxLength ?? MaxPositionEmbeddings, MaxPositionEmbeddings);
 
+    /// <summary>BERT: whether texts become the same ids for both (vocabulary, tokenizer settings, sequence length).</summary>
+    public bool TokenizesLike(ModelConfig other) =>
+        (Vocabulary is null || other.Vocabulary is null || Vocabulary.SequenceEqual(other.Vocabulary))
+        && Tokenizer with { MaxLength = null } == other.Tokenizer with { MaxLength = null } && SequenceLength == other.SequenceLength;
+
+    /// <summary>BERT: the tokenization, in tokenizer_config.json's words, for messages.</summary>
+    public string DescribeTokenizer() =>
+        $"do_lower_case {Tokenizer.LowerCase}, strip_accents {Tokenizer.StripsAccents}, tokenize_chinese_chars {Tokenizer.ChineseChars}, {SequenceLength} tokens".ToLowerInvariant();
+
     /// <summary>This config tokenizing to <paramref name="length"/> tokens (--max-length); more than the model has positions for is an error.</summary>
     public ModelConfig WithMaxLength(int length, string what) =>
         length > MaxPositionEmbeddings ? throw new FsMergeException($"{what}: --max-length {length} exceeds the model's max_position_embeddings {MaxPositionEmbeddings}")
