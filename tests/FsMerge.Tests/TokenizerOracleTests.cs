@@ -15,7 +15,7 @@ namespace FsMerge.Tests;
 /// </summary>
 public class TokenizerOracleTests
 {
-    static readonly string[] Vocabulary =
+    internal static readonly string[] Vocabulary =
     [
         "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cafe", "café", "Café", "Cafe", "hello", "world", "Hello", "World", "$", "+", "<", "=", "^", "`",
         "|", "~", "a", "b", "##b", "ab", "中", "文", "##s", "i", "\u0307", "##\u0307", "𝒜", "##a", "[", "]", "mask", ".", "x", "##x", ",", "!", "¿", "-",
@@ -33,7 +33,7 @@ public class TokenizerOracleTests
     ];
 
     /// <summary>A tokenizer.json as BertTokenizerFast saves it: BertNormalizer, BertPreTokenizer, WordPiece, [CLS] $A [SEP].</summary>
-    static string TokenizerJson(bool lower, bool? strip, bool cjk)
+    internal static string TokenizerJson(bool lower, bool? strip, bool cjk)
     {
         JsonObject Special(string name, int id) => new() { ["id"] = name, ["ids"] = new JsonArray(id), ["tokens"] = new JsonArray(name) };
         JsonObject Piece(string kind, string id) => new() { [kind] = new JsonObject { ["id"] = id, ["type_id"] = 0 } };
@@ -82,5 +82,19 @@ public class TokenizerOracleTests
             var ids = padded[..(Array.LastIndexOf(padded, ours.SepId) + 1)];
             Assert.True(expected.SequenceEqual(ids), $"{text}: Hugging Face {string.Join(" ", expected.Select(i => Vocabulary[i]))}, FsMerge {string.Join(" ", ids.Select(i => Vocabulary[i]))}");
         }
+    }
+
+    [Fact]
+    public void A_folder_with_only_tokenizer_json_gives_its_vocabulary_and_transformers_defaults()
+    {
+        using var tmp = new TempDir();
+        File.WriteAllText(tmp.Sub(TokenizerFiles.FastFile), TokenizerJson(lower: false, strip: false, cjk: false));
+        Assert.Equal(Vocabulary, TokenizerFiles.Vocabulary(tmp.Path));
+        // BertTokenizerFast rebuilds the normalizer from its own arguments: without tokenizer_config.json, the defaults.
+        Assert.Equal(TokenizerSettings.HuggingFace, TokenizerFiles.Read(tmp.Path));
+        File.WriteAllText(tmp.Sub(TokenizerFiles.FastFile), "{\"model\": {\"type\": \"BPE\", \"vocab\": {}}}");
+        Assert.Contains("model.type 'BPE' is not supported", Assert.Throws<FsMergeException>(() => TokenizerFiles.Vocabulary(tmp.Path)).Message);
+        File.WriteAllText(tmp.Sub(TokenizerFiles.FastFile), "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"[PAD]\": 0, \"[UNK]\": 0}}}");
+        Assert.Contains("id 0 is given to both '[PAD]' and '[UNK]'", Assert.Throws<FsMergeException>(() => TokenizerFiles.Vocabulary(tmp.Path)).Message);
     }
 }

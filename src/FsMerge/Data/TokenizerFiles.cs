@@ -16,6 +16,8 @@ public static class TokenizerFiles
 {
     public const string ConfigFile = "tokenizer_config.json";
     public const string SpecialTokensFile = "special_tokens_map.json";
+    /// <summary>The "fast" tokenizer's single file; read for its vocabulary when a folder has no vocab.txt.</summary>
+    public const string FastFile = "tokenizer.json";
     const long MaxBytes = 16 << 20;
 
     static readonly (string Field, Func<TokenizerSettings, string> Get, Func<TokenizerSettings, string, TokenizerSettings> Set)[] SpecialFields =
@@ -54,7 +56,7 @@ public static class TokenizerFiles
         var configPath = Path.Combine(dir, ConfigFile);
         var mapPath = Path.Combine(dir, SpecialTokensFile);
         bool hasConfig = File.Exists(configPath), hasMap = File.Exists(mapPath);
-        if (!hasConfig && !hasMap) return TokenizerSettings.FsMerge;
+        if (!hasConfig && !hasMap && !File.Exists(Path.Combine(dir, FastFile))) return TokenizerSettings.FsMerge;
         var settings = TokenizerSettings.HuggingFace;
         if (hasMap) settings = Specials(JsonInput.ReadObject(mapPath, "a special_tokens_map.json", MaxBytes), mapPath, settings);
         if (!hasConfig) return settings;
@@ -76,6 +78,32 @@ public static class TokenizerFiles
             MaxLength = MaxLength(root["model_max_length"], configPath),
         };
         return settings;
+    }
+
+    /// <summary>
+    /// The vocabulary of a model folder: vocab.txt, else the WordPiece vocabulary of tokenizer.json (ids 0..n−1), else
+    /// null. tokenizer.json's normalizer flags are not read: transformers replaces them by tokenizer_config.json's
+    /// settings (its defaults when that file is absent), which <see cref="Read"/> gives.
+    /// </summary>
+    public static IReadOnlyList<string>? Vocabulary(string dir)
+    {
+        var vocab = Path.Combine(dir, TextFolder.VocabFile);
+        if (File.Exists(vocab)) return WordPiece.Read(vocab).Tokens;
+        var path = Path.Combine(dir, FastFile);
+        if (!File.Exists(path)) return null;
+        var model = JsonInput.Object(JsonInput.ReadObject(path, "a tokenizer.json", TextFolder.MaxFileBytes)["model"], path, "model")
+            ?? throw new FsMergeException($"{path}: field 'model' is missing; expected the tokenizer's model");
+        var type = JsonInput.String(model["type"], path, "model.type");
+        if (type != "WordPiece") throw new FsMergeException($"{path}: model.type '{type}' is not supported (expected WordPiece, as BERT's)");
+        var entries = JsonInput.Object(model["vocab"], path, "model.vocab") ?? throw new FsMergeException($"{path}: field 'model.vocab' is missing");
+        var tokens = new string?[entries.Count];
+        foreach (var (token, id) in entries)
+        {
+            int index = JsonInput.Int(id, path, $"model.vocab.{token}", 0, entries.Count - 1);
+            if (tokens[index] is { } other) throw new FsMergeException($"{path}: id {index} is given to both '{other}' and '{token}' in model.vocab");
+            tokens[index] = token;
+        }
+        return new WordPiece(tokens.Select(t => t!).ToList(), path).Tokens;
     }
 
     /// <summary>model_max_length; transformers writes a huge number (1e30) for "no limit", which is null here.</summary>

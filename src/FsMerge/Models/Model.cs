@@ -114,11 +114,10 @@ public sealed class Model : IDisposable
     {
         if (!Directory.Exists(dir)) throw new FsMergeException($"{dir}: model directory not found");
         var config = ModelConfig.Read(Path.Combine(dir, ConfigFile));
-        var vocab = Path.Combine(dir, Data.TextFolder.VocabFile);
         config = config.Architecture != "bert" ? config with { Preprocessor = ImageProcessor.ForModel(dir) }
-            : config with { Vocabulary = File.Exists(vocab) ? Data.WordPiece.Read(vocab).Tokens : null, Tokenizer = Data.TokenizerFiles.Read(dir) };
+            : config with { Vocabulary = Data.TokenizerFiles.Vocabulary(dir), Tokenizer = Data.TokenizerFiles.Read(dir) };
         if (config.Vocabulary?.Count > config.VocabSize)
-            throw new FsMergeException($"{vocab}: {config.Vocabulary.Count} tokens, but config.json's vocab_size is {config.VocabSize}: some token ids would have no embedding");
+            throw new FsMergeException($"{dir}: its vocabulary has {config.Vocabulary.Count} tokens, but config.json's vocab_size is {config.VocabSize}: some token ids would have no embedding");
         var contents = new List<SafetensorsContent>();
         try
         {
