@@ -73,8 +73,8 @@ public class WordPieceTests
         var b = WordPiece.Build(corpus.Reverse(), 60, minCount: 1);
         Assert.Equal(a.Tokens, b.Tokens);
         Assert.Equal(60, a.Count);
-        Assert.Equal(WordPiece.Specials, a.Tokens.Take(5));
-        foreach (var text in corpus) Assert.DoesNotContain(WordPiece.Unknown, a.Tokenize(text));
+        Assert.Equal(TokenizerSettings.FsMerge.Specials, a.Tokens.Take(5));
+        foreach (var text in corpus) Assert.DoesNotContain("[UNK]", a.Tokenize(text));
         Assert.Contains("the", a.Tokens);   // the most frequent word is a token of its own
         Assert.Throws<FsMergeException>(() => WordPiece.Build(corpus, 10, minCount: 1));
     }
@@ -220,18 +220,20 @@ public class TextDataTests
             (code, _, err) = CliTests.Run(["train", "--arch", "bert", "--task", "mnist:0-1", "--out", Path.Combine(root, "x"), "--quiet"]);
             Assert.NotEqual(0, code);
             Assert.StartsWith("error: task mnist:0-1: --arch bert reads text", err);
-            // transformers' default for a tokenizer_config.json without strip_accents strips them: not this data's ids.
-            File.WriteAllText(Path.Combine(b, TokenizerFiles.ConfigFile), "{\"do_lower_case\": true}");
+            (code, _, err) = CliTests.Run(["eval", "--model", b, "--max-length", "33", "--quiet"]);
+            Assert.Equal(2, code);
+            Assert.Equal($"error: {b}: --max-length 33 exceeds the model's max_position_embeddings 32", err.Trim());
+            File.WriteAllText(Path.Combine(b, TokenizerFiles.ConfigFile), "{\"tokenizer_class\": \"RobertaTokenizer\"}");
             (code, _, err) = CliTests.Run(["eval", "--model", b, "--quiet"]);
             Assert.Equal(2, code);
-            Assert.Contains("strip_accents true (Hugging Face's default) is not supported", err);
+            Assert.Contains("tokenizer_class 'RobertaTokenizer' is not supported", err);
             File.AppendAllText(Path.Combine(a, "vocab.txt"), "extra\n");
             (code, _, err) = CliTests.Run(["eval", "--model", a, "--quiet"]);
-            Assert.Contains("another vocabulary", err);
+            Assert.Contains("tokens, but config.json's vocab_size is", err);
             Assert.Single(err.Trim().Split('\n'));
             (code, _, err) = CliTests.Run(["merge", "--method", "average", "--model", a, "--model", b, "--out", Path.Combine(root, "y"), "--quiet"]);
             Assert.NotEqual(0, code);
-            Assert.Contains("another vocabulary", err);
+            Assert.Contains("tokens, but config.json's vocab_size is", err);
             Assert.Single(err.Trim().Split('\n'));
         }
         finally

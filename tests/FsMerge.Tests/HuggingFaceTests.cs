@@ -199,7 +199,11 @@ public class ImageProcessorTests
         Assert.Equal([0.5, 0.5, 0.5], p.ImageMean);
         Assert.Equal((32, 32), Parse("{\"size\": 32}").Size);
         Assert.Equal(20, Parse("{\"size\": {\"shortest_edge\": 20}}").ShortestEdge);
-        Assert.Contains("resample 1 is not supported", Assert.Throws<FsMergeException>(() => Parse("{\"resample\": 1}")).Message);
+        Assert.Equal(1, Parse("{\"resample\": 1}").Resample);
+        Assert.Contains("resample 6 is not a PIL filter", Assert.Throws<FsMergeException>(() => Parse("{\"resample\": 6}")).Message);
+        Assert.Equal((32, 32), Parse("{\"image_processor_type\": \"ViTImageProcessor\", \"size\": 32}").Size);
+        Assert.Contains("image_processor_type 'ConvNextImageProcessor' is not supported",
+            Assert.Throws<FsMergeException>(() => Parse("{\"image_processor_type\": \"ConvNextImageProcessor\"}")).Message);
         Assert.Contains("do_center_crop true is not supported", Assert.Throws<FsMergeException>(() => Parse("{\"do_center_crop\": true}")).Message);
     }
 
@@ -310,6 +314,11 @@ public class MixedPreprocessingTests
         Assert.Contains("re-expressed", File.ReadAllText(tmp.Sub("out", "report.md")));
         foreach (var dir in new[] { tmp.Sub("out") }.Concat(Directory.GetDirectories(tmp.Sub("out", "tasks"))))
             Assert.Equal(ImageProcessor.Plain, ImageProcessor.ForModel(dir));
+        (code, stdout, err) = CliTests.Run("compare", "--methods", "average,ensemble", "--model", tmp.Sub("a"), "--model", tmp.Sub("b"),
+            "--data-per-task", "8", "--out", tmp.Sub("compared"), "--quiet", "--threads", "1");
+        Assert.True(code == 0, err);
+        Assert.Contains("note: ", stdout);
+        Assert.Contains("its pixel layer was re-expressed for model 1's preprocessing", stdout);
         (code, _, err) = CliTests.Run("eval", "--model", tmp.Sub("a"), "--model", tmp.Sub("b"), "--threads", "1");
         Assert.True(code == 0, err);
         File.WriteAllText(tmp.Sub("b", ImageProcessor.FileName), "{\"size\": 14}");

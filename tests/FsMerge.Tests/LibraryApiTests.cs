@@ -165,6 +165,7 @@ public class LibraryApiTests : IClassFixture<BadInputTests.Models>
     const string PublicSurface = """
         FsMerge.Data.ImageSet
         FsMerge.Data.TaskSpec
+        FsMerge.Data.TokenizerSettings
         FsMerge.Evaluation.AllHeadLogits
         FsMerge.Evaluation.EvaluationResult
         FsMerge.Evaluation.Evaluator

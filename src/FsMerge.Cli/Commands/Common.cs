@@ -10,6 +10,11 @@ static class Common
     public static readonly OptionSpec Device = new("device", "NAME", "cpu, cuda or cuda:N", "cpu");
     public static readonly OptionSpec Threads = new("threads", "N", "CPU threads for LibTorch (0 = one per physical core, waiting passively; docs/threads.md)", "0");
     public static readonly OptionSpec Quiet = new("quiet", null, "no progress bars");
+    public static readonly OptionSpec MaxLength = new("max-length", "N",
+        "BERT: tokens per sequence, [CLS] and [SEP]s included (default: the model's tokenizer_config.json model_max_length, else its max_position_embeddings; a new model: 32); at most max_position_embeddings");
+
+    /// <summary>--max-length, when given: applied to a BERT's config (other architectures have no sequences).</summary>
+    public static int? MaxLengthOf(ParsedArgs args) => args.Has("max-length") ? args.Int("max-length", min: 3, max: Models.ModelConfig.MaxPositions) : null;
 
     /// <summary>Applies --threads/--quiet and returns the device.</summary>
     public static torch.Device Setup(ParsedArgs args)

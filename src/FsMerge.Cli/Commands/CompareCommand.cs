@@ -47,6 +47,7 @@ sealed class CompareCommand : ICommand
             Console.WriteLine($"dry run (plan of the first method, {methods[0].Name}; then {string.Join(", ", methods.Skip(1).Select(m => m.Name))}): nothing written");
             return 0;
         }
+        foreach (var note in prepared.Plan.Notes) Console.WriteLine($"note: {note}");
         var results = new List<MethodResult>();
         var models = new List<(string Method, Model Model)>();
         try

@@ -18,7 +18,7 @@ sealed class EvalCommand : ICommand
         new("task", "TASK", "task of each head in order (default: the tasks recorded in the model)", Repeatable: true),
         new("split", "test|validation", "which split to evaluate on", "test"),
         new("json", null, "print JSON: tasks[{task, accuracy}], per_task_mean, joint, task_identified (the joint argmax falls among the task's own head's classes)"),
-        Common.Data, Common.Device, Common.Threads, Common.Quiet,
+        Common.MaxLength, Common.Data, Common.Device, Common.Threads, Common.Quiet,
     ];
 
     public int Run(ParsedArgs args)
@@ -29,7 +29,7 @@ sealed class EvalCommand : ICommand
         var split = args.Require("split");
         if (split is not ("test" or "validation")) throw new FsMergeException($"fsmerge eval: --split '{split}' must be test or validation");
 
-        var models = dirs.Select(d => Model.Load(d, device)).ToList();
+        var models = dirs.Select(d => Model.Load(d, device).WithMaxLength(Common.MaxLengthOf(args), d)).ToList();
         try
         {
             if (models.FirstOrDefault(m => m.HeadCount == 0) is { } backbone)
@@ -37,7 +37,9 @@ sealed class EvalCommand : ICommand
             // Several models see each other's test images in the joint accuracy: a model that normalizes otherwise
             // is re-expressed, exactly, for model 1's preprocessing (as a merge does).
             for (int i = 1; i < models.Count; i++)
-                if (!models[i].Config.Preprocessor.Equals(models[0].Config.Preprocessor))
+                if (models[i].Config.Architecture == "bert" && !models[i].Config.TokenizesLike(models[0].Config))
+                    throw new FsMergeException($"{dirs[i]}: tokenizes otherwise than {dirs[0]} (vocab.txt, or tokenizer_config.json: {models[i].Config.DescribeTokenizer()} against {models[0].Config.DescribeTokenizer()}); evaluate such models one at a time");
+                else if (!models[i].Config.Preprocessor.Equals(models[0].Config.Preprocessor))
                     models[i] = models[i].ReadingInputOf(models[0].Config.Preprocessor)
                         ?? throw new FsMergeException($"{dirs[i]}: its {ImageProcessor.FileName} resizes or converts images otherwise than {dirs[0]}'s; evaluate such models one at a time");
             // Head t: its model and head index. Several models → each is single-task; one model → all its heads.
@@ -58,7 +60,6 @@ sealed class EvalCommand : ICommand
             {
                 var splits = TaskData.Load(tasks[t], dataDir);
                 var (model, head, dir) = heads[t];
-                TextFolder.CheckTokenizer(dir, dataDir, tasks[t].Dataset);
                 var set = model.Config.Prepare(split == "test" ? splits.Test : splits.Validation, $"task {tasks[t]}");
                 model.Config.CheckImages(set.Images.shape, $"task {tasks[t]}");
                 int classes = model.Config.Heads[head].Labels.Length;

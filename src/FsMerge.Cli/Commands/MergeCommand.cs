@@ -37,7 +37,7 @@ sealed class MergeCommand : ICommand
         new("dry-run", null, "check everything and print the plan (shapes, sites, parameters, data, steps, memory and time estimate); write nothing"),
         new("dtype", "TYPE", $"the saved weights' dtype: {string.Join(", ", WeightFormat.Names)} (default: the sources')"),
         new("shard-size", "BYTES", $"save the merged model as Hugging Face shards of at most BYTES each (at least {WeightFormat.MinShardSize}), with model.safetensors.index.json (default: one file)"),
-        Common.Data, Common.Device, Common.Threads, Common.Quiet,
+        Common.MaxLength, Common.Data, Common.Device, Common.Threads, Common.Quiet,
         .. CheckpointOptions,
     ];
 
@@ -137,6 +137,7 @@ sealed class MergeCommand : ICommand
         if (args.Has("augment")) request = request with { Augment = args.Int("augment", min: 0, max: MergeRequest.MaxImagesPerTask) };
         if (args.Has("held-out")) request = request with { HeldOut = args.Int("held-out", min: 0, max: MergeRequest.MaxImagesPerTask) };
         if (args.Has("width")) request = request with { Width = args.IntList("width", ModelConfig.MaxWidth, ModelConfig.MaxLayers) };
+        if (Common.MaxLengthOf(args) is { } maxLength) request = request with { MaxLength = maxLength };
         if (args.Has("seed")) request = request with { Seed = args.Int("seed") };
         if (args.Has("out")) request = request with { Output = args.Get("out") };
         if (args.Has("overwrite")) request = request with { Overwrite = true };

@@ -52,11 +52,7 @@ sealed class PretrainCommand : ICommand
             (epoch, loss) => Console.WriteLine($"epoch {epoch}: masked-token loss {loss:F4}"));
         using (model)
         {
-            OutputWriter.Write(outDir, args.Has("overwrite"), staging =>
-            {
-                model.Save(staging);
-                TextFolder.CopyVocabulary(Path.Combine(dataDir, datasets[0]), staging);
-            });
+            OutputWriter.Write(outDir, args.Has("overwrite"), dir => model.Save(dir));
         }
         Console.WriteLine($"saved {outDir} ({clock.Elapsed.TotalSeconds:F0} s)");
         return 0;

@@ -33,7 +33,7 @@ sealed class TrainCommand : ICommand
         new("depth", "L", "ViT/BERT encoder blocks", "4"),
         new("heads", "H", "ViT/BERT attention heads", "4"),
         new("mlp-width", "DM", "ViT/BERT MLP width (intermediate_size)", "256"),
-        Common.Data, Common.Device, Common.Threads, Common.Quiet,
+        Common.MaxLength, Common.Data, Common.Device, Common.Threads, Common.Quiet,
     ];
 
     public int Run(ParsedArgs args)
@@ -55,9 +55,8 @@ sealed class TrainCommand : ICommand
         if (!Architectures.Names.Contains(arch))
             throw new FsMergeException($"fsmerge train: --arch '{arch}' is not one of: {string.Join(", ", Architectures.Names)}");
 
-        if (args.Get("init") is { } init) TextFolder.CheckVocabulary(init, Common.DataDir(args), task.Dataset);
         using var initial = args.Get("init") is { } initDir
-            ? FromCheckpoint(initDir, args, data, options.Seed, device)
+            ? FromCheckpoint(initDir, args, data, options.Seed, device).WithMaxLength(Common.MaxLengthOf(args), initDir)
             : Model.Create(NewConfig(args, arch, data), options.Seed, device);
         // The checkpoint's preprocessing (a new model's is the plain [0, 1] one) feeds every split.
         var config = initial.Config;
@@ -69,7 +68,7 @@ sealed class TrainCommand : ICommand
         };
         config.CheckImages(data.Train.Images.shape, $"task {task}");
         TrainAndSave(initial, data, options, args.Get("init"), outDir, args.Has("overwrite"), device,
-            staging => TextFolder.CopyVocabulary(Path.Combine(Common.DataDir(args), task.Dataset), staging));
+            staging => TextFolder.CopyVocabulary(Path.Combine(Common.DataDir(args), task.Dataset), staging, config));
         return 0;
     }
 
@@ -118,7 +117,7 @@ sealed class TrainCommand : ICommand
             throw new FsMergeException($"task {data.Task}: {(shape.Length == 2 ? "a text dataset needs --arch bert" : $"--arch {arch} reads text; {data.Task.Dataset} is an image dataset")}");
         if (arch == "bert")
             return TextFolder.BertConfig(Common.DataDir(args), data.Task.Dataset, Width(args, "width"), args.Int("depth", min: 1, max: ModelConfig.MaxLayers),
-                Width(args, "heads"), Width(args, "mlp-width"), heads);
+                Width(args, "heads"), Width(args, "mlp-width"), heads, Common.MaxLengthOf(args) ?? TextFolder.SequenceLength);
         if (arch == "mlp")
             return new ModelConfig { Architecture = "mlp", InputSize = (int)(shape[1] * shape[2] * shape[3]), HiddenSizes = args.IntList("hidden", ModelConfig.MaxWidth, ModelConfig.MaxLayers), Heads = heads };
         if (shape[2] != shape[3]) throw new FsMergeException($"task {data.Task}: ViT needs square images, got {shape[2]}x{shape[3]}");

@@ -139,7 +139,6 @@ internal static class BertBench
             (pretrained, var losses) = MlmPretrainer.Train(config, corpus, [vocab.PadId, vocab.ClsId, vocab.SepId], vocab.MaskId,
                 new TrainOptions { Epochs = o.Quick ? 1 : 3, LearningRate = 2e-3, BatchSize = 128, Seed = seed }, o.Device);
             pretrained.Save(pretrainDir);
-            TextFolder.CopyVocabulary(Path.Combine(o.DataDir, corpusNames[0]), pretrainDir);
             log($"  pre-trained {Path.GetFileName(pretrainDir)}: masked-token loss {losses[^1]:F3} ({watch.Elapsed.TotalSeconds:F0} s)");
         }
         using (pretrained)
@@ -149,7 +148,6 @@ internal static class BertBench
             {
                 var model = BenchRunner.TrainSource(initial, task, new TrainOptions { Epochs = o.Quick ? 1 : 4, BatchSize = 64, Seed = seed },
                     pretrainDir, finetuneDir, o.Device, log);
-                TextFolder.CopyVocabulary(pretrainDir, finetuneDir);
                 return model;
             }
         }

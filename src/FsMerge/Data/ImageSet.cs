@@ -10,6 +10,9 @@ namespace FsMerge.Data;
 public sealed record ImageSet(torch.Tensor Images, long[] Labels, string[] LabelNames) : IDisposable
 {
     public int Count => Labels.Length;
+
+    /// <summary>A text dataset's examples behind the token ids, row for row: a model tokenizes them its own way.</summary>
+    internal TextSamples? Texts { get; init; }
     public void Dispose() => Images.Dispose();
 }
 

@@ -224,7 +224,7 @@ internal static class FuzzTargets
         return new("text", path, [seed], Text: true, Read: () =>
         {
             var words = WordPiece.Read(System.IO.Path.Combine(dir, TextFolder.VocabFile));
-            foreach (var (text, _) in TextFolder.Lines(dir, ["c"])) words.Encode(text, TextFolder.SequenceLength);
+            foreach (var (text, _) in TextFolder.Lines(dir, ["c"])) words.Encode(text.A, text.B, TextFolder.SequenceLength);
         });
     }
 

@@ -13,7 +13,7 @@ internal static class MergeData
         int n = Math.Min(count, train.Count);
         var order = torch.randperm(train.Count, generator: new Generator((ulong)seed)).narrow(0, 0, n);
         var labels = order.data<long>().Select(i => train.Labels[i]).ToArray();
-        return new ImageSet(train.Images.index_select(0, order), labels, train.LabelNames);
+        return new ImageSet(train.Images.index_select(0, order), labels, train.LabelNames) { Texts = train.Texts?.Select(order.data<long>()) };
     }
 
     /// <summary>
@@ -25,6 +25,7 @@ internal static class MergeData
         using var both = Sample(train, drawn + count, seed);
         int start = Math.Min(drawn, both.Count - 1);
         if (both.Count <= drawn) throw new FsMergeException($"no images left for held-out samples after {drawn} merge images of {both.Count}");
-        return new ImageSet(both.Images.narrow(0, start, both.Count - start).clone(), both.Labels[start..], both.LabelNames);
+        return new ImageSet(both.Images.narrow(0, start, both.Count - start).clone(), both.Labels[start..], both.LabelNames)
+            { Texts = both.Texts?.Slice(start, both.Count - start) };
     }
 }

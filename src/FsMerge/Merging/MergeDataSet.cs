@@ -18,7 +18,7 @@ internal static class MergeDataSet
     {
         ArgumentNullException.ThrowIfNull(originals);
         if (augmented == 0) // also the path of token ids, which are never augmented (spec §11.6)
-            return new ImageSet(originals.Images.cpu().clone(), [.. originals.Labels], originals.LabelNames);
+            return new ImageSet(originals.Images.cpu().clone(), [.. originals.Labels], originals.LabelNames) { Texts = originals.Texts };
         Tensor images;
         long[] labels;
         using (var scope = torch.NewDisposeScope())

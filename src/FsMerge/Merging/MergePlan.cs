@@ -61,6 +61,9 @@ internal sealed class MergePlan
                 throw new FsMergeException($"{names[i]}: architecture {c.Architecture} differs from model 1's {first.Architecture}");
             if (c.Heads.Count != 1)
                 throw new FsMergeException($"{names[i]}: has {c.Heads.Count} heads; merge sources must be single-task models");
+            // One input for all: every task's texts are tokenized as model 1 tokenizes them.
+            if (c.Architecture == "bert" && !c.TokenizesLike(first))
+                throw new FsMergeException($"{names[i]}: tokenizes otherwise than model 1 (vocab.txt, or tokenizer_config.json: {c.DescribeTokenizer()} against {first.DescribeTokenizer()}); merge sources must tokenize alike (--max-length sets one length for all)");
         }
         // Every source reads every task's images (probes, ensembles), and the merged model has one input: model 1's
         // preprocessing. A source that normalizes otherwise is re-expressed for it, exactly, so it computes its own

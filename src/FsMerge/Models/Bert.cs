@@ -10,9 +10,10 @@ namespace FsMerge.Models;
 /// LayerNorm'ed; L encoder blocks of multi-head attention and a GELU MLP, each followed by a LayerNorm of
 /// the residual sum; the pooler (dense + tanh on the first token) is the feature the heads read.
 /// <para>
-/// Input: int64 token ids [B, L] (L ≤ max_position_embeddings), every sequence starting with [CLS]; the
-/// attention mask is derived from the ids (ids != pad_token_id), added to the attention scores as
-/// −1e9 at padded keys; token types are all 0. The model's layer_norm_eps is used in every LayerNorm
+/// Input: int64 token ids [B, L] (L ≤ max_position_embeddings), every sequence starting with [CLS], each id carrying
+/// its token type above bit 32 (<see cref="PackTokenTypes"/>: 0 for a single text and a pair's first part, 1 for
+/// its second); the attention mask is derived from the ids (ids != pad_token_id), added to the attention scores as
+/// −1e9 at padded keys. The model's layer_norm_eps is used in every LayerNorm
 /// (spec §13.23), so source, SuperNet and folded model run the same numbers.
 /// </para>
 /// </summary>
@@ -26,6 +27,18 @@ internal sealed class Bert : IArchitecture
 
     /// <summary>The additive attention score at padded keys.</summary>
     public const double MaskValue = -1e9;
+
+    /// <summary>
+    /// Token types ride in the ids' upper 32 bits (id + type · 2³²), so that one int64 tensor carries Hugging Face's
+    /// input_ids and token_type_ids through every path that batches, samples or caches inputs; padding is type 0.
+    /// </summary>
+    const int TokenTypeShift = 32;
+
+    public static long[] PackTokenTypes(long[] ids, long[] types) => ids.Select((id, i) => id | types[i] << TokenTypeShift).ToArray();
+
+    /// <summary>The (input_ids, token_type_ids) of packed ids.</summary>
+    public static (Tensor Ids, Tensor Types) UnpackTokenTypes(Tensor packed) =>
+        (packed.bitwise_and((1L << TokenTypeShift) - 1), packed.bitwise_right_shift(TokenTypeShift));
 
     public IReadOnlyList<WeightSpec> BackboneWeights(ModelConfig c)
     {
@@ -109,7 +122,7 @@ internal sealed class Bert : IArchitecture
         {
             if (probe is null) return;
             var flat = value.reshape(-1, value.shape[^1]);
-            rows ??= ids.ne(c.PadTokenId).reshape(-1).nonzero().squeeze(1);
+            rows ??= UnpackTokenTypes(ids).Ids.ne(c.PadTokenId).reshape(-1).nonzero().squeeze(1);
             probe(point, value.dim() == 3 ? flat.index_select(0, rows) : flat);
         }
         ids = TrimPadding(ids, c.PadTokenId);
@@ -142,14 +155,17 @@ internal sealed class Bert : IArchitecture
         if (ids.dim() != 2 || ids.dtype != ScalarType.Int64)
             throw new FsMergeException($"bert: expected int64 token ids [batch, length], got {ids.dtype} [{string.Join(", ", ids.shape)}]");
         long batch = ids.shape[0], length = ids.shape[1], d = c.HiddenSize;
+        (ids, var types) = UnpackTokenTypes(ids);
         if (length > c.MaxPositionEmbeddings)
             throw new FsMergeException($"bert: sequences of {length} tokens exceed max_position_embeddings {c.MaxPositionEmbeddings}");
         if (ids.numel() > 0 && ids.max().item<long>() >= c.VocabSize)
             throw new FsMergeException($"bert: token id {ids.max().item<long>()} is outside the vocabulary (vocab_size {c.VocabSize}); the data was tokenized with another vocab.txt");
+        if (ids.numel() > 0 && types.max().item<long>() >= c.TypeVocabSize)
+            throw new FsMergeException($"bert: token type {types.max().item<long>()} is outside type_vocab_size {c.TypeVocabSize} (sentence pairs need 2)");
         var eps = c.LayerNormEps;
         var x = w[$"{Embeddings}.word_embeddings.weight"].index_select(0, ids.reshape(-1)).view(batch, length, -1)
                 + w[$"{Embeddings}.position_embeddings.weight"].narrow(0, 0, length)
-                + w[$"{Embeddings}.token_type_embeddings.weight"][0];
+                + w[$"{Embeddings}.token_type_embeddings.weight"].index_select(0, types.reshape(-1)).view(batch, length, -1);
         report(EmbedMerge, x);
         x = nn.functional.layer_norm(x, [d], w[$"{Embeddings}.LayerNorm.weight"], w[$"{Embeddings}.LayerNorm.bias"], eps);
         var additive = ids.eq(c.PadTokenId).to(x.dtype).mul(MaskValue).view(batch, 1, 1, length);

@@ -2,7 +2,6 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using FsMerge.Data;
 using FsMerge.IO;
-using SkiaSharp;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -12,7 +11,8 @@ namespace FsMerge.Models;
 /// How images become a model's input, as Hugging Face's ViTImageProcessor does it (preprocessor_config.json):
 /// grayscale to RGB when the processor converts and the model reads 3 channels, resize to size (height, width)
 /// or to a shortest edge with the PIL filter code `resample`, multiply by rescale_factor, then (x − mean) / std per
-/// channel. Images arrive as bytes / 255 ([0, 1]); resizing works on the bytes, as PIL does, with SkiaSharp.
+/// channel. Images arrive as bytes / 255 ([0, 1]); resizing works on the bytes and gives bytes, with Pillow's arithmetic
+/// (<see cref="PilResampler"/>), before rescaling, as transformers does it through PIL.
 /// A model without the file reads [0, 1] pixels unresized: <see cref="Plain"/>, which is written out as such.
 /// </summary>
 public sealed record ImageProcessor
@@ -23,7 +23,7 @@ public sealed record ImageProcessor
     /// <summary>Target (height, width); null with <see cref="ShortestEdge"/> or without resizing.</summary>
     public (int Height, int Width)? Size { get; init; }
     public int? ShortestEdge { get; init; }
-    /// <summary>PIL's filter code: 0 nearest, 2 bilinear, 3 bicubic (the ones SkiaSharp computes the same way).</summary>
+    /// <summary>PIL's filter code: 0 nearest, 1 Lanczos, 2 bilinear, 3 bicubic, 4 box, 5 Hamming.</summary>
     public int Resample { get; init; } = 2;
     public bool DoRescale { get; init; } = true;
     public double RescaleFactor { get; init; } = 1 / 255.0;
@@ -50,8 +50,8 @@ public sealed record ImageProcessor
         {
             // ViTImageProcessor's defaults where a field is absent.
             DoResize = Bool(root, "do_resize", true, path),
-            Resample = root["resample"] is null ? 2 : Number(root, "resample", path) is var r && r is 0 or 2 or 3 ? (int)r
-                : throw new FsMergeException($"{path}: resample {root["resample"]} is not supported (0 nearest, 2 bilinear or 3 bicubic)"),
+            Resample = root["resample"] is null ? PilResampler.Bilinear : Number(root, "resample", path) is var r && r is >= 0 and <= 5 && r == Math.Floor(r) ? (int)r
+                : throw new FsMergeException($"{path}: resample {root["resample"]} is not a PIL filter (0 nearest, 1 Lanczos, 2 bilinear, 3 bicubic, 4 box, 5 Hamming)"),
             DoRescale = Bool(root, "do_rescale", true, path),
             RescaleFactor = root["rescale_factor"] is null ? 1 / 255.0 : Number(root, "rescale_factor", path),
             DoNormalize = Bool(root, "do_normalize", true, path),
@@ -61,6 +61,10 @@ public sealed record ImageProcessor
         };
         if (p.ImageStd.Any(s => s == 0)) throw new FsMergeException($"{path}: image_std has a zero");
         if (Bool(root, "do_center_crop", false, path)) throw new FsMergeException($"{path}: do_center_crop true is not supported");
+        // Other processors crop, pad or resize with other arithmetic (the "Fast" ones through torchvision, not PIL).
+        foreach (var field in new[] { "image_processor_type", "feature_extractor_type" })
+            if (root[field] is JsonValue t && t.GetValueKind() == JsonValueKind.String && t.GetValue<string>() is var type && type is not ("ViTImageProcessor" or "ViTFeatureExtractor"))
+                throw new FsMergeException($"{path}: {field} '{type}' is not supported (expected ViTImageProcessor)");
         if (!p.DoResize) return p;
         return root["size"] switch
         {
@@ -144,38 +148,12 @@ public sealed record ImageProcessor
         return h <= w ? (edge, (long)(edge * w / (double)h)) : ((long)(edge * h / (double)w), edge);
     }
 
-    /// <summary>Resizes byte images [n, C, H, W] with SkiaSharp's filter for <see cref="Resample"/>, one image at a time.</summary>
-    unsafe Tensor Resize(Tensor bytes, long height, long width)
+    /// <summary>Resizes byte images [n, C, H, W] plane by plane as Pillow does (<see cref="PilResampler"/>).</summary>
+    Tensor Resize(Tensor bytes, long height, long width)
     {
         long n = bytes.shape[0], c = bytes.shape[1], h = bytes.shape[2], w = bytes.shape[3];
-        var sampling = Resample switch
-        {
-            0 => new SKSamplingOptions(SKFilterMode.Nearest),
-            3 => new SKSamplingOptions(SKCubicResampler.CatmullRom),   // PIL's bicubic is Keys' a = -0.5
-            _ => new SKSamplingOptions(SKFilterMode.Linear),
-        };
-        // Skia holds 1 channel as Gray8 and 3 as RGBA (alpha opaque); other channel counts are resized plane by plane.
-        bool rgb = c == 3;
-        var hwc = rgb ? torch.cat([bytes.permute(0, 2, 3, 1), torch.full(new long[] { n, h, w, 1 }, (byte)255, ScalarType.Byte)], 3).contiguous()
-            : bytes.reshape(n * c, h, w, 1).contiguous();
-        long planes = hwc.shape[0], stride = rgb ? 4 : 1;
-        var colour = rgb ? SKColorType.Rgba8888 : SKColorType.Gray8;
-        var from = new SKImageInfo((int)w, (int)h, colour, SKAlphaType.Unpremul);
-        var to = new SKImageInfo((int)width, (int)height, colour, SKAlphaType.Unpremul);
-        var source = hwc.data<byte>().ToArray();
-        var target = new byte[planes * height * width * stride];
-        fixed (byte* src = source)
-        fixed (byte* dst = target)
-        {
-            for (long i = 0; i < planes; i++)
-            {
-                using var input = new SKPixmap(from, (IntPtr)(src + i * h * w * stride), (int)(w * stride));
-                using var result = new SKPixmap(to, (IntPtr)(dst + i * height * width * stride), (int)(width * stride));
-                if (!input.ScalePixels(result, sampling)) throw new FsMergeException($"cannot resize a {w}x{h} image to {width}x{height}");
-            }
-        }
-        var output = torch.tensor(target, new long[] { planes, height, width, stride });
-        return rgb ? output.narrow(3, 0, 3).permute(0, 3, 1, 2).contiguous() : output.reshape(n, c, height, width);
+        var resized = PilResampler.Resize(bytes.contiguous().data<byte>().ToArray(), checked((int)(n * c)), (int)h, (int)w, (int)height, (int)width, Resample);
+        return torch.tensor(resized, new long[] { n, c, height, width });
     }
 
     /// <summary>

@@ -83,6 +83,10 @@ public sealed class Model : IDisposable
         return new Model(Config with { Preprocessor = processor }, Weights);
     }
 
+    /// <summary>This model (its tensors taken over) tokenizing to <paramref name="length"/> tokens, when given (see <see cref="ModelConfig.WithMaxLength"/>).</summary>
+    public Model WithMaxLength(int? length, string what) =>
+        length is { } n && Config.Architecture == "bert" ? new Model(Config.WithMaxLength(n, what), Weights) : this;
+
     /// <summary>
     /// Head <paramref name="task"/> alone on this backbone, as a single-task model (head named "classifier",
     /// so Hugging Face's *ForImageClassification loads it). It shares this model's tensors: do not dispose it.
@@ -110,9 +114,10 @@ public sealed class Model : IDisposable
     {
         if (!Directory.Exists(dir)) throw new FsMergeException($"{dir}: model directory not found");
         var config = ModelConfig.Read(Path.Combine(dir, ConfigFile));
-        var vocab = Path.Combine(dir, Data.TextFolder.VocabFile);
         config = config.Architecture != "bert" ? config with { Preprocessor = ImageProcessor.ForModel(dir) }
-            : File.Exists(vocab) ? config with { Vocabulary = Data.WordPiece.Read(vocab).Tokens } : config;
+            : config with { Vocabulary = Data.TokenizerFiles.Vocabulary(dir), Tokenizer = Data.TokenizerFiles.Read(dir) };
+        if (config.Vocabulary?.Count > config.VocabSize)
+            throw new FsMergeException($"{dir}: its vocabulary has {config.Vocabulary.Count} tokens, but config.json's vocab_size is {config.VocabSize}: some token ids would have no embedding");
         var contents = new List<SafetensorsContent>();
         try
         {
@@ -265,7 +270,7 @@ public sealed class Model : IDisposable
         if (Config.Architecture != "bert")
             Config.Preprocessor.Write(Path.Combine(dir, ImageProcessor.FileName), Config.Architecture == "vit" ? Config.ImageSize : null);
         else if (Config.Vocabulary is { } vocabulary)
-            Data.TokenizerFiles.Write(dir, vocabulary);
+            Data.TokenizerFiles.Write(dir, vocabulary, Config.Tokenizer, Config.SequenceLength);
     }
 
     /// <summary>The dtype the weights were stored in (<see cref="Load"/>; float32 when they mixed types or were made here).</summary>

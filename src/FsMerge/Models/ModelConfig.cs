@@ -74,9 +74,33 @@ public sealed record ModelConfig
     /// <summary>How images become this model's input (preprocessor_config.json beside config.json); unused by BERT.</summary>
     public ImageProcessor Preprocessor { get; init; } = ImageProcessor.Plain;
 
-    /// <summary>This model's input from a set of images in [0, 1] (token ids pass unchanged); takes over <paramref name="set"/> (see <see cref="ImageProcessor.Apply"/>).</summary>
+    /// <summary>BERT: how texts become token ids (tokenizer_config.json beside config.json).</summary>
+    public Data.TokenizerSettings Tokenizer { get; init; } = Data.TokenizerSettings.FsMerge;
+
+    /// <summary>BERT: the tokens per sequence: the tokenizer's model_max_length, at most max_position_embeddings.</summary>
+    public int SequenceLength => Math.Min(Tokenizer.MaxLength ?? MaxPositionEmbeddings, MaxPositionEmbeddings);
+
+    /// <summary>BERT: whether texts become the same ids for both (vocabulary, tokenizer settings, sequence length).</summary>
+    public bool TokenizesLike(ModelConfig other) =>
+        (Vocabulary is null || other.Vocabulary is null || Vocabulary.SequenceEqual(other.Vocabulary))
+        && Tokenizer with { MaxLength = null } == other.Tokenizer with { MaxLength = null } && SequenceLength == other.SequenceLength;
+
+    /// <summary>BERT: the tokenization, in tokenizer_config.json's words, for messages.</summary>
+    public string DescribeTokenizer() =>
+        $"do_lower_case {Tokenizer.LowerCase}, strip_accents {Tokenizer.StripsAccents}, tokenize_chinese_chars {Tokenizer.ChineseChars}, {SequenceLength} tokens".ToLowerInvariant();
+
+    /// <summary>This config tokenizing to <paramref name="length"/> tokens (--max-length); more than the model has positions for is an error.</summary>
+    public ModelConfig WithMaxLength(int length, string what) =>
+        length > MaxPositionEmbeddings ? throw new FsMergeException($"{what}: --max-length {length} exceeds the model's max_position_embeddings {MaxPositionEmbeddings}")
+        : length < 3 ? throw new FsMergeException($"{what}: --max-length {length}: expected at least 3 ([CLS] and two [SEP] of a sentence pair)")
+        : this with { Tokenizer = Tokenizer with { MaxLength = length } };
+
+    /// <summary>
+    /// This model's input from a set of images in [0, 1], or of texts (tokenized with <see cref="Tokenizer"/> to
+    /// <see cref="SequenceLength"/>); takes over <paramref name="set"/> (see <see cref="ImageProcessor.Apply"/>).
+    /// </summary>
     public Data.ImageSet Prepare(Data.ImageSet set, string what) =>
-        Architecture == "bert" ? set : Preprocessor.Apply(set, Architecture == "vit" ? NumChannels : set.Images.shape.Length == 4 ? (int)set.Images.shape[1] : 1, what);
+        Architecture == "bert" ? set.Texts is { } texts ? texts.Prepare(set, this, what) : set : Preprocessor.Apply(set, Architecture == "vit" ? NumChannels : set.Images.shape.Length == 4 ? (int)set.Images.shape[1] : 1, what);
 
     /// <summary>BERT: the vocab.txt tokens beside config.json (null when the folder has none); written back with the tokenizer files.</summary>
     public IReadOnlyList<string>? Vocabulary { get; init; }

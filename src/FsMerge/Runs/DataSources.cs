@@ -79,7 +79,7 @@ internal static class DataSources
     }
 
     static ImageSet Slice(ImageSet set, int start, int count) =>
-        new(set.Images.narrow(0, start, count).clone(), set.Labels.AsSpan(start, count).ToArray(), set.LabelNames);
+        new(set.Images.narrow(0, start, count).clone(), set.Labels.AsSpan(start, count).ToArray(), set.LabelNames) { Texts = set.Texts?.Slice(start, count) };
 
     public static ImageSet Labelled(DataSource source, string dataDir) =>
         (Get(source.Kind).Labelled ?? throw new FsMergeException($"{source}: a '{source.Kind}' source has no labels; test data must be one of: "

@@ -76,6 +76,8 @@ public sealed record MergeRequest
     public int HeldOut { get; init; } = DefaultHeldOut;
     /// <summary>Merged MLP hidden widths; null = model 1's.</summary>
     public int[]? Width { get; init; }
+    /// <summary>BERT: tokens per sequence for every source and the merged model; null = the sources' own (tokenizer_config.json).</summary>
+    public int? MaxLength { get; init; }
     /// <summary>Evaluate the result on each source's labelled test data after merging.</summary>
     public bool Eval { get; init; }
     /// <summary>The data folder for "task" sources; null = $FSMERGE_DATA, else data/ in the repository.</summary>

@@ -30,7 +30,7 @@ namespace FsMerge.Runs;
 /// </summary>
 public static class MergeRequestFile
 {
-    static readonly string[] TopKeys = ["sources", "method", "options", "seed", "threads", "device", "output", "overwrite", "augment", "held_out", "width", "eval", "data_dir", "dtype", "shard_size", "checkpoint_every"];
+    static readonly string[] TopKeys = ["sources", "method", "options", "seed", "threads", "device", "output", "overwrite", "augment", "held_out", "width", "max_length", "eval", "data_dir", "dtype", "shard_size", "checkpoint_every"];
     static readonly string[] SourceKeys = ["model", "task", "data", "samples", "test"];
 
     /// <summary>Limits on a config file: its size, its nesting, and the values its aliases (*name) expand to.
@@ -193,6 +193,7 @@ public static class MergeRequestFile
                     "augment" => request with { Augment = Int(value, key, 0, MergeRequest.MaxImagesPerTask) },
                     "held_out" => request with { HeldOut = Int(value, key, 0, MergeRequest.MaxImagesPerTask) },
                     "width" => request with { Width = Widths(value) },
+                    "max_length" => request with { MaxLength = Int(value, key, 3, Models.ModelConfig.MaxPositions) },
                     "eval" => request with { Eval = Bool(value, key) },
                     "data_dir" => request with { DataDir = PathValue(value, key) },
                     "dtype" => request with { DType = DType(value) },

@@ -75,7 +75,7 @@ sealed class PreparedMerge : IDisposable
             for (int i = 0; i < request.Sources.Count; i++)
             {
                 var source = request.Sources[i];
-                var model = Model.Load(source.Model, device);
+                var model = Model.Load(source.Model, device).WithMaxLength(request.MaxLength, source.Model);
                 sources.Add(model);
                 if (model.HeadCount != 1)
                     throw new FsMergeException($"{source.Model}: has {model.HeadCount} heads; a merge source is a single-task classifier (such as ViTForImageClassification)");
@@ -90,11 +90,7 @@ sealed class PreparedMerge : IDisposable
                     : DataSources.SampleWithHeldOut(from, dataDir, source.Samples, request.HeldOut, request.Seed + i);
                 data.Add(images);
                 if (held != null) heldOut.Add(held);
-                if (from.Kind == "task")
-                {
-                    MergePlan.CheckClasses(model, source.Model, images, $"task {from.Value}");
-                    TextFolder.CheckTokenizer(source.Model, dataDir, TaskSpec.Parse(from.Value).Dataset);
-                }
+                if (from.Kind == "task") MergePlan.CheckClasses(model, source.Model, images, $"task {from.Value}");
                 if (request.Eval)
                     tests.Add(source.TestImages is { } test ? new ImageSet(test.Images.clone(), test.Labels, test.LabelNames)
                         : DataSources.Labelled(source.Test ?? new DataSource("task", task), dataDir));
