@@ -232,7 +232,7 @@ public static class PerfBench
         var entry = Environment.GetCommandLineArgs()[0];
         var start = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
         if (entry.EndsWith(".dll")) start.ArgumentList.Add(entry);
-        foreach (var a in new[] { "bench", "--perf", "--child", variant, "--models", models.ToString(), "--threads", threads.ToString(),
+        foreach (var a in new[] { "bench", "perf", "--child", variant, "--models", models.ToString(), "--threads", threads.ToString(),
                      "--rank", s.Rank.ToString(), "--steps", s.Steps.ToString(), "--type", s.Type, "--size", s.Size })
             start.ArgumentList.Add(a);
         using var process = Process.Start(start)!;
