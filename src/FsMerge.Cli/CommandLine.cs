@@ -166,18 +166,22 @@ public sealed class ParsedArgs
 
     public ParsedArgs(ICommand command, ParseResult result) => (this.command, this.result) = (command, result);
 
-    /// <summary>The values given for an option (a flag given: "true") or, failing that, the positional argument of that name.</summary>
+    /// <summary>The values given for an option (a flag given: "true"), else for the positional argument of that name;
+    /// none for a name the command does not have (compare shares merge's reading code but has no --method).</summary>
     IReadOnlyList<string> Values(string name)
     {
-        var spec = command.Options.FirstOrDefault(o => o.Name == name);
-        var given = new[] { name }.Concat(spec?.OldNames ?? []).Select(n => result.GetResult("--" + n)).OfType<OptionResult>().Where(o => o.IdentifierTokenCount > 0).ToList();
-        if (given.Count > 1 && !spec!.Repeatable)
-            throw new FsMergeException($"fsmerge {command.Name}: option '--{name}' given twice (once by its old name)");
-        if (given.Count > 0)
-            return given.SelectMany(o => o.Tokens.Count > 0 ? o.Tokens.Select(t => t.Value) : ["true"]).ToList();
-        if (command.Arguments.Any(a => a.Name == name))
-            return result.GetResult(name) is ArgumentResult argument ? argument.Tokens.Select(t => t.Value).ToList() : [];
-        return spec != null ? [] : throw new InvalidOperationException($"fsmerge {command.Name} has no option --{name}");
+        if (command.Options.FirstOrDefault(o => o.Name == name) is { } spec)
+        {
+            var given = new[] { name }.Concat(spec.OldNames ?? []).Select(n => result.GetResult("--" + n))
+                .OfType<OptionResult>().Where(o => o.IdentifierTokenCount > 0).ToList();
+            if (given.Count > 1 && !spec.Repeatable)
+                throw new FsMergeException($"fsmerge {command.Name}: option '--{name}' given twice (once by its old name)");
+            if (given.Count > 0)
+                return given.SelectMany(o => o.Tokens.Count > 0 ? o.Tokens.Select(t => t.Value) : ["true"]).ToList();
+        }
+        if (command.Arguments.Any(a => a.Name == name) && result.GetResult(name) is ArgumentResult argument)
+            return argument.Tokens.Select(t => t.Value).ToList();
+        return [];
     }
 
     public bool Has(string name) => Values(name).Count > 0;

@@ -20,6 +20,9 @@ public class CommandLineTests : IClassFixture<BadInputTests.Models>
         return path;
     }
 
+    /// <summary>A dry run's plan without its measured times, which differ from run to run.</summary>
+    static string Untimed(string plan) => string.Join("\n", plan.Split('\n').Where(l => !l.Contains("time:") && !l.Contains("estimate:")));
+
     [Fact]
     public void Short_aliases_and_long_names_give_the_same_plan()
     {
@@ -27,8 +30,8 @@ public class CommandLineTests : IClassFixture<BadInputTests.Models>
         Assert.True(code == 0, err);
         var (shortCode, shortPlan, shortErr) = CliTests.Run("merge", "--method", "average", "-m", models.A, "-m", models.B, "-n", "8", "-s", "3", "--dry-run", "-j", "1");
         Assert.True(shortCode == 0, shortErr);
-        Assert.Equal(longPlan, shortPlan);
-        Assert.Contains("8", longPlan);
+        Assert.Equal(Untimed(longPlan), Untimed(shortPlan));
+        Assert.Contains("8 images", longPlan);
     }
 
     [Fact]
@@ -39,7 +42,7 @@ public class CommandLineTests : IClassFixture<BadInputTests.Models>
         Assert.Equal("warning: --data-per-task is now --samples; the old name will be removed in the next release", err.Trim());
         var (newCode, newPlan, _) = CliTests.Run("merge", "--method", "average", "--model", models.A, "--model", models.B, "--samples", "8", "--dry-run", "--threads", "1");
         Assert.Equal(0, newCode);
-        Assert.Equal(newPlan, plan);
+        Assert.Equal(Untimed(newPlan), Untimed(plan));
 
         var config = Yaml("old-keys", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: average\nheld_out: 4\noutput: merged\n");
         (code, plan, err) = CliTests.Run("merge", config, "--dry-run", "--threads", "1");
@@ -81,10 +84,8 @@ public class CommandLineTests : IClassFixture<BadInputTests.Models>
     {
         var dir = Path.Combine(models.Root, "completion");
         Directory.CreateDirectory(dir);
-        // The completion script calls the program named first on the line: here the test's build of fsmerge.
-        var program = Path.Combine(dir, "fsmerge");
-        File.WriteAllText(program, $"#!/bin/sh\nexec dotnet '{typeof(Cli.ParsedArgs).Assembly.Location}' \"$@\"\n");
-        File.SetUnixFileMode(program, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        // The completion script calls the program named first on the line: here the repository's launcher, as a user would.
+        var program = Path.Combine(RepositoryRoot(), "fsmerge");
         var (_, script, _) = CliTests.Run("completion", "bash");
         File.WriteAllText(Path.Combine(dir, "completion.bash"), script);
 
@@ -98,11 +99,11 @@ public class CommandLineTests : IClassFixture<BadInputTests.Models>
             using var process = Process.Start(start)!;
             var output = process.StandardOutput.ReadToEnd();
             process.WaitForExit();
-            return string.Join(" ", output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Order());
+            return string.Join(" ", output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Order(StringComparer.Ordinal));
         }
         Assert.Equal("--samples --seed", Complete($"{program} merge --s"));
         Assert.Equal("--data-dir", Complete($"{program} merge --dat"));   // not the old --data, --data-per-task
-        Assert.Equal("bert mlp perf vit", Complete($"{program} bench "));
+        Assert.EndsWith(" bert mlp perf vit", Complete($"{program} bench "));   // after the options the library also offers
         Assert.Equal("vit", Complete($"{program} train --arch v"));
     }
 
