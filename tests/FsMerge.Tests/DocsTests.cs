@@ -22,7 +22,6 @@ public class DocsTests
         { "docs/vit.md", "vit" },
         { "docs/bert.md", "bert" },
         { "docs/huggingface.md", "hf" },
-        { "docs/usage.md", "usage" },
     };
 
     public static IReadOnlyList<string> ShellBlocks(string markdown) =>
