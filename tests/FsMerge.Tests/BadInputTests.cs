@@ -273,7 +273,7 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
     {
         var empty = Path_("empty-images");
         Directory.CreateDirectory(empty);
-        var config = Yaml("empty-data", $"sources:\n  - model: MODEL_A\n    data: {{images: {empty}}}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n");
+        var config = Yaml("empty-data", $"sources:\n  - model: MODEL_A\n    data: {{images: {empty}}}\n  - model: MODEL_B\nmethod: average\nout: OUTPUT\n");
         Fails($"{empty}: no PNG/JPEG images", "merge", config);
     }
 
@@ -282,7 +282,7 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
     {
         var file = Path_("not-a-folder.txt");
         File.WriteAllText(file, "x");
-        var config = Yaml("file-data", $"sources:\n  - model: MODEL_A\n    data: {{images: {file}}}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n");
+        var config = Yaml("file-data", $"sources:\n  - model: MODEL_A\n    data: {{images: {file}}}\n  - model: MODEL_B\nmethod: average\nout: OUTPUT\n");
         Fails($"{file}: is a file", "merge", config);
     }
 
@@ -291,7 +291,7 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
     {
         var dir = Path_("images-32");
         for (int i = 0; i < 3; i++) Png(Path.Combine(dir, $"{i}.png"), 32, colour: false);
-        var config = Yaml("wrong-size", $"sources:\n  - model: MODEL_A\n    data: {{images: {dir}}}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n");
+        var config = Yaml("wrong-size", $"sources:\n  - model: MODEL_A\n    data: {{images: {dir}}}\n  - model: MODEL_B\nmethod: average\nout: OUTPUT\n");
         Fails("images of 1x32x32 = 1024 values, but the model expects input_size 784", "merge", config);
     }
 
@@ -302,7 +302,7 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
         Models.Save(Models.Vit(), v1, 3);
         Models.Save(Models.Vit() with { Heads = [new HeadInfo("mnist:5-9", Models.Digits)] }, v2, 4);
         for (int i = 0; i < 3; i++) Png(Path.Combine(dir, $"{i}.png"), 28, colour: true);
-        var config = Yaml("wrong-channels", $"sources:\n  - model: {v1}\n    data: {{images: {dir}}}\n  - model: {v2}\nmethod: average\noutput: OUTPUT\n");
+        var config = Yaml("wrong-channels", $"sources:\n  - model: {v1}\n    data: {{images: {dir}}}\n  - model: {v2}\nmethod: average\nout: OUTPUT\n");
         Fails("images of 3 channel(s) 28x28, but the model expects 1 channel(s) 28x28", "merge", config);
     }
 
@@ -312,7 +312,7 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
         var dir = Path_("images-mixed");
         Png(Path.Combine(dir, "a.png"), 28, colour: false);
         Png(Path.Combine(dir, "b.png"), 30, colour: false);
-        var config = Yaml("mixed", $"sources:\n  - model: MODEL_A\n    data: {{images: {dir}}}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n");
+        var config = Yaml("mixed", $"sources:\n  - model: MODEL_A\n    data: {{images: {dir}}}\n  - model: MODEL_B\nmethod: average\nout: OUTPUT\n");
         Fails($"{Path.Combine(dir, "b.png")}: image is 30x30", "merge", config);
     }
 
@@ -322,7 +322,7 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
         var dir = Path_("images-corrupt");
         Directory.CreateDirectory(dir);
         File.WriteAllText(Path.Combine(dir, "0.png"), "not a png");
-        var config = Yaml("corrupt-image", $"sources:\n  - model: MODEL_A\n    data: {{images: {dir}}}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n");
+        var config = Yaml("corrupt-image", $"sources:\n  - model: MODEL_A\n    data: {{images: {dir}}}\n  - model: MODEL_B\nmethod: average\nout: OUTPUT\n");
         Fails($"{Path.Combine(dir, "0.png")}: cannot decode image", "merge", config);
     }
 
@@ -331,7 +331,7 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
     {
         var dir = Path_("test-7-classes");
         for (int k = 0; k < 7; k++) Png(Path.Combine(dir, $"class{k}", "0.png"), 28, colour: false);
-        var config = Yaml("labels", $"sources:\n  - model: MODEL_A\n    test: {{images: {dir}}}\n  - model: MODEL_B\nmethod: average\neval: true\noutput: OUTPUT\n");
+        var config = Yaml("labels", $"sources:\n  - model: MODEL_A\n    test: {{images: {dir}}}\n  - model: MODEL_B\nmethod: average\neval: true\nout: OUTPUT\n");
         Fails("its head has 5 classes but the test data of mnist:0-4 has 7", "merge", config);
     }
 
@@ -344,7 +344,7 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
     {
         var idx = Path_("labels-idx1-ubyte");
         Idx.Write(idx, [1, 2, 3], [3]);
-        var config = Yaml("idx", $"sources:\n  - model: MODEL_A\n    data: {{idx: {idx}}}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n");
+        var config = Yaml("idx", $"sources:\n  - model: MODEL_A\n    data: {{idx: {idx}}}\n  - model: MODEL_B\nmethod: average\nout: OUTPUT\n");
         Fails($"{idx}: IDX file has 1 dimension(s); expected images [n, height, width]", "merge", config);
     }
 
@@ -407,49 +407,49 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
     [Fact]
     public void Yaml_unknown_key_names_its_line_and_the_allowed_keys()
     {
-        var config = Yaml("unknown-key", "sources:\n  - model: MODEL_A\n    sampels: 10\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n");
+        var config = Yaml("unknown-key", "sources:\n  - model: MODEL_A\n    sampels: 10\n  - model: MODEL_B\nmethod: average\nout: OUTPUT\n");
         Fails($"{config}:3: unknown key 'sampels' in sources[1] (allowed: model, task, data, samples, test)", "merge", config);
     }
 
     [Fact]
     public void Yaml_wrong_type_names_its_line()
     {
-        var config = Yaml("wrong-type", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: average\nseed: one\noutput: OUTPUT\n");
+        var config = Yaml("wrong-type", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: average\nseed: one\nout: OUTPUT\n");
         Fails($"{config}:5: 'seed' is 'one'; expected a whole number >= 0", "merge", config);
     }
 
     [Fact]
     public void Yaml_method_option_of_the_wrong_type()
     {
-        var config = Yaml("option-type", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: fs-merge\noptions:\n  epochs: many\noutput: OUTPUT\n");
+        var config = Yaml("option-type", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: fs-merge\noptions:\n  epochs: many\nout: OUTPUT\n");
         Fails($"{config}:6: option 'epochs' of fs-merge is 'many'; expected a whole number", "merge", config);
     }
 
     [Fact]
     public void Yaml_unknown_method_option()
     {
-        var config = Yaml("option-unknown", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: average\noptions:\n  lr: 0.1\noutput: OUTPUT\n");
+        var config = Yaml("option-unknown", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: average\noptions:\n  lr: 0.1\nout: OUTPUT\n");
         Fails($"{config}:6: unknown key 'lr' in options of method 'average'", "merge", config);
     }
 
     [Fact]
     public void Yaml_missing_required_key()
     {
-        var config = Yaml("missing-model", "sources:\n  - model: MODEL_A\n  - task: mnist:5-9\nmethod: average\noutput: OUTPUT\n");
+        var config = Yaml("missing-model", "sources:\n  - model: MODEL_A\n  - task: mnist:5-9\nmethod: average\nout: OUTPUT\n");
         Fails($"{config}:3: sources[2]: missing required key 'model'", "merge", config);
     }
 
     [Fact]
     public void Yaml_without_sources()
     {
-        var config = Yaml("no-sources", "method: average\noutput: OUTPUT\n");
+        var config = Yaml("no-sources", "method: average\nout: OUTPUT\n");
         Fails($"{config}:1: missing required key 'sources'", "merge", config);
     }
 
     [Fact]
     public void Yaml_with_a_single_source()
     {
-        var config = Yaml("one-source", "sources:\n  - model: MODEL_A\nmethod: average\noutput: OUTPUT\n");
+        var config = Yaml("one-source", "sources:\n  - model: MODEL_A\nmethod: average\nout: OUTPUT\n");
         Fails("'sources' lists 1 model(s); a merge needs at least two", "merge", config);
     }
 
@@ -464,7 +464,7 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
     [Fact]
     public void Yaml_unknown_data_source_kind()
     {
-        var config = Yaml("data-kind", "sources:\n  - model: MODEL_A\n    data: {text: corpus.txt}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n");
+        var config = Yaml("data-kind", "sources:\n  - model: MODEL_A\n    data: {text: corpus.txt}\n  - model: MODEL_B\nmethod: average\nout: OUTPUT\n");
         Fails($"{config}:3: unknown key 'text' in sources[1].data (allowed: task, images, idx)", "merge", config);
     }
 
@@ -486,7 +486,7 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
         try
         {
             Fails("a checkpoint of another fsmerge version (format 1, this one reads 4); start the merge again without --resume",
-                "merge", "--method", "fs-merge", "--model", "A", "--model", "B", "--epochs", "2", "--data-per-task", "8", "--resume", "--out", "OUT");
+                "merge", "--method", "fs-merge", "--model", "A", "--model", "B", "--epochs", "2", "--samples", "8", "--resume", "--out", "OUT");
         }
         finally { Directory.Delete(partial, recursive: true); }
     }
@@ -623,8 +623,8 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
         var images = Path_("fifo-images");
         Directory.CreateDirectory(images);
         File.CreateSymbolicLink(Path.Combine(images, "0.png"), fifo);
-        Fails("0.png: is a FIFO, expected a PNG or JPEG image", "merge", Yaml("fifo-images", $"sources:\n  - model: MODEL_A\n    data: {{images: {images}}}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n"));
-        Fails("/dev/zero: is a character device, expected an IDX file", "merge", Yaml("dev-zero", "sources:\n  - model: MODEL_A\n    data: {idx: /dev/zero}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n"));
+        Fails("0.png: is a FIFO, expected a PNG or JPEG image", "merge", Yaml("fifo-images", $"sources:\n  - model: MODEL_A\n    data: {{images: {images}}}\n  - model: MODEL_B\nmethod: average\nout: OUTPUT\n"));
+        Fails("/dev/zero: is a character device, expected an IDX file", "merge", Yaml("dev-zero", "sources:\n  - model: MODEL_A\n    data: {idx: /dev/zero}\n  - model: MODEL_B\nmethod: average\nout: OUTPUT\n"));
     }
 
     [Fact]
@@ -639,7 +639,7 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
             gzip.Write(new byte[4 << 20]);
             return path;
         }
-        string Merge(string name, string idx) => Yaml(name, $"sources:\n  - model: MODEL_A\n    data: {{idx: {idx}}}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n");
+        string Merge(string name, string idx) => Yaml(name, $"sources:\n  - model: MODEL_A\n    data: {{idx: {idx}}}\n  - model: MODEL_B\nmethod: average\nout: OUTPUT\n");
         var huge = Bomb("bomb1-idx3-ubyte.gz", [0, 0, 8, 3, 0, 0, 0x27, 0x10, 0, 0, 0x0f, 0xa0, 0, 0, 0x0f, 0xa0]);        // [10000, 4000, 4000]
         Fails("IDX dimensions [10000, 4000, 4000...] declare more than the 1073741824 bytes allowed", "merge", Merge("idx-bomb1", huge));
         var ratio = Bomb("bomb2-idx3-ubyte.gz", [0, 0, 8, 3, 0, 0, 0x03, 0xe8, 0, 0, 0x03, 0xe8, 0, 0, 0x03, 0xe8]);    // [1000, 1000, 1000]
@@ -653,7 +653,7 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
         Directory.CreateDirectory(dir);
         for (int i = 0; i < 10; i++) File.WriteAllBytes(Path.Combine(dir, $"{i}.png"), PngHeader(8000, 8000));
         Fails($"{Path.Combine(dir, "0.png")}: image size 8000x8000; expected at most 16777216 pixels", "merge",
-            Yaml("huge-png", $"sources:\n  - model: MODEL_A\n    data: {{images: {dir}}}\n  - model: MODEL_B\nmethod: average\noutput: OUTPUT\n"));
+            Yaml("huge-png", $"sources:\n  - model: MODEL_A\n    data: {{images: {dir}}}\n  - model: MODEL_B\nmethod: average\nout: OUTPUT\n"));
     }
 
     /// <summary>A PNG (8-bit grayscale) whose header promises a large image and whose data is a few bytes.</summary>
@@ -714,16 +714,16 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
     [Fact]
     public void Yaml_numbers_beyond_their_bounds()
     {
-        Fails(":5: 'threads' is 9999; expected at most 256", "merge", Yaml("threads", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: average\nthreads: 9999\noutput: OUTPUT\n"));
-        Fails(":5: 'augment' is 99999999; expected at most 65536", "merge", Yaml("augment", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: average\naugment: 99999999\noutput: OUTPUT\n"));
-        Fails(":5: 'width' is 99999999999; expected at most 262144", "merge", Yaml("width", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: average\nwidth: [99999999999]\noutput: OUTPUT\n"));
+        Fails(":5: 'threads' is 9999; expected at most 256", "merge", Yaml("threads", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: average\nthreads: 9999\nout: OUTPUT\n"));
+        Fails(":5: 'augment' is 99999999; expected at most 65536", "merge", Yaml("augment", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: average\naugment: 99999999\nout: OUTPUT\n"));
+        Fails(":5: 'width' is 99999999999; expected at most 262144", "merge", Yaml("width", "sources:\n  - model: MODEL_A\n  - model: MODEL_B\nmethod: average\nwidth: [99999999999]\nout: OUTPUT\n"));
     }
 
     [Theory]
     [InlineData("--width", "99999999999", "--width '99999999999' is not a comma-separated list of at most 256 integers from 1 to 262144")]
     [InlineData("--threads", "9999", "--threads '9999' is not an integer from 0 to 256")]
     [InlineData("--augment", "99999999", "--augment '99999999' is not an integer from 0 to 65536")]
-    [InlineData("--data-per-task", "99999999", "--data-per-task '99999999' is not an integer from 1 to 65536")]
+    [InlineData("--samples", "99999999", "--samples '99999999' is not an integer from 1 to 65536")]
     public void Merge_numbers_beyond_their_bounds(string option, string value, string expected) => MergeFails(expected, "B", option, value);
 
     [Fact]
@@ -785,9 +785,9 @@ public class BadInputTests : IClassFixture<BadInputTests.Models>
     public void Text_class_file_that_is_a_symbolic_link_loop_or_has_no_lines()
     {
         var loop = TextDataset("text-loop", b => File.CreateSymbolicLink(b, b));
-        Fails("b.txt: a loop of symbolic links", "train", "--arch", "bert", "--task", "words", "--data", loop, "--out", "OUT");
+        Fails("b.txt: a loop of symbolic links", "train", "--arch", "bert", "--task", "words", "--data-dir", loop, "--out", "OUT");
         var empty = TextDataset("text-empty", b => File.WriteAllText(b, "\n  \n"));
-        Fails("b.txt: no examples", "train", "--arch", "bert", "--task", "words", "--data", empty, "--out", "OUT");
+        Fails("b.txt: no examples", "train", "--arch", "bert", "--task", "words", "--data-dir", empty, "--out", "OUT");
     }
 
     [Fact]

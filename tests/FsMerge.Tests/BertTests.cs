@@ -169,7 +169,7 @@ public class TextDataTests
 
             var merged = Path.Combine(root, "m");
             (code, var output, err) = CliTests.Run(["merge", "--method", "fs-merge", "--model", a, "--model", b, "--out", merged, "--type", "diagonal-low-rank",
-                "--rank", "4", "--targets", "own", "--optimizer", "adamw", "--lr", "0.001", "--epochs", "2", "--batch", "32", "--data-per-task", "32",
+                "--rank", "4", "--targets", "own", "--optimizer", "adamw", "--lr", "0.001", "--epochs", "2", "--batch", "32", "--samples", "32",
                 "--held-out", "16", "--early-stop", "1", "--quiet", "--threads", "1", "--eval"]);
             Assert.True(code == 0, err);
             Assert.Contains("joint", output);
@@ -188,7 +188,7 @@ public class TextDataTests
             Assert.NotNull(record["details"]!["early_stopping"]);
 
             // The dry run describes a BERT and its sequences, with the architecture's defaults.
-            (code, output, err) = CliTests.Run(["merge", "--method", "fs-merge", "--model", a, "--model", b, "--dry-run", "--data-per-task", "8", "--threads", "1"]);
+            (code, output, err) = CliTests.Run(["merge", "--method", "fs-merge", "--model", a, "--model", b, "--dry-run", "--samples", "8", "--threads", "1"]);
             Assert.True(code == 0, err);
             Assert.Contains("bert vocab", output);
             Assert.Contains("8 sequences of", output);
@@ -211,7 +211,7 @@ public class TextDataTests
                 Assert.True(f16.Logits(f16.Features(ids), 0).equal(reread.Logits(reread.Features(ids), 0)).all().item<bool>());
             }
             (code, _, err) = CliTests.Run(["merge", "--method", "average", "--model", a, "--model", old, "--task", "lang:0-1", "--task", "fortunes:0-1",
-                "--data-per-task", "8", "--out", Path.Combine(root, "old-merged"), "--quiet", "--threads", "1"]);
+                "--samples", "8", "--out", Path.Combine(root, "old-merged"), "--quiet", "--threads", "1"]);
             Assert.True(code == 0, err);
             (code, _, err) = CliTests.Run(["train", "--init", old, "--task", "fortunes:0-1", "--epochs", "1", "--out", Path.Combine(root, "old-tuned"), "--quiet", "--threads", "1"]);
             Assert.True(code == 0, err);

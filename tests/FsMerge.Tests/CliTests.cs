@@ -172,7 +172,7 @@ public class CliTests : IClassFixture<CliTests.TrainedPair>
     {
         var results = Bench.PerfBench.Variants.ToDictionary(v => v, v =>
         {
-            var (code, output, err) = Run("bench", "--perf", "--child", v, "--models", "2", "--threads", "2", "--steps", "4");
+            var (code, output, err) = Run("bench", "perf", "--child", v, "--models", "2", "--threads", "2", "--steps", "4");
             Assert.True(code == 0, err);
             var line = output.Split('\n').Single(l => l.StartsWith("RESULT "));
             return System.Text.Json.JsonSerializer.Deserialize<Bench.PerfResult>(line["RESULT ".Length..])!;
@@ -187,7 +187,7 @@ public class CliTests : IClassFixture<CliTests.TrainedPair>
     [Fact]
     public void Bench_perf_pairs_fold_and_distillation_epoch_by_epoch()
     {
-        var (code, output, err) = Run("bench", "--perf", "--child", Bench.PerfBench.Paired, "--models", "2", "--threads", "1", "--steps", "6");
+        var (code, output, err) = Run("bench", "perf", "--child", Bench.PerfBench.Paired, "--models", "2", "--threads", "1", "--steps", "6");
         Assert.True(code == 0, err);
         var line = output.Split('\n').Single(l => l.StartsWith("RESULT "));
         var result = System.Text.Json.JsonSerializer.Deserialize<Bench.PairedResult>(line["RESULT ".Length..])!;

@@ -308,7 +308,7 @@ public class MixedPreprocessingTests
         BadInputTests.Models.Save(BadInputTests.Models.Mlp(16) with { Heads = [new HeadInfo("mnist:5-9", ["5", "6", "7", "8", "9"])] }, tmp.Sub("b"), 2);
         File.WriteAllText(tmp.Sub("b", ImageProcessor.FileName), "{\"do_resize\": false, \"image_mean\": [0.1307], \"image_std\": [0.3081]}");
         var (code, stdout, err) = CliTests.Run("merge", "--method", "average", "--model", tmp.Sub("a"), "--model", tmp.Sub("b"),
-            "--data-per-task", "8", "--out", tmp.Sub("out"), "--quiet", "--threads", "1");
+            "--samples", "8", "--out", tmp.Sub("out"), "--quiet", "--threads", "1");
         Assert.True(code == 0, err);
         Assert.Contains("its pixel layer was re-expressed for model 1's preprocessing", stdout);
         Assert.Contains("re-expressed", File.ReadAllText(tmp.Sub("out", "report.md")));
@@ -375,7 +375,7 @@ public class RoundTripTests
         Assert.Contains("\"per_task_mean\"", stdout);
 
         (code, _, err) = CliTests.Run("merge", "--method", "average", "--model", tmp.Sub("a"), "--model", tmp.Sub("b"), "--task", "mnist:0-1",
-            "--task", "mnist:2-3", "--data-per-task", "8", "--out", tmp.Sub("merged"), "--quiet", "--threads", "1");
+            "--task", "mnist:2-3", "--samples", "8", "--out", tmp.Sub("merged"), "--quiet", "--threads", "1");
         Assert.True(code == 0, err);
         (code, _, err) = CliTests.Run("train", "--task", "mnist:0-1", "--init", tmp.Sub("a"), "--epochs", "1", "--out", tmp.Sub("tuned"), "--quiet", "--threads", "1");
         Assert.True(code == 0, err);

@@ -37,7 +37,7 @@ public class MergeRunTests : IClassFixture<BadInputTests.Models>
         BadInputTests.Models.Save(BadInputTests.Models.Vit(), v1, 5);
         BadInputTests.Models.Save(BadInputTests.Models.Vit() with { Heads = [new HeadInfo("mnist:5-9", ["5", "6", "7", "8", "9"])] }, v2, 6);
         var config = Dir("vit.yaml");
-        File.WriteAllText(config, $"sources:\n  - model: {v1}\n    samples: 8\n  - model: {v2}\n    samples: 8\nmethod: fs-merge\nthreads: 1\noutput: {output}\n");
+        File.WriteAllText(config, $"sources:\n  - model: {v1}\n    samples: 8\n  - model: {v2}\n    samples: 8\nmethod: fs-merge\nthreads: 1\nout: {output}\n");
         var (code, _, err) = CliTests.Run("merge", config, "--method", "average", "--quiet");   // the flag overrides the file's method
         Assert.True(code == 0, err);
 
@@ -104,7 +104,7 @@ public class MergeRunTests : IClassFixture<BadInputTests.Models>
     {
         var output = Dir("dry-out");
         var config = Dir("dry.yaml");
-        File.WriteAllText(config, $"sources:\n  - model: {models.A}\n    samples: 8\n  - model: {models.B}\n    samples: 8\nmethod: fs-merge\noptions:\n  epochs: 10\n  type: low-rank\n  init: random\n  rank: 4\nthreads: 1\noutput: {output}\n");
+        File.WriteAllText(config, $"sources:\n  - model: {models.A}\n    samples: 8\n  - model: {models.B}\n    samples: 8\nmethod: fs-merge\noptions:\n  epochs: 10\n  type: low-rank\n  init: random\n  rank: 4\nthreads: 1\nout: {output}\n");
         var (code, stdout, err) = CliTests.Run("merge", config, "--dry-run", "--rank", "2");
         Assert.True(code == 0, err);
         Assert.Matches(@"--rank +2 +flag", stdout);
@@ -131,7 +131,7 @@ public class MergeRunTests : IClassFixture<BadInputTests.Models>
     {
         var output = Dir("compare-out");
         var (code, stdout, err) = CliTests.Run("compare", "--methods", "average,zipit", "--model", models.A, "--model", models.B,
-            "--data-per-task", "16", "--threads", "1", "--out", output, "--quiet");
+            "--samples", "16", "--threads", "1", "--out", output, "--quiet");
         Assert.True(code == 0, err);
         var header = stdout.Split('\n').First(l => l.StartsWith("method"));
         Assert.Contains("mnist:0-4", header);
@@ -149,7 +149,7 @@ public class MergeRunTests : IClassFixture<BadInputTests.Models>
     {
         var output = Dir("auto-out");
         var (code, stdout, err) = CliTests.Run("merge", "--method", "auto", "--candidates", "average,fs-merge", "--model", models.A, "--model", models.B,
-            "--data-per-task", "16", "--held-out", "8", "--out", output, "--quiet", "--threads", "1");
+            "--samples", "16", "--held-out", "8", "--out", output, "--quiet", "--threads", "1");
         Assert.True(code == 0, err);
         Assert.Contains("auto: chose", stdout);
         var record = Json(Path.Combine(output, "merge.json"));
@@ -167,7 +167,7 @@ public class MergeRunTests : IClassFixture<BadInputTests.Models>
         for (int i = 0; i < 5; i++) ImageFolderTests.WritePng(Path.Combine(images, $"{i}.png"), 28, 28, false, (c, y, x) => (byte)(x * i + y));
         FsMerge.Data.Idx.Write(idx, new byte[7 * 28 * 28], [7, 28, 28]);
         var config = Dir("unlabeled.yaml");
-        File.WriteAllText(config, $"sources:\n  - model: {models.A}\n    data: {{images: {images}}}\n  - model: {models.B}\n    data: {{idx: {idx}}}\n    samples: 6\nmethod: average\noutput: {output}\n");
+        File.WriteAllText(config, $"sources:\n  - model: {models.A}\n    data: {{images: {images}}}\n  - model: {models.B}\n    data: {{idx: {idx}}}\n    samples: 6\nmethod: average\nout: {output}\n");
         var (code, stdout, err) = CliTests.Run("merge", config, "--quiet");
         Assert.True(code == 0, err);
         var sources = Json(Path.Combine(output, "merge.json"))["sources"]!.AsArray();

@@ -59,7 +59,7 @@ public class PackageTests
         using FsMerge.Runs;
         using static TorchSharp.torch;
 
-        // Two tiny MLPs from different seeds for different tasks, merged with FS-Merge through the library's typed API.
+        // Two tiny MLPs from different seeds for different tasks, merged with FS-Merge through the library's typed API (Merger.Merge).
         var root = args[0];
         string[] low = ["0", "1", "2", "3", "4"], high = ["5", "6", "7", "8", "9"];
         foreach (var (name, seed, task, labels) in new[] { ("a", 1L, "mnist:0-4", low), ("b", 2L, "mnist:5-9", high) })
@@ -69,20 +69,16 @@ public class PackageTests
             model.Save(Path.Combine(root, "model-" + name));
         }
         var images = new DataSource("idx", Path.Combine(root, "images.idx"));
-        var request = new MergeRequest
+        FsMerge.TorchRuntime.Configure(threads: 1);
+        using var result = Merger.Merge(new MergeRequest
         {
             Sources = [new SourceRequest { Model = Path.Combine(root, "model-a"), Data = images, Samples = 24 },
                        new SourceRequest { Model = Path.Combine(root, "model-b"), Data = images, Samples = 24 }],
-            Method = "fs-merge",
-            Options = new Dictionary<string, string> { ["lr"] = "0.01", ["epochs"] = "3" },
+            Options = new FsMergeOptions { Lr = 0.01, Epochs = 3 },
             HeldOut = 8,
-            Threads = 1,
             Output = Path.Combine(root, "merged"),
-        };
-        using var prepared = PreparedMerge.Prepare(request, writes: true);
-        var (outcome, result) = prepared.Execute(prepared.Method, prepared.Settings, progress: null);
-        OutputWriter.WriteMerge(request.Output!, overwrite: false, outcome.Merged, prepared.Record(result));
-        Console.WriteLine($"merged {outcome.Merged!.HeadCount} heads into {request.Output}");
+        });
+        Console.WriteLine($"merged {result.Model!.HeadCount} heads into {result.Output}");
         """;
 
     [Fact]

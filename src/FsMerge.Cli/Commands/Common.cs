@@ -6,10 +6,10 @@ namespace FsMerge.Cli.Commands;
 /// <summary>Options every compute command takes, and their interpretation.</summary>
 static class Common
 {
-    public static readonly OptionSpec Data = new("data", "DIR", "data folder (else $FSMERGE_DATA, else data/ in the repository)");
+    public static readonly OptionSpec Data = new("data-dir", "DIR", "the datasets' folder (default: $FSMERGE_DATA, else data/ in the repository)", OldNames: ["data"]);
     public static readonly OptionSpec Device = new("device", "NAME", "cpu, cuda or cuda:N", "cpu");
-    public static readonly OptionSpec Threads = new("threads", "N", "CPU threads for LibTorch (0 = one per physical core, waiting passively; docs/threads.md)", "0");
-    public static readonly OptionSpec Quiet = new("quiet", null, "no progress bars");
+    public static readonly OptionSpec Threads = new("threads", "N", "CPU threads for LibTorch (0 = one per physical core, waiting passively; docs/threads.md)", "0", Short: "-j");
+    public static readonly OptionSpec Quiet = new("quiet", null, "no progress bars", Short: "-q");
     public static readonly OptionSpec MaxLength = new("max-length", "N",
         "BERT: tokens per sequence, [CLS] and [SEP]s included (default: the model's tokenizer_config.json model_max_length, else its max_position_embeddings; a new model: 32); at most max_position_embeddings");
 
@@ -24,7 +24,7 @@ static class Common
         return TorchRuntime.ParseDevice(args.Require("device"));
     }
 
-    public static string DataDir(ParsedArgs args) => DataDirectory.Resolve(args.Get("data"));
+    public static string DataDir(ParsedArgs args) => DataDirectory.Resolve(args.Get("data-dir"));
 
     public static string Percent(double accuracy) => (100 * accuracy).ToString("F2");
 }

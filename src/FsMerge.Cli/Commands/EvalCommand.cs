@@ -14,8 +14,8 @@ sealed class EvalCommand : ICommand
 
     public IReadOnlyList<OptionSpec> Options =>
     [
-        new("model", "DIR", "model directory (config.json + model.safetensors)", Repeatable: true),
-        new("task", "TASK", "task of each head in order (default: the tasks recorded in the model)", Repeatable: true),
+        new("model", "DIR", "model directory (config.json + model.safetensors)", Repeatable: true, Short: "-m"),
+        new("task", "TASK", "task of each head in order (default: the tasks recorded in the model)", Repeatable: true, Short: "-t"),
         new("split", "test|validation", "which split to evaluate on", "test"),
         new("json", null, "print JSON: tasks[{task, accuracy}], per_task_mean, joint, task_identified (the joint argmax falls among the task's own head's classes)"),
         Common.MaxLength, Common.Data, Common.Device, Common.Threads, Common.Quiet,

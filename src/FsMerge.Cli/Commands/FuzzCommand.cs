@@ -13,9 +13,9 @@ sealed class FuzzCommand : ICommand
     [
         new("seconds", "N", "run for N seconds", "60"),
         new("executions", "N", "instead: N inputs per target (the same run on every machine)"),
-        new("seed", "S", "seed of the mutations", "1"),
+        new("seed", "S", "seed of the mutations", "1", Short: "-s"),
         new("target", "NAME", $"fuzz only this reader ({string.Join(", ", FuzzTargets.Names)})", Repeatable: true),
-        new("out", "DIR", "where inputs that crash a reader, or take too long or too much memory, are saved (one folder per target)", "runs/fuzz"),
+        new("out", "DIR", "where inputs that crash a reader, or take too long or too much memory, are saved (one folder per target)", "runs/fuzz", Short: "-o"),
         Common.Threads,
     ];
 

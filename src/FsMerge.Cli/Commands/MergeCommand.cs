@@ -22,16 +22,17 @@ sealed class MergeCommand : ICommand
     /// <summary>The options of a merge run; flags override the config file's values.</summary>
     public static readonly OptionSpec[] RunOptions =
     [
-        new("config", "FILE", "a YAML file describing the run (also accepted as the first argument); see README, \"Merge your own models\""),
+        new("config", "FILE", "a YAML file describing the run (usually given as the first argument, CONFIG.yaml); its keys are these options' names (docs/cli.md)", Short: "-c"),
         new("method", "NAME", $"merge method: {string.Join(", ", MergeMethods.All.Select(m => m.Name))}", "fs-merge"),
-        new("model", "DIR", "a source model (Hugging Face-style: config.json + model.safetensors or a sharded index), in merge order; replaces the file's sources", Repeatable: true),
-        new("task", "TASK", "task of each model, in order (default: the task recorded in the model)", Repeatable: true),
-        new("data-per-task", "N", "unlabeled merge images per task, drawn from its data (default: its train split)", MergeRequest.DefaultSamples.ToString()),
-        new("augment", "N", "augmented images per task made from the originals (crop, flip, one of grayscale/solarize/blur, MixUp/CutMix; spec §11.3)", "0"),
+        new("model", "DIR", "a source model (Hugging Face-style: config.json + model.safetensors or a sharded index), in merge order; replaces the file's sources", Repeatable: true, Short: "-m"),
+        new("task", "TASK", "task of each model, in order (default: the task recorded in the model)", Repeatable: true, Short: "-t"),
+        new("samples", "N", "unlabeled merge samples per task, drawn from the task's train split or the source's data in the config file", MergeRequest.DefaultSamples.ToString(),
+            Short: "-n", OldNames: ["data-per-task"]),
+        new("augment", "N", "augmented images per task made from the originals (crop, flip, one of grayscale/solarize/blur, MixUp/CutMix)", "0"),
         new("held-out", "N", "unlabeled held-out samples per task, drawn from the same data as the merge samples and never trained on: they choose --lr auto, give the label-free estimate (agreement with the source models) and serve --early-stop; 0 = none", MergeRequest.DefaultHeldOut.ToString()),
         new("width", "W,W,..", "merged MLP hidden widths (default: model 1's)"),
-        new("seed", "S", "seed for the merge data draw and the method", "1"),
-        new("out", "DIR", "output directory: config.json, model.safetensors, tasks/ (one single-task model per head), merge.json, report.md, metrics.json/.csv, plots, README.md (model card), merge.log"),
+        new("seed", "S", "seed for the merge data draw and the method", "1", Short: "-s"),
+        new("out", "DIR", "output directory: config.json, model.safetensors, tasks/ (one single-task model per head), merge.json, report.md, metrics.json/.csv, plots, README.md (model card), merge.log", Short: "-o"),
         new("overwrite", null, "replace an existing output directory"),
         new("eval", null, "evaluate the result on each task's labelled test data after merging"),
         new("dry-run", null, "check everything and print the plan (shapes, sites, parameters, data, steps, memory and time estimate); write nothing"),
@@ -47,6 +48,13 @@ sealed class MergeCommand : ICommand
         .GroupBy(o => o.Name).Select(g => new OptionSpec(g.Key, "V", "method option", Hidden: true));
 
     public IReadOnlyList<OptionSpec> Options => RunOptions.Concat(MethodOptions).ToList();
+
+    public IReadOnlyList<ArgumentSpec> Arguments => [Config];
+
+    public string? HelpFooter => MethodHelp();
+
+    /// <summary>The config file, named first: "fsmerge merge CONFIG.yaml" (the same as --config).</summary>
+    public static readonly ArgumentSpec Config = new("config", "CONFIG.yaml", "a YAML file describing the run (see --config)");
 
     public static string MethodHelp()
     {
@@ -115,7 +123,9 @@ sealed class MergeCommand : ICommand
     /// <summary>The config file's run (if one is given) with every flag given on the command line laid over it.</summary>
     public static MergeRequest Request(ParsedArgs args)
     {
-        var request = args.Get("config") is { } file ? MergeRequestFile.Read(file) : new MergeRequest();
+        var request = args.Get("config") is { } file
+            ? MergeRequestFile.Read(file, warning => Console.Error.WriteLine($"warning: {Terminal.Escape(warning)}"))
+            : new MergeRequest();
         if (args.Has("method")) request = request with { Method = args.Require("method") };
         var options = new Dictionary<string, string>(request.Options);
         var origins = request.Options.Keys.ToDictionary(k => k, _ => "config file");
@@ -129,9 +139,9 @@ sealed class MergeCommand : ICommand
                 throw new FsMergeException($"fsmerge merge: {tasks.Count} --task given for {request.Sources.Count} models; give one per model or none");
             request = request with { Sources = request.Sources.Select((s, i) => s with { Task = tasks[i] }).ToList() };
         }
-        if (args.Has("data-per-task") || args.Get("config") == null)
+        if (args.Has("samples") || args.Get("config") == null)
         {
-            int samples = args.Int("data-per-task", min: 1, max: MergeRequest.MaxImagesPerTask);
+            int samples = args.Int("samples", min: 1, max: MergeRequest.MaxImagesPerTask);
             request = request with { Sources = request.Sources.Select(s => s with { Samples = samples }).ToList() };
         }
         if (args.Has("augment")) request = request with { Augment = args.Int("augment", min: 0, max: MergeRequest.MaxImagesPerTask) };
@@ -142,7 +152,7 @@ sealed class MergeCommand : ICommand
         if (args.Has("out")) request = request with { Output = args.Get("out") };
         if (args.Has("overwrite")) request = request with { Overwrite = true };
         if (args.Has("eval")) request = request with { Eval = true };
-        if (args.Has("data")) request = request with { DataDir = args.Get("data") };
+        if (args.Has("data-dir")) request = request with { DataDir = args.Get("data-dir") };
         if (args.Has("device")) request = request with { Device = args.Require("device") };
         if (args.Has("threads")) request = request with { Threads = args.Int("threads", min: 0, max: TorchRuntime.MaxThreads) };
         if (args.Has("dtype")) request = request with { DType = args.Require("dtype") };

@@ -15,8 +15,8 @@ sealed class PretrainCommand : ICommand
     public IReadOnlyList<OptionSpec> Options =>
     [
         new("corpus", "NAME,NAME", "text datasets whose train splits form the corpus (they must share vocab.txt)", "lang,fortunes"),
-        new("seed", "S", "seed of the initialization, the masking and the data order", "1"),
-        new("out", "DIR", "output directory (config.json, model.safetensors, vocab.txt), written whole at the end"),
+        new("seed", "S", "seed of the initialization, the masking and the data order", "1", Short: "-s"),
+        new("out", "DIR", "output directory (config.json, model.safetensors, vocab.txt), written whole at the end", Short: "-o"),
         new("overwrite", null, "replace an existing output directory"),
         new("epochs", "N", "passes over the corpus", "3"),
         new("lr", "LR", "peak learning rate of AdamW (warm-up 5% of steps, then cosine)", "0.001"),

@@ -16,9 +16,9 @@ sealed class TrainCommand : ICommand
     public IReadOnlyList<OptionSpec> Options =>
     [
         new("arch", "mlp|vit|bert", "architecture (bert reads a text dataset: lang, fortunes, or your own text folder)", "mlp"),
-        new("task", "TASK", "task to learn: mnist, fashion, mnist:0-4, fashion:5-9, mnist:0,3,7, lang:0-2, fortunes:0-1, or a folder name under the data folder"),
-        new("seed", "S", "seed of the initialization and the data order", "1"),
-        new("out", "DIR", "output model directory (written whole at the end: a stopped run leaves none)"),
+        new("task", "TASK", "task to learn: mnist, fashion, mnist:0-4, fashion:5-9, mnist:0,3,7, lang:0-2, fortunes:0-1, or a folder name under the data folder", Short: "-t"),
+        new("seed", "S", "seed of the initialization and the data order", "1", Short: "-s"),
+        new("out", "DIR", "output model directory (written whole at the end: a stopped run leaves none)", Short: "-o"),
         new("overwrite", null, "replace an existing output directory"),
         new("epochs", "N", "training epochs", "2"),
         new("lr", "LR", "peak learning rate of AdamW (warm-up 5% of steps, then cosine)", "0.001"),

@@ -236,7 +236,7 @@ internal static class PerfBench
         var start = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var (key, value) in environment ?? new Dictionary<string, string?>()) start.Environment[key] = value;
         if (entry.EndsWith(".dll")) start.ArgumentList.Add(entry);
-        foreach (var a in new[] { "bench", "--perf", "--child", variant, "--models", models.ToString(), "--threads", threads.ToString(),
+        foreach (var a in new[] { "bench", "perf", "--child", variant, "--models", models.ToString(), "--threads", threads.ToString(),
                      "--rank", s.Rank.ToString(), "--steps", s.Steps.ToString(), "--type", s.Type, "--size", s.Size })
             start.ArgumentList.Add(a);
         using var process = Process.Start(start)!;

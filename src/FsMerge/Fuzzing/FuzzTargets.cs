@@ -144,7 +144,7 @@ internal static class FuzzTargets
         return new("config", path, seeds, Text: true, Read: () => LoadModel(dir));
     }
 
-    /// <summary>A merge config using every key (as examples/mnist-halves.yaml, plus the rest).</summary>
+    /// <summary>A merge config using every key (as examples/mlp.yaml, plus the rest).</summary>
     const string YamlSeed = """
         sources:
           - model: a
@@ -162,13 +162,13 @@ internal static class FuzzTargets
         seed: &s 1
         threads: 2
         device: cpu
-        output: merged
+        out: merged
         overwrite: false
         augment: 4
-        held_out: 8
+        held-out: 8
         width: [128, 64]
         eval: true
-        data_dir: data
+        data-dir: data
         """;
 
     static FuzzTarget YamlTarget(string dir) =>

@@ -23,21 +23,30 @@ namespace FsMerge.Runs;
 /// seed: 1
 /// threads: 0
 /// device: cpu
-/// output: merged
+/// out: merged
 /// dtype: bfloat16            # optional: saved weights' dtype (default: the sources')
-/// shard_size: 2000000000     # optional: largest safetensors shard in bytes (default: one file)
+/// shard-size: 2000000000     # optional: largest safetensors shard in bytes (default: one file)
 /// </code>
+/// Top-level keys are the names of `fsmerge merge`'s options (held-out, data-dir, out); the underscore spellings and
+/// 'output' of earlier releases are still read, with a warning.
 /// </summary>
 public static class MergeRequestFile
 {
-    static readonly string[] TopKeys = ["sources", "method", "options", "seed", "threads", "device", "output", "overwrite", "augment", "held_out", "width", "max_length", "eval", "data_dir", "dtype", "shard_size", "checkpoint_every"];
-    static readonly string[] SourceKeys = ["model", "task", "data", "samples", "test"];
+    public static readonly string[] TopKeys = ["sources", "method", "options", "seed", "threads", "device", "out", "overwrite", "augment", "held-out", "width", "max-length", "eval", "data-dir", "dtype", "shard-size", "checkpoint-every"];
+    public static readonly string[] SourceKeys = ["model", "task", "data", "samples", "test"];
+
+    /// <summary>Keys of earlier releases, read as their new names with a warning; to be removed in the next release.</summary>
+    public static readonly IReadOnlyDictionary<string, string> OldTopKeys = new Dictionary<string, string>
+    {
+        ["output"] = "out", ["held_out"] = "held-out", ["data_dir"] = "data-dir",
+    };
 
     /// <summary>Limits on a config file: its size, its nesting, and the values its aliases (*name) expand to.
     /// A merge config needs a few dozen values; a deeply nested or alias-multiplied file is refused before it is built.</summary>
     public const int MaxBytes = 1 << 20, MaxDepth = 32, MaxValues = 100_000;
 
-    public static MergeRequest Read(string path)
+    /// <param name="warn">Receives one line per deprecated key the file uses.</param>
+    public static MergeRequest Read(string path, Action<string>? warn = null)
     {
         string text = InputFile.ReadAllText(path, "a merge config file (YAML)", MaxBytes);
         var stream = new YamlStream();
@@ -61,7 +70,7 @@ public static class MergeRequestFile
             throw new FsMergeException($"{path}: invalid YAML ({Terminal.OneLine(e.Message)})");
         }
         if (stream.Documents.Count == 0) throw new FsMergeException($"{path}: the config file is empty; expected a mapping with at least 'sources'");
-        var reader = new Reader(path, Path.GetDirectoryName(Path.GetFullPath(path))!);
+        var reader = new Reader(path, Path.GetDirectoryName(Path.GetFullPath(path))!, warn ?? (_ => { }));
         return reader.Request(stream.Documents[0].RootNode);
     }
 
@@ -115,7 +124,7 @@ public static class MergeRequestFile
         }
     }
 
-    sealed class Reader(string path, string folder)
+    sealed class Reader(string path, string folder, Action<string> warn)
     {
         FsMergeException Error(YamlNode node, string message) => new($"{path}:{node.Start.Line}: {message}");
 
@@ -128,6 +137,12 @@ public static class MergeRequestFile
             foreach (var (keyNode, value) in map.Children)
             {
                 var key = (keyNode as YamlScalarNode)?.Value ?? throw Error(keyNode, $"{where}: keys must be plain words");
+                if (allowed == TopKeys && OldTopKeys.TryGetValue(key, out var renamed))
+                {
+                    warn($"{path}:{keyNode.Start.Line}: '{key}' is now '{renamed}'; the old name will be removed in the next release");
+                    key = renamed;
+                }
+                if (result.ContainsKey(key)) throw Error(keyNode, $"'{key}' is given twice in {where}");
                 if (!allowed.Contains(key))
                     throw Error(keyNode, $"unknown key '{key}' in {where} (allowed: {string.Join(", ", allowed)})");
                 result[key] = ((YamlScalarNode)keyNode, value);
@@ -188,17 +203,17 @@ public static class MergeRequestFile
                     "seed" => request with { Seed = Long(value, key, 0) },
                     "threads" => request with { Threads = Int(value, key, 0, TorchRuntime.MaxThreads) },
                     "device" => request with { Device = Device(value) },
-                    "output" => request with { Output = PathValue(value, key) },
+                    "out" => request with { Output = PathValue(value, key) },
                     "overwrite" => request with { Overwrite = Bool(value, key) },
                     "augment" => request with { Augment = Int(value, key, 0, MergeRequest.MaxImagesPerTask) },
-                    "held_out" => request with { HeldOut = Int(value, key, 0, MergeRequest.MaxImagesPerTask) },
+                    "held-out" => request with { HeldOut = Int(value, key, 0, MergeRequest.MaxImagesPerTask) },
                     "width" => request with { Width = Widths(value) },
-                    "max_length" => request with { MaxLength = Int(value, key, 3, Models.ModelConfig.MaxPositions) },
+                    "max-length" => request with { MaxLength = Int(value, key, 3, Models.ModelConfig.MaxPositions) },
                     "eval" => request with { Eval = Bool(value, key) },
-                    "data_dir" => request with { DataDir = PathValue(value, key) },
+                    "data-dir" => request with { DataDir = PathValue(value, key) },
                     "dtype" => request with { DType = DType(value) },
-                    "shard_size" => request with { ShardSize = Long(value, key, WeightFormat.MinShardSize) },
-                    "checkpoint_every" => request with { CheckpointEvery = Int(value, key, 1, int.MaxValue) },
+                    "shard-size" => request with { ShardSize = Long(value, key, WeightFormat.MinShardSize) },
+                    "checkpoint-every" => request with { CheckpointEvery = Int(value, key, 1, int.MaxValue) },
                     _ => request,
                 };
             return request;

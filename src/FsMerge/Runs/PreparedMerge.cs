@@ -112,7 +112,7 @@ sealed class PreparedMerge : IDisposable
     /// <summary>An existing output is kept unless overwrite is asked for; the output's folder must be writable.</summary>
     static void CheckOutput(MergeRequest request)
     {
-        var output = request.Output ?? throw new FsMergeException("no output directory given (--out DIR, or 'output:' in the config file)");
+        var output = request.Output ?? throw new FsMergeException("no output directory given (--out DIR, or 'out:' in the config file)");
         OutputWriter.CheckOutput(output, request.Overwrite, request.Sources.Select(s => s.Model));
     }
 
@@ -221,12 +221,13 @@ sealed class PreparedMerge : IDisposable
         ["threads"] = Request.Threads,
         ["device"] = Request.Device,
         ["augment"] = Request.Augment,
-        ["held_out"] = Request.HeldOut,
+        ["held-out"] = Request.HeldOut,
         ["width"] = Request.Width is { } width ? new JsonArray(width.Select(w => (JsonNode)w).ToArray()) : null,
+        ["max-length"] = Request.MaxLength,
         ["eval"] = Request.Eval,
         ["dtype"] = WeightFormat.Name(SaveFormat.DType),
-        ["shard_size"] = Request.ShardSize,
-        ["checkpoint_every"] = Request.CheckpointEvery,
+        ["shard-size"] = Request.ShardSize,
+        ["checkpoint-every"] = Request.CheckpointEvery,
     });
 
     /// <summary>The object without null or empty-string values, recursively (a config file has no empty values).</summary>
