@@ -186,6 +186,14 @@ public class TextDataTests
             Assert.True(code == 0, err);
             var record = JsonNode.Parse(File.ReadAllText(Path.Combine(merged, "merge.json")))!;
             Assert.NotNull(record["details"]!["early_stopping"]);
+            // The report and the card say what a BERT's samples and inputs are: sequences of token ids, not images.
+            foreach (var file in new[] { "report.md", "README.md" })
+            {
+                var text = File.ReadAllText(Path.Combine(merged, file));
+                Assert.Contains("sequences", text);
+                Assert.DoesNotContain("images", text);
+            }
+            Assert.Contains("int64 token ids", File.ReadAllText(Path.Combine(merged, "README.md")));
 
             // The dry run describes a BERT and its sequences, with the architecture's defaults.
             (code, output, err) = CliTests.Run(["merge", "--method", "fs-merge", "--model", a, "--model", b, "--dry-run", "--samples", "8", "--threads", "1"]);

@@ -315,7 +315,7 @@ public class MixedPreprocessingTests
         foreach (var dir in new[] { tmp.Sub("out") }.Concat(Directory.GetDirectories(tmp.Sub("out", "tasks"))))
             Assert.Equal(ImageProcessor.Plain, ImageProcessor.ForModel(dir));
         (code, stdout, err) = CliTests.Run("compare", "--methods", "average,ensemble", "--model", tmp.Sub("a"), "--model", tmp.Sub("b"),
-            "--data-per-task", "8", "--out", tmp.Sub("compared"), "--quiet", "--threads", "1");
+            "--samples", "8", "--out", tmp.Sub("compared"), "--quiet", "--threads", "1");
         Assert.True(code == 0, err);
         Assert.Contains("note: ", stdout);
         Assert.Contains("its pixel layer was re-expressed for model 1's preprocessing", stdout);

@@ -180,9 +180,9 @@ public class PackageTests
                     data: {"{"}idx: {images}{"}"}
                     samples: 24
                 method: average
-                held_out: 8
+                held-out: 8
                 threads: 1
-                output: {Path.Combine(root, "tool-merged")}
+                out: {Path.Combine(root, "tool-merged")}
                 """);
             var toolMerge = Run(fsmerge, root, environment, "merge", Path.Combine(root, "merge.yaml"), "--quiet");
             Succeeds(toolMerge, "fsmerge merge");

@@ -215,22 +215,22 @@ public class TextPreparationTests
             File.WriteAllLines(Path.Combine(data, split, "same.txt"), Enumerable.Range(0, 20).Select(i => i % 2 == 0 ? "yes a\tyes a" : "no b\tno b"));
             File.WriteAllLines(Path.Combine(data, split, "differ.txt"), Enumerable.Range(0, 20).Select(i => i % 2 == 0 ? "yes a\tno b" : "no b\tyes a"));
         }
-        string[] tiny = ["--width", "8", "--depth", "1", "--heads", "2", "--mlp-width", "16", "--quiet", "--threads", "1", "--data", tmp.Sub("data")];
+        string[] tiny = ["--width", "8", "--depth", "1", "--heads", "2", "--mlp-width", "16", "--quiet", "--threads", "1", "--data-dir", tmp.Sub("data")];
         var (code, _, err) = CliTests.Run(["train", "--arch", "bert", "--task", "pairs", "--epochs", "1", "--max-length", "12", "--out", tmp.Sub("m"), .. tiny]);
         Assert.True(code == 0, err);
         var written = JsonNode.Parse(File.ReadAllText(tmp.Sub("m", TokenizerFiles.ConfigFile)))!;
         Assert.Equal(12, (int)written["model_max_length"]!);
         Assert.Equal(12, (int)JsonNode.Parse(File.ReadAllText(tmp.Sub("m", "config.json")))!["max_position_embeddings"]!);
-        (code, _, err) = CliTests.Run(["eval", "--model", tmp.Sub("m"), "--max-length", "7", "--data", tmp.Sub("data"), "--quiet"]);
+        (code, _, err) = CliTests.Run(["eval", "--model", tmp.Sub("m"), "--max-length", "7", "--data-dir", tmp.Sub("data"), "--quiet"]);
         Assert.True(code == 0, err);
-        (code, _, err) = CliTests.Run(["eval", "--model", tmp.Sub("m"), "--max-length", "13", "--data", tmp.Sub("data"), "--quiet"]);
+        (code, _, err) = CliTests.Run(["eval", "--model", tmp.Sub("m"), "--max-length", "13", "--data-dir", tmp.Sub("data"), "--quiet"]);
         Assert.Equal(2, code);
         Assert.Equal($"error: {tmp.Sub("m")}: --max-length 13 exceeds the model's max_position_embeddings 12", err.Trim());
 
         // Merge sources tokenize alike; --max-length sets one length for all and the merged folder states it.
         (code, _, err) = CliTests.Run(["train", "--arch", "bert", "--task", "pairs", "--epochs", "1", "--max-length", "12", "--seed", "2", "--out", tmp.Sub("n"), .. tiny]);
         Assert.True(code == 0, err);
-        string[] merge = ["merge", "--method", "average", "--model", tmp.Sub("m"), "--model", tmp.Sub("n"), "--data-per-task", "8", "--quiet", "--threads", "1", "--data", tmp.Sub("data")];
+        string[] merge = ["merge", "--method", "average", "--model", tmp.Sub("m"), "--model", tmp.Sub("n"), "--samples", "8", "--quiet", "--threads", "1", "--data-dir", tmp.Sub("data")];
         (code, _, err) = CliTests.Run([.. merge, "--max-length", "8", "--out", tmp.Sub("merged")]);
         Assert.True(code == 0, err);
         Assert.Equal(8, (int)JsonNode.Parse(File.ReadAllText(tmp.Sub("merged", TokenizerFiles.ConfigFile)))!["model_max_length"]!);
@@ -239,7 +239,7 @@ public class TextPreparationTests
         Assert.Equal(2, code);
         Assert.Contains("tokenizes otherwise than model 1", err);
         Assert.Single(err.Trim().Split('\n'));
-        (code, _, err) = CliTests.Run(["eval", "--model", tmp.Sub("m"), "--model", tmp.Sub("n"), "--task", "pairs", "--task", "pairs", "--data", tmp.Sub("data"), "--quiet"]);
+        (code, _, err) = CliTests.Run(["eval", "--model", tmp.Sub("m"), "--model", tmp.Sub("n"), "--task", "pairs", "--task", "pairs", "--data-dir", tmp.Sub("data"), "--quiet"]);
         Assert.Equal(2, code);
         Assert.Contains("evaluate such models one at a time", err);
     }

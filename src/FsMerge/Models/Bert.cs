@@ -85,6 +85,11 @@ internal sealed class Bert : IArchitecture
 
     public int? TokensPerInput(ModelConfig config) => null;
 
+    public string Samples => "sequences";
+
+    public string InputShape(ModelConfig config) =>
+        $"[B, {config.SequenceLength}] int64 token ids from the folder's tokenizer files, padded with [PAD] (the attention mask)";
+
     /// <summary>Checks what the shapes need: heads divide the width, and token type 0 exists.</summary>
     public static void Validate(ModelConfig c)
     {

@@ -55,6 +55,12 @@ public interface IArchitecture
     /// </summary>
     int? TokensPerInput(ModelConfig config);
 
+    /// <summary>What one input is, for reports and cards: "images", or "sequences" for a text model.</summary>
+    string Samples => "images";
+
+    /// <summary>The input the backbone takes, as a shape with its meaning (model cards).</summary>
+    string InputShape(ModelConfig config);
+
     /// <summary>
     /// This architecture's defaults for the trained merge methods' options, by option name (the paper's settings:
     /// spec §4.6 for MLPs, §7.4-7.7 for transformers). A method takes those it has; the user's values override them.

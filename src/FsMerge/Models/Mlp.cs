@@ -40,6 +40,8 @@ internal sealed class Mlp : IArchitecture
 
     public int? TokensPerInput(ModelConfig config) => null;
 
+    public string InputShape(ModelConfig config) => $"[B, {config.InputSize}] or [B, C, H, W] flattening to {config.InputSize}";
+
     public Dictionary<string, Tensor> InitBackbone(ModelConfig config, Generator generator, Device device) =>
         BackboneWeights(config).ToDictionary(
             s => s.Name,

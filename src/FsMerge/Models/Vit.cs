@@ -72,6 +72,8 @@ internal sealed class Vit : IArchitecture
 
     public int? TokensPerInput(ModelConfig config) => (int)Patches(config) + 1;   // CLS first (Embed)
 
+    public string InputShape(ModelConfig config) => $"[B, {config.NumChannels}, {config.ImageSize}, {config.ImageSize}] pixels, prepared as preprocessor_config.json says";
+
     public static long Patches(ModelConfig c)
     {
         if (c.ImageSize % c.PatchSize != 0)

@@ -157,7 +157,7 @@ internal static class MergeReport
                 var points = g.OrderBy(p => p.SamplesPerTask).ToList();
                 return new ChartSeries(g.Key, points.Select(p => (double)p.SamplesPerTask).ToList(), points.Select(p => 100 * p.Test.PerTaskMean).ToList());
             }).ToList();
-            LineChart.Save(Path.Combine(dir, DataPlot), "per-task mean accuracy against merge data", "unlabeled images per task", "accuracy (%)", lines,
+            LineChart.Save(Path.Combine(dir, DataPlot), "per-task mean accuracy against merge data", $"unlabeled {run.Sources[0].Config.Arch.Samples} per task", "accuracy (%)", lines,
                 logX: run.DataSeries.All(p => p.SamplesPerTask > 0));
             plots.Add(DataPlot);
         }
@@ -278,7 +278,8 @@ internal static class MergeReport
         md.AppendLine();
         md.AppendLine("## What was merged\n");
         md.AppendLine("Source t becomes head t (0-based, as in the tensor names `classifier.{t}` and the folders `tasks/{t}-{task}`).\n");
-        md.AppendLine("| head | source model | architecture | task | classes | source test accuracy | unlabeled merge images |");
+        string samples = run.Sources[0].Config.Arch.Samples;
+        md.AppendLine($"| head | source model | architecture | task | classes | source test accuracy | unlabeled merge {samples} |");
         md.AppendLine("|---|---|---|---|---|---|---|");
         foreach (var (s, i) in run.Sources.Select((s, i) => (s, i)))
         {
@@ -287,8 +288,8 @@ internal static class MergeReport
         }
         md.AppendLine();
         md.AppendLine($"Seed {run.Seed}, {(run.Threads == 0 ? "the default thread count (one per core)" : $"{run.Threads} thread(s)")}, device {run.Device}" +
-                      (run.AugmentedPerTask > 0 ? $", {run.AugmentedPerTask} augmented images per task added to the merge data." : "."));
-        md.AppendLine("The merge reads the images only, never their labels.\n");
+                      (run.AugmentedPerTask > 0 ? $", {run.AugmentedPerTask} augmented {samples} per task added to the merge data." : "."));
+        md.AppendLine($"The merge reads the {samples} only, never their labels.\n");
         foreach (var note in run.Notes) md.AppendLine($"Note: {note}.\n");
 
         md.AppendLine("## How\n");
@@ -347,7 +348,7 @@ internal static class MergeReport
         else
         {
             var tasks = tested[0].Test!.Tasks;
-            md.AppendLine("Per-task accuracy: task t's test images classified by head t alone. Joint accuracy: the argmax over all heads' " +
+            md.AppendLine($"Per-task accuracy: task t's test {run.Sources[0].Config.Arch.Samples} classified by head t alone. Joint accuracy: the argmax over all heads' " +
                           "classes together must be task t's label in head t (the model is not told the task).\n");
             md.AppendLine($"| method | {string.Join(" | ", tasks.Select(t => $"{t.Task} (n={t.Count})"))} | per-task mean | joint |");
             md.AppendLine($"|---|{string.Concat(tasks.Select(_ => "---|"))}---|---|");
@@ -375,10 +376,10 @@ internal static class MergeReport
             {
                 var caption = p switch
                 {
-                    LossPlot => "Training loss (mean over the batches since the previous point)",
-                    AccuracyPlot => "Accuracy per task",
+                    LossPlot => "Training loss (mean over the batches since the previous point), one panel and axis per method",
+                    AccuracyPlot => "Test accuracy per task: the source models, then each method (every bar carries its value)",
                     SweepPlot => "--lr auto: held-out logit error of each candidate rate's short run",
-                    _ => "Per-task mean accuracy against the number of unlabeled merge images per task",
+                    _ => $"Per-task mean accuracy against the number of unlabeled merge {run.Sources[0].Config.Arch.Samples} per task",
                 };
                 md.AppendLine($"{caption}:\n\n![{caption}]({p})\n");
             }

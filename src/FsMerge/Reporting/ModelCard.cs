@@ -19,10 +19,10 @@ internal static class ModelCard
         md.AppendLine($"# Merged multi-task model: {string.Join(" + ", tasks)}\n");
         md.AppendLine($"One {MergeReport.Describe(config)} backbone with {config.Heads.Count} classification heads, one per task. " +
                       $"It was made by merging {run.Sources.Count} models, each trained on one task, with **{method.Method}** " +
-                      "(FsMerge), using unlabeled images only: no labels and no fine-tuning on labelled data.\n");
+                      $"(FsMerge), using unlabeled {config.Arch.Samples} only: no labels and no fine-tuning on labelled data.\n");
 
         md.AppendLine("## Heads\n");
-        md.AppendLine("Head t (0-based, as in the tensor names) reads the backbone's feature and classifies task t's images; pick the head of the task you want. " +
+        md.AppendLine($"Head t (0-based, as in the tensor names) reads the backbone's feature and classifies task t's {config.Arch.Samples}; pick the head of the task you want. " +
                       "`tasks/{t}-{task}/` holds head t alone as a single-task model (Hugging Face's *ForImageClassification / *ForSequenceClassification layout); " +
                       "every task folder shares one backbone file (`backbone.safetensors`, hard-linked; merge.json's `tasks_backbone` says if it had to be copied).\n");
         md.AppendLine("| head | task | tensors | single-task folder | classes | labels |");
@@ -40,7 +40,7 @@ internal static class ModelCard
         md.AppendLine();
 
         md.AppendLine("## How it was made\n");
-        md.AppendLine("| source (path relative to this folder) | task | unlabeled merge images |");
+        md.AppendLine($"| source (path relative to this folder) | task | unlabeled merge {config.Arch.Samples} |");
         md.AppendLine("|---|---|---|");
         foreach (var s in run.Sources) md.AppendLine($"| `{s.Path}` | {s.Task} | {s.MergeSamples} |");
         md.AppendLine();
@@ -53,7 +53,7 @@ internal static class ModelCard
         if (method.Test is { } test)
         {
             md.AppendLine("## Accuracy\n");
-            md.AppendLine("| task | test images | accuracy % |");
+            md.AppendLine($"| task | test {config.Arch.Samples} | accuracy % |");
             md.AppendLine("|---|---|---|");
             foreach (var t in test.Tasks) md.AppendLine($"| {t.Task} | {t.Count} | {100 * t.Accuracy:F2} |");
             md.AppendLine($"| per-task mean | | {100 * test.PerTaskMean:F2} |");
@@ -67,7 +67,7 @@ internal static class ModelCard
                       "(`model.safetensors`, or shards listed in `model.safetensors.index.json`); `merge.json` holds the run's full config under `config`.\n");
         md.AppendLine("```sh\nfsmerge eval --model THIS_FOLDER            # accuracy per task and joint\n```\n");
         md.AppendLine("```csharp\nusing var model = FsMerge.Models.Model.Load(\"THIS_FOLDER\", TorchSharp.torch.CPU);\n" +
-                      "var features = model.Features(images);      // images as the sources were fed: " + InputText(config) + "\n" +
+                      "var features = model.Features(inputs);      // inputs as the sources were fed: " + config.Arch.InputShape(config) + "\n" +
                       "var logits = model.Logits(features, head);  // head = the task's index in the table above\n```\n");
         md.AppendLine("```python\nfrom safetensors.torch import load_file\nweights = load_file(\"THIS_FOLDER/model.safetensors\")  # tensor names as in the table above\n```\n");
 
@@ -86,16 +86,12 @@ internal static class ModelCard
         md.AppendLine("## Limitations\n");
         md.AppendLine("- A merged model is usually less accurate than each source model on its own task; the accuracies above are measured, others are not.");
         md.AppendLine(config.Heads.All(h => h.Kind == HeadKind.Cosine) && config.Heads.Select(h => h.LogitScale).Distinct().Count() == 1
-            ? "- Joint accuracy (the model is not told the task) is lower than per-task accuracy: the cosine heads share one logit scale, but each was trained on its own task only, so none learned to stay quiet on another task's images."
+            ? "- Joint accuracy (the model is not told the task) is lower than per-task accuracy: the cosine heads share one logit scale, but each was trained on its own task only, so none learned to stay quiet on another task's inputs."
             : "- Joint accuracy (the model is not told the task) is lower than per-task accuracy: heads were trained separately, so their logits are not calibrated against each other.");
         md.AppendLine(config.Architecture == "bert"
             ? "- Text must be tokenized with this folder's `vocab.txt` and `tokenizer_config.json`."
             : "- Images must be prepared as this folder's `preprocessor_config.json` says (size, channels, rescaling, normalization).");
-        md.AppendLine("- The merge saw only the unlabeled images listed above; behaviour on other data distributions is untested.");
+        md.AppendLine($"- The merge saw only the unlabeled {config.Arch.Samples} listed above; behaviour on other data distributions is untested.");
         return md.ToString();
     }
-
-    static string InputText(ModelConfig c) => c.Architecture == "mlp"
-        ? $"[B, {c.InputSize}] or [B, C, H, W] flattening to {c.InputSize}"
-        : $"[B, {c.NumChannels}, {c.ImageSize}, {c.ImageSize}]";
 }

@@ -74,7 +74,7 @@ public static class Merger
         try
         {
             foreach (var note in prepared.Plan.Notes) Log($"note: {note}");
-            Log($"merging {prepared.Plan.Sources.Count} models with {prepared.Method.Name}: {string.Join(", ", prepared.Plan.Tasks)} ({string.Join(", ", prepared.Plan.Data.Select(d => d.Count))} unlabeled images per task)");
+            Log($"merging {prepared.Plan.Sources.Count} models with {prepared.Method.Name}: {string.Join(", ", prepared.Plan.Tasks)} ({string.Join(", ", prepared.Plan.Data.Select(d => d.Count))} unlabeled {prepared.Plan.Target.Arch.Samples} per task)");
             var checkpoints = work?.Checkpoints(prepared, Log);
             using var cancel = checkpoints != null ? callbacks.Cancellation.Register(checkpoints.Interrupt) : default;
             var (outcome, metrics) = prepared.Execute(prepared.Method, prepared.Settings, callbacks.Progress, checkpoints, Log);

@@ -298,7 +298,7 @@ sealed class PreparedMerge : IDisposable
 
         var (bytes, seconds, how) = Estimate(inputs, batch, optimized);
         text.AppendLine($"estimate: about {bytes / (1 << 20):N0} MiB of tensor memory (this process peaked at {Process.GetCurrentProcess().PeakWorkingSet64 / (1 << 20):N0} MiB so far), about {TimeEstimate.Format(seconds)}");
-        text.AppendLine("  memory = sources + merged weights + merge images + optimized parameters x4 (value, gradient, two optimizer moments)");
+        text.AppendLine("  memory = sources + merged weights + merge samples + optimized parameters x4 (value, gradient, two optimizer moments)");
         text.AppendLine("           + 2 activations per site per sample of a batch; float32 throughout");
         text.AppendLine($"  time: {how}");
         return text.ToString();
