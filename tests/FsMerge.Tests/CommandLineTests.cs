@@ -101,9 +101,9 @@ public class CommandLineTests : IClassFixture<BadInputTests.Models>
             process.WaitForExit();
             return string.Join(" ", output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Order(StringComparer.Ordinal));
         }
-        Assert.Equal("--samples --seed", Complete($"{program} merge --s"));
+        Assert.Equal("--samples --seed --shard-size", Complete($"{program} merge --s"));
         Assert.Equal("--data-dir", Complete($"{program} merge --dat"));   // not the old --data, --data-per-task
-        Assert.EndsWith(" bert mlp perf vit", Complete($"{program} bench "));   // after the options the library also offers
+        Assert.EndsWith(" bert load mlp perf vit", Complete($"{program} bench "));   // after the options the library also offers
         Assert.Equal("vit", Complete($"{program} train --arch v"));
     }
 
