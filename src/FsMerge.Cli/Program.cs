@@ -4,6 +4,8 @@ using FsMerge.Cli;
 using FsMerge.Cli.Commands;
 
 var commands = Commands.All;
+// The thread default's busy-machine note waits for the first progress bar (ProgressBar.PendingNotes).
+TorchRuntime.Notes ??= ProgressBar.PendingNotes;
 var root = CommandLine.Build(commands, (command, parsed) =>
 {
     foreach (var warning in CommandLine.Deprecations(command, parsed)) Console.Error.WriteLine($"warning: {warning}");

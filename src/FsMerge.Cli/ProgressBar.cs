@@ -17,6 +17,12 @@ public sealed class ProgressBar
     /// <summary>Receives the plain progress lines (every tenth of the work), whatever is shown on screen.</summary>
     public static Action<string>? Log { get; set; }
 
+    /// <summary>
+    /// Notes about the run held back until its work starts (the first bar): the busy-machine note of the thread
+    /// default is written when LibTorch is configured, before the inputs are checked, and bad input must stay one line.
+    /// </summary>
+    public static readonly StringWriter PendingNotes = new();
+
     /// <summary>The longest a plain-line run stays silent while work goes on.</summary>
     public static readonly TimeSpan PlainEvery = TimeSpan.FromSeconds(30);
 
@@ -39,6 +45,15 @@ public sealed class ProgressBar
         this.label = label;
         this.total = Math.Max(1, total);
         this.unit = unit;
+        if (PendingNotes.GetStringBuilder().Length > 0)
+        {
+            foreach (var note in PendingNotes.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries))
+            {
+                Log?.Invoke(note);
+                if (!Quiet) Console.Error.WriteLine(note);
+            }
+            PendingNotes.GetStringBuilder().Clear();
+        }
     }
 
     public void Report(long done, string detail = "")
