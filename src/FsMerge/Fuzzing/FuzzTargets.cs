@@ -21,7 +21,7 @@ internal sealed record FuzzTarget(string Name, string Path, IReadOnlyList<byte[]
 /// <summary>The readers a user's files reach, each with seed files FsMerge writes (see <see cref="Fuzzer"/>).</summary>
 internal static class FuzzTargets
 {
-    public static readonly string[] Names = ["safetensors", "index", "config", "yaml", "idx", "image", "text", "vocab", "checkpoint"];
+    public static readonly string[] Names = ["safetensors", "index", "config", "yaml", "idx", "image", "text", "vocab", "tokenizer", "checkpoint"];
 
     /// <summary>Builds every target (or those in <paramref name="only"/>) in folders under <paramref name="work"/>.</summary>
     public static List<FuzzTarget> Create(string work, IReadOnlyCollection<string>? only = null)
@@ -44,6 +44,7 @@ internal static class FuzzTargets
                 "image" => ImageTarget(dir),
                 "text" => TextTarget(dir),
                 "vocab" => VocabTarget(dir),
+                "tokenizer" => TokenizerTarget(dir),
                 _ => CheckpointTarget(dir),
             });
         }
@@ -237,6 +238,16 @@ internal static class FuzzTargets
             var words = WordPiece.Read(path);
             foreach (var text in Corpus) words.Encode(text, TextFolder.SequenceLength);
         });
+    }
+
+    /// <summary>tokenizer_config.json as a BERT folder carries it (FsMerge writes one into every BERT output).</summary>
+    static FuzzTarget TokenizerTarget(string dir)
+    {
+        var seedDir = System.IO.Path.Combine(dir, "seed");
+        Directory.CreateDirectory(seedDir);
+        TokenizerFiles.Write(seedDir, Vocabulary().Tokens, TokenizerSettings.HuggingFace, TextFolder.SequenceLength);
+        var seed = File.ReadAllBytes(System.IO.Path.Combine(seedDir, TokenizerFiles.ConfigFile));
+        return new("tokenizer", System.IO.Path.Combine(dir, TokenizerFiles.ConfigFile), [seed], Text: true, Read: () => TokenizerFiles.Read(dir));
     }
 
     static FuzzTarget CheckpointTarget(string dir)
