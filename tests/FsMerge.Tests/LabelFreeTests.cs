@@ -83,13 +83,14 @@ public class LabelFreeTests
         var outcome = method.Merge(WithHeldOut(sources, log: log), settings);
         Assert.Equal(3, outcome.RateTrials.Count);
         Assert.True(outcome.RateTrials[0].Diverged, "rate 1000 must diverge");
-        var best = outcome.RateTrials.Where(t => !t.Diverged).MinBy(t => t.LogitError)!;
+        var best = outcome.RateTrials.Where(t => !t.Diverged).OrderBy(t => t.LogitError).ThenByDescending(t => t.Agreement).First();
         Assert.Equal(best.Rate.ToString("G6", System.Globalization.CultureInfo.InvariantCulture), outcome.Settings!.All["lr"]);
         Assert.Equal("--lr auto", outcome.Settings.Origins["lr"]);
         Assert.Contains(log, l => l.Contains("--lr auto chose"));
         Assert.NotNull(outcome.Details["lr_search"]);
-        // The same merge at the chosen rate, given, is the same model: the sweep leaves no trace on the full run.
-        var given = method.Merge(WithHeldOut(sources), new MethodSettings(method, new Dictionary<string, string> { ["lr"] = outcome.Settings.All["lr"], ["steps"] = "40" }));
+        // The same merge with the settings it reports (the chosen rate, and the short run's epochs when that was kept),
+        // given, is the same model: the sweep leaves no trace on the run it keeps.
+        var given = method.Merge(WithHeldOut(sources), new MethodSettings(method, outcome.Settings.All.ToDictionary()));
         foreach (var (name, w) in outcome.Merged!.Weights) Assert.True(w.Equals(given.Merged!.Weights[name]), name);
         // Without held-out samples --lr auto says what it needs.
         var e = Assert.Throws<FsMergeException>(() => method.Merge(MergeTests.Inputs(sources), settings));
@@ -105,26 +106,49 @@ public class LabelFreeTests
         var candidates = outcome.Details["candidates"]!.AsArray();
         Assert.Equal(3, candidates.Count);
         Assert.NotNull(candidates[2]!["skipped"]);   // the ensemble keeps both models: not one merged model
-        var errors = candidates.Take(2).Select(c => (Name: (string)c!["method"]!, Error: (double)c!["label_free"]!["logit_error"]!)).ToList();
-        Assert.Equal(errors.MinBy(e => e.Error).Name, (string)outcome.Details["chosen"]!);
+        var estimates = candidates.Take(2).Select(c => (Name: (string)c!["method"]!, Error: (double)c!["label_free"]!["logit_error"]!,
+            Agreement: (double)c!["label_free"]!["agreement"]!)).ToList();
+        Assert.Equal(estimates.OrderBy(e => e.Error).ThenByDescending(e => e.Agreement).First().Name, (string)outcome.Details["chosen"]!);
         Assert.Contains("lowest mean held-out logit error", (string)outcome.Details["why"]!);
         Assert.NotNull(outcome.Merged);
     }
 
-    [Fact]
-    public void RegMean_alpha_auto_keeps_the_value_with_the_lowest_held_out_error_and_without_held_out_the_papers()
+    [Theory]
+    [InlineData("regmean", "alpha", "0.2,0.6,0.95", 0.9)]
+    [InlineData("opt", "epsilon", "0,0.05,0.3", 0.08)]
+    public void Closed_form_auto_options_keep_the_value_with_the_lowest_held_out_error_and_without_held_out_the_papers(
+        string methodName, string option, string grid, double paperValue)
     {
         var sources = Sources(2, [12, 10]);
-        var method = new RegMeanMerge();
-        var settings = new MethodSettings(method, new Dictionary<string, string> { ["alpha"] = "auto", ["alpha-grid"] = "0.2,0.6,0.95" });
+        var method = MergeMethods.Get(methodName);
+        var settings = new MethodSettings(method, new Dictionary<string, string> { [option] = "auto", [$"{option}-grid"] = grid });
         var outcome = method.Merge(WithHeldOut(sources), settings);
-        var trials = outcome.Details["alpha_search"]!["trials"]!.AsArray();
+        var trials = outcome.Details[$"{option}_search"]!["trials"]!.AsArray();
         Assert.Equal(3, trials.Count);
         var best = trials.MinBy(t => (double)t!["logit_error"]!)!;
-        Assert.Equal((double)best["alpha"]!, (double)outcome.Details["alpha"]!);
-        using var given = method.Merge(MergeTests.Inputs(sources), new MethodSettings(method, new Dictionary<string, string> { ["alpha"] = ((double)best["alpha"]!).ToString(System.Globalization.CultureInfo.InvariantCulture) })).Merged!;
+        Assert.Equal((double)best[option]!, (double)outcome.Details[option]!);
+        using var given = method.Merge(MergeTests.Inputs(sources), new MethodSettings(method, new Dictionary<string, string> { [option] = ((double)best[option]!).ToString(System.Globalization.CultureInfo.InvariantCulture) })).Merged!;
         foreach (var (name, w) in outcome.Merged!.Weights) Assert.True(w.Equals(given.Weights[name]), name);
-        Assert.Equal(0.9, (double)method.Merge(MergeTests.Inputs(sources), settings).Details["alpha"]!);
+        Assert.Equal(paperValue, (double)method.Merge(MergeTests.Inputs(sources), settings).Details[option]!);
+    }
+
+    [Fact]
+    public void The_mean_logit_error_caps_each_task_so_a_near_constant_source_cannot_swamp_the_others()
+    {
+        static LabelFreeEstimate Of(double agreement, params double[] errors) =>
+            LabelFreeEstimate.Of(errors.Select((e, t) => new TaskAgreement($"t{t}", agreement, e, 32)).ToList(), agreement);
+        // Task 1's source barely varies: its error is huge at one setting and small at another that ruins task 0.
+        var keepsTask0 = Of(0.7, 0.3, 1000);
+        var collapsesTask0 = Of(0.5, 1.2, 0.9);
+        Assert.Equal(0.65, keepsTask0.LogitError, 12);
+        Assert.True(keepsTask0.IsBetterThan(collapsesTask0));
+        Assert.Equal(1000, keepsTask0.Tasks[1].LogitError);   // the per-task value is reported as measured
+        // A diverged task is not capped: the model is out.
+        Assert.Equal(double.PositiveInfinity, Of(0.9, 0.1, double.PositiveInfinity).LogitError);
+        Assert.Equal(double.PositiveInfinity, Of(0.9, 0.1, double.NaN).LogitError);
+        // At equal errors the higher agreement wins.
+        Assert.True(Of(0.8, 2, 3).IsBetterThan(Of(0.6, 5, 1)));
+        Assert.False(Of(0.6, 5, 1).IsBetterThan(Of(0.8, 2, 3)));
     }
 
     [Fact]

@@ -64,7 +64,8 @@ sealed class CompareCommand : ICommand
                 if (outcome.Merged != null) models.Add((methods[i].Name, outcome.Merged));
             }
             Console.WriteLine(Table(prepared.Plan.Tasks, results));
-            var choice = results.Where(r => r.LabelFree != null && models.Any(m => m.Method == r.Method)).MinBy(r => r.LabelFree!.LogitError);
+            var choice = results.Where(r => r.LabelFree != null && models.Any(m => m.Method == r.Method))
+                .Aggregate((MethodResult?)null, (best, r) => best is null || r.LabelFree!.IsBetterThan(best.LabelFree!) ? r : best);
             if (choice != null)
                 Console.WriteLine($"label-free choice: {choice.Method} (lowest held-out logit error against the source models, {choice.LabelFree!.LogitError:F4}; its model is models/{choice.Method})");
             var summary = prepared.Summary(results, null, null) with

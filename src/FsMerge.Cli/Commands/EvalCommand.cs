@@ -97,7 +97,8 @@ sealed class EvalCommand : ICommand
             + (test is null ? "" : $"{Common.Percent(test.PerTaskMean),12}"));
         lines.Add($"{"joint".PadRight(width)}{"",9}{Common.Percent(estimate.JointAgreement),13}{"",13}" + (test is null ? "" : $"{Common.Percent(test.Joint),12}"));
         lines.Add("(agreement: held-out unlabeled samples on which head t predicts what source model t predicts; joint: the argmax over all");
-        lines.Add(" heads is the source models' ensemble's; logit error: head t's squared error against source t's logits over their spread, 0 = identical)");
+        lines.Add(" heads is the source models' ensemble's; logit error: head t's squared error against source t's logits over their spread, 0 = identical;");
+        lines.Add(" the mean caps each task's at 1, the error of answering the source's mean logits)");
         return string.Join(Environment.NewLine, lines);
     }
 

@@ -67,7 +67,8 @@ internal static class LearningRateSearch
         // settles somewhere bad without exploding): when the full run ends worse on the held-out samples than its
         // own short trial, the next rate in the trials' order trains fully too, up to FullRuns, and the full run
         // with the lowest held-out error is kept. All diverged: the lowest rate, which recovers from there.
-        var ranked = trials.Where(t => !t.Diverged).OrderBy(t => t.LogitError).ToList();
+        // Equal errors (every task at the cap) fall to the higher agreement.
+        var ranked = trials.Where(t => !t.Diverged).OrderBy(t => t.LogitError).ThenByDescending(t => t.Agreement).ToList();
         if (ranked.Count == 0) ranked = [trials.MinBy(t => t.Rate)!];
         var full = new JsonArray();
         (MergeOutcome Outcome, MethodSettings Settings, double Error)? kept = null;

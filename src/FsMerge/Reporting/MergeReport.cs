@@ -304,7 +304,7 @@ internal static class MergeReport
             if (m.RateTrials.Count > 0)
             {
                 md.AppendLine($"`--lr auto` tried {m.RateTrials.Count} rates, each for a fraction of the steps, and scored each merged model on the " +
-                              "held-out unlabeled samples (mean over tasks of head t's logit error against source model t; lower is better):\n");
+                              "held-out unlabeled samples (mean over tasks of head t's logit error against source model t, each capped at 1; lower is better):\n");
                 md.AppendLine("| learning rate | held-out logit error | held-out agreement | seconds |");
                 md.AppendLine("|---|---|---|---|");
                 foreach (var t in m.RateTrials)
@@ -330,7 +330,7 @@ internal static class MergeReport
             md.AppendLine("## Label-free estimate\n");
             md.AppendLine("On held-out unlabeled samples that no method trained on: agreement is the share of task t's samples on which head t " +
                           "predicts what source model t predicts; logit error is the squared error of head t's logits against source t's, relative " +
-                          "to their spread (0: the same logits); joint agreement: the argmax over all heads is the source models' ensemble's.\n");
+                          "to their spread (0: the same logits; the mean caps each task's at 1, the error of answering the source's mean logits); joint agreement: the argmax over all heads is the source models' ensemble's.\n");
             md.AppendLine($"| method | {string.Join(" | ", tasks.Select(t => $"{t.Task} agreement / logit error (n={t.Count})"))} | mean agreement | mean logit error | joint agreement |");
             md.AppendLine($"|---|{string.Concat(tasks.Select(_ => "---|"))}---|---|---|");
             foreach (var m in estimated)

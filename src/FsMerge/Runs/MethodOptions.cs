@@ -183,7 +183,9 @@ public sealed record RegMeanOptions : MethodOptions
 public sealed record OptOptions : MethodOptions
 {
     public override string Method => "opt";
-    public double? Epsilon { get; init; }
+    /// <summary>Sinkhorn regularization, or auto (chosen on held-out unlabeled samples from <see cref="EpsilonGrid"/>).</summary>
+    public AutoOr<double>? Epsilon { get; init; }
+    public double[]? EpsilonGrid { get; init; }
     public int? SinkhornIterations { get; init; }
     public int? MaxImages { get; init; }
     /// <summary>full, cls or window-K.</summary>

@@ -51,7 +51,7 @@ internal sealed class AutoMerge : IMergeMethod
                 row["label_free"] = estimate.ToJson();
                 row["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 2);
                 inputs.Log?.Invoke($"auto: {method.Name}: held-out logit error {estimate.LogitError:F4}, agreement {100 * estimate.Agreement:F1}%, joint agreement {100 * estimate.JointAgreement:F1}% ({clock.Elapsed.TotalSeconds:F1} s)");
-                if (bestEstimate is null || estimate.LogitError < bestEstimate.LogitError)
+                if (bestEstimate is null || estimate.IsBetterThan(bestEstimate))
                 {
                     best?.Merged?.Dispose();
                     (best, bestEstimate, bestName) = (outcome, estimate, method.Name);

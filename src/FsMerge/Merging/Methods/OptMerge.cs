@@ -21,39 +21,86 @@ internal sealed class OptMerge : IMergeMethod
 
     public IReadOnlyList<MethodOption> Options =>
     [
-        new("epsilon", "0.08", "Sinkhorn entropic regularization on the cost 1 - correlation (0 = exact assignment)"),
+        new("epsilon", "0.08", "Sinkhorn entropic regularization on the cost 1 - correlation (0 = exact assignment), or auto: " +
+            "the value of --epsilon-grid whose merged model has the lowest held-out logit error (0.08 without held-out samples)", Example: "0.08"),
+        new("epsilon-grid", "0,0.02,0.08,0.3", "the values --epsilon auto tries (the activations are probed once; each value is one alignment)"),
         new("sinkhorn-iterations", "500", "most Sinkhorn iterations (it stops earlier once the marginals hold)"),
         new("max-images", "512", "merge images (all tasks together, evenly spaced) whose activations give the transport costs"),
         new("filter", "full", "token positions whose activations give the costs: full, cls (the first token), or window-K (the first K tokens: CLS and K-1 patches); cls and window need a fixed token count (ViT)"),
     ];
 
+    /// <summary>The value --epsilon auto takes when there are no held-out samples to choose with (the paper's setting, spec §9.6).</summary>
+    const double DefaultEpsilon = 0.08;
+
     public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings)
     {
-        double epsilon = settings.Double("epsilon", min: 0);
+        bool auto = settings.String("epsilon") == MethodOption.Auto;
+        double[] grid = auto ? settings.Doubles("epsilon-grid", min: 0) : [settings.Double("epsilon", min: 0)];
         int iterations = settings.Int("sinkhorn-iterations", min: 1);
         int maxImages = settings.Int("max-images", min: 1);
         var filter = settings.String("filter");
         var window = TokenWindow(filter, inputs.Target);
         var sites = inputs.Sites;
         sites.RequireEqualWidths("opt");
-        int n = inputs.Sources.Count;
+        if (auto && inputs.HeldOut is null) grid = [DefaultEpsilon];
 
+        var probed = Probing.OnAllData(inputs, sites.Spaces.Select(s => sites.ProbePoint(s.Key)).ToList(), maxImages);
+        try
+        {
+            if (window is var (kept, tokens))
+            {
+                long images = Math.Min(maxImages, inputs.Data.Sum(d => (long)d.Count));
+                foreach (var byPoint in probed)
+                    foreach (var point in byPoint.Keys.ToList())
+                        if (byPoint[point].shape[0] == images * tokens)   // token-level; pooled features (one row per image) stay
+                        {
+                            var all = byPoint[point];
+                            byPoint[point] = all.view(images, tokens, -1).narrow(1, 0, kept).reshape(images * kept, -1);
+                            all.Dispose();
+                        }
+            }
+            var details = new JsonObject { ["mu"] = "transport", ["token_filter"] = filter };
+            if (grid.Length == 1)
+            {
+                details["epsilon"] = grid[0];
+                if (auto) details["epsilon_search"] = "no held-out samples: the paper's value";
+                return FoldedMerge.Outcome(Transported(inputs, probed, grid[0], iterations), details);
+            }
+            // --epsilon auto: the activations are probed once; each value aligns anew and is scored without labels.
+            using var heldOut = Evaluation.HeldOutReference.For(inputs, Name, "epsilon (--epsilon auto)");
+            var trials = new JsonArray();
+            (Models.Model Model, double Epsilon, double Error)? best = null;
+            foreach (var epsilon in grid)
+            {
+                var model = Transported(inputs, probed, epsilon, iterations);
+                double error = heldOut.Estimate(Evaluation.Evaluator.MultiTask(model)).LogitError;
+                trials.Add((JsonNode)new JsonObject { ["epsilon"] = epsilon, ["logit_error"] = double.IsFinite(error) ? error : null });
+                inputs.Log?.Invoke($"opt --epsilon auto: epsilon {epsilon}: held-out logit error {error:F4}");
+                if (best is null || error < best.Value.Error)
+                {
+                    best?.Model.Dispose();
+                    best = (model, epsilon, error);
+                }
+                else model.Dispose();
+            }
+            details["epsilon"] = best!.Value.Epsilon;
+            details["epsilon_search"] = new JsonObject { ["rule"] = "the lowest mean held-out logit error", ["trials"] = trials };
+            return FoldedMerge.Outcome(best.Value.Model, details);
+        }
+        finally
+        {
+            foreach (var tensor in probed.SelectMany(byPoint => byPoint.Values)) tensor.Dispose();
+        }
+    }
+
+    /// <summary>Every model aligned to model 1 by transport at <paramref name="epsilon"/>, averaged and folded.</summary>
+    static Models.Model Transported(MergeInputs inputs, IReadOnlyList<Dictionary<string, Tensor>> probed, double epsilon, int iterations)
+    {
+        var sites = inputs.Sites;
+        int n = inputs.Sources.Count;
         var grouped = sites.HeadAligned.SelectMany(g => g.Spaces).ToHashSet();
         var units = sites.HeadAligned.Concat(sites.Spaces.Where(s => !grouped.Contains(s.Key)).Select(s => new HeadAlignedSpaces([s.Key], 1, s.Key)));
         var transports = new Dictionary<string, Tensor[]>();   // space → S_i [e', e_i] per model
-        var probed = Probing.OnAllData(inputs, sites.Spaces.Select(s => sites.ProbePoint(s.Key)).ToList(), maxImages);
-        if (window is var (kept, tokens))
-        {
-            long images = Math.Min(maxImages, inputs.Data.Sum(d => (long)d.Count));
-            foreach (var byPoint in probed)
-                foreach (var point in byPoint.Keys.ToList())
-                    if (byPoint[point].shape[0] == images * tokens)   // token-level; pooled features (one row per image) stay
-                    {
-                        var all = byPoint[point];
-                        byPoint[point] = all.view(images, tokens, -1).narrow(1, 0, kept).reshape(images * kept, -1);
-                        all.Dispose();
-                    }
-        }
         using (torch.no_grad())
             foreach (var unit in units)
             {
@@ -63,12 +110,9 @@ internal sealed class OptMerge : IMergeMethod
                     : Align(points.Select(p => (probed[0][p], probed[i][p])).ToList(), unit.Heads, epsilon, iterations)).ToArray();
                 foreach (var space in unit.Spaces) transports[space] = maps;
             }
-        foreach (var tensor in probed.SelectMany(byPoint => byPoint.Values)) tensor.Dispose();
-
         var matrices = HeadAlignment.AveragingMatrices(sites,
             Enumerable.Range(0, n).Select(i => (IReadOnlyDictionary<string, Tensor>)transports.ToDictionary(kv => kv.Key, kv => kv.Value[i])).ToList(), inputs.Device);
-        var model = FoldedMerge.ToModel(inputs, matrices, FoldedMerge.Carried(inputs, matrices));
-        return FoldedMerge.Outcome(model, new JsonObject { ["mu"] = "transport", ["epsilon"] = epsilon, ["token_filter"] = filter });
+        return FoldedMerge.ToModel(inputs, matrices, FoldedMerge.Carried(inputs, matrices));
     }
 
     /// <summary>Token positions kept per input (the first K) and the input's token count, or null for the full sequence.</summary>
