@@ -18,7 +18,7 @@ public class LabelFreeTests
         Enumerable.Range(0, n).Select(i => Model.Create(MergeTests.Mlp(hidden, $"t{i}"), 20 + i, CPU)).ToList();
 
     /// <summary><see cref="MergeTests.Inputs"/> with <paramref name="heldOut"/> held-out images per task, other than the merge images.</summary>
-    static MergeInputs WithHeldOut(IReadOnlyList<Model> sources, int heldOut = 12, List<string>? log = null)
+    static MergeInputs WithHeldOut(IReadOnlyList<Model> sources, int heldOut = 12, List<string>? log = null, Action<string>? onLine = null)
     {
         var inputs = MergeTests.Inputs(sources);
         var held = sources.Select((_, i) => new ImageSet(torch.rand(heldOut, 1, 28, 28, generator: new Generator((ulong)(200 + i))),
@@ -26,7 +26,7 @@ public class LabelFreeTests
         return new MergeInputs
         {
             Sources = inputs.Sources, Data = inputs.Data, Target = inputs.Target, Device = CPU, Seed = inputs.Seed, HeldOut = held,
-            Log = log is null ? null : log.Add,
+            Log = log is null && onLine is null ? null : line => { log?.Add(line); onLine?.Invoke(line); },
         };
     }
 
@@ -95,6 +95,38 @@ public class LabelFreeTests
         // Without held-out samples --lr auto says what it needs.
         var e = Assert.Throws<FsMergeException>(() => method.Merge(MergeTests.Inputs(sources), settings));
         Assert.Contains("--held-out", e.Message);
+    }
+
+    [Fact]
+    public void An_lr_sweep_interrupted_between_rates_resumes_without_training_them_again_to_the_same_weights()
+    {
+        var sources = Sources(2, [12, 10]);
+        var method = new FsMergeMethod();
+        var settings = new MethodSettings(method, new Dictionary<string, string> { ["lr-grid"] = "0.3,0.1,0.01", ["steps"] = "30" });
+        MergeInputs Inputs(TrainingCheckpoints? checkpoints, List<string> log, Action<string>? onLine = null) =>
+            WithHeldOut(sources, log: log, onLine: onLine).With(checkpoints, progress: null);
+        using var reference = method.Merge(Inputs(null, []), settings).Merged!;
+        var dir = Directory.CreateTempSubdirectory("fsmerge-sweep").FullName;
+        try
+        {
+            var first = new TrainingCheckpoints(dir, 5, resume: false, "key");
+            var firstLog = new List<string>();
+            var inputs = Inputs(first, firstLog, _ => { if (firstLog.Count(l => l.Contains("lr sweep: lr")) == 2) first.Interrupt(); });
+            var e = Assert.Throws<FsMergeException>(() => method.Merge(inputs, settings));
+            Assert.Contains("saved 2 of 3 rates", e.Message);
+            Assert.True(TrainingCheckpoints.ExistIn(dir));
+            var log = new List<string>();
+            using var resumed = method.Merge(Inputs(new TrainingCheckpoints(dir, 5, resume: true, "key"), log), settings).Merged!;
+            Assert.Equal(2, log.Count(l => l.Contains("from the checkpoint")));
+            foreach (var (key, value) in reference.Weights)
+                Assert.True(value.bytes.SequenceEqual(resumed.Weights[key].bytes), key);
+            var other = Assert.Throws<FsMergeException>(() => new TrainingCheckpoints(dir, 5, resume: true, "other").CheckResumable());
+            Assert.Contains("belongs to a run with other models, data or options", other.Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
     }
 
     [Fact]

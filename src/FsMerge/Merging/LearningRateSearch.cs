@@ -40,12 +40,19 @@ internal static class LearningRateSearch
         var grid = settings.Doubles("lr-grid", min: 1e-12, max: 1e3);
         double fraction = settings.Double("sweep-fraction", min: 1e-6, max: 1);
         using var heldOut = HeldOutReference.For(inputs, method.Name, "the rate (--lr auto; or give --lr)");
-        // The trials are not checkpointed: a resumed run repeats the (deterministic) sweep and resumes the full run.
+        // The trials themselves train without checkpoints; each finished one is saved, and a resumed run skips those.
+        var finished = inputs.Checkpoints?.LoadSweep(method.Name) ?? [];
         var probe = inputs.With(checkpoints: null,
             progress: inputs.Progress is { } progress ? (phase, done, total, loss, unit) => progress($"lr sweep: {phase}", done, total, loss, unit) : null);
         var trials = new List<RateTrial>();
         foreach (var rate in grid)
         {
+            if (trials.Count < finished.Count && finished[trials.Count].Rate == rate)
+            {
+                trials.Add(finished[trials.Count]);
+                inputs.Log?.Invoke($"{method.Name} lr sweep: lr {Format(rate)}: from the checkpoint");
+                continue;
+            }
             var clock = Stopwatch.StartNew();
             var trial = Shortened(settings.With("lr", Format(rate), "--lr auto"), inputs, fraction).With("recoveries", "0", "--lr auto sweep");
             try
@@ -62,6 +69,12 @@ internal static class LearningRateSearch
             }
             var last = trials[^1];
             inputs.Log?.Invoke($"{method.Name} lr sweep: lr {Format(rate)}: {(last.Diverged ? "diverged" : $"held-out logit error {last.LogitError:F4}, agreement {100 * last.Agreement:F1}%")} ({last.Seconds:F1} s)");
+            if (inputs.Checkpoints is { } checkpoints)
+            {
+                checkpoints.SaveSweep(method.Name, trials);
+                if (checkpoints.Interrupted)
+                    throw new FsMergeException($"interrupted: the --lr auto sweep saved {trials.Count} of {grid.Length} rates in {checkpoints.Directory}; run the same command with --resume to continue");
+            }
         }
         // The full run at the best rate. A short run can favour a rate too high for the full one (a run that
         // settles somewhere bad without exploding): when the full run ends worse on the held-out samples than its

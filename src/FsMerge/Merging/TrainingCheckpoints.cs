@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
+using System.Text.Json.Nodes;
+using FsMerge.IO;
 using FsMerge.Data;
 using FsMerge.Models;
 using TorchSharp;
@@ -76,9 +78,53 @@ public sealed class TrainingCheckpoints
         return Convert.ToHexString(hash.GetHashAndReset());
     }
 
-    /// <summary>Whether <paramref name="directory"/> holds checkpoints of an unfinished run.</summary>
+    /// <summary>Whether <paramref name="directory"/> holds checkpoints of an unfinished run (a training phase's, or the --lr auto sweep's).</summary>
     public static bool ExistIn(string directory) =>
-        System.IO.Directory.Exists(directory) && System.IO.Directory.EnumerateFiles(directory, "train-*.ckpt").Any();
+        System.IO.Directory.Exists(directory) && Files(directory).Any();
+
+    /// <summary>The checkpoint files in <paramref name="directory"/>: every training phase's, and the sweep's.</summary>
+    public static IEnumerable<string> Files(string directory) =>
+        System.IO.Directory.EnumerateFiles(directory, "train-*.ckpt").Concat(System.IO.Directory.EnumerateFiles(directory, SweepFile));
+
+    /// <summary>The --lr auto sweep's finished trials, rewritten after each one: a resumed run does not train them again.</summary>
+    const string SweepFile = "lr-sweep.json";
+    const int MaxSweepTrials = 1000;
+
+    /// <summary>
+    /// The trials of <paramref name="method"/>'s sweep that an interrupted run finished, in the order they ran; none
+    /// without <see cref="Resume"/> or file. A file of another run is refused like a training checkpoint.
+    /// </summary>
+    internal IReadOnlyList<RateTrial> LoadSweep(string method)
+    {
+        var path = Path.Combine(Directory, SweepFile);
+        if (!Resume || !File.Exists(path)) return [];
+        var json = JsonInput.ReadObject(path, "the --lr auto sweep's checkpoint", maxBytes: 1 << 20);
+        if (JsonInput.String(json["run_key"], path, "run_key") != RunKey)
+            throw new FsMergeException($"{path}: the checkpoint belongs to a run with other models, data or options; rerun with the same ones, or without --resume to start over");
+        if (JsonInput.String(json["method"], path, "method") != method) return [];
+        var trials = JsonInput.Array(json["trials"], path, "trials", MaxSweepTrials) ?? [];
+        return trials.Select((t, i) =>
+        {
+            string at = $"trials[{i}]";
+            bool diverged = JsonInput.Bool(t?["diverged"], path, $"{at}.diverged", false);
+            return new RateTrial(JsonInput.Double(t?["lr"], path, $"{at}.lr", 0, double.NaN),
+                diverged ? double.PositiveInfinity : JsonInput.Double(t?["logit_error"], path, $"{at}.logit_error", -1, double.NaN),
+                diverged ? 0 : JsonInput.Double(t?["agreement"], path, $"{at}.agreement", -1, double.NaN),
+                diverged, JsonInput.Double(t?["seconds"], path, $"{at}.seconds", -1, 0));
+        }).ToList();
+    }
+
+    /// <summary>Writes the sweep's finished trials (atomically).</summary>
+    internal void SaveSweep(string method, IReadOnlyList<RateTrial> trials)
+    {
+        System.IO.Directory.CreateDirectory(Directory);
+        var json = new JsonObject
+        {
+            ["run_key"] = RunKey, ["method"] = method,
+            ["trials"] = new JsonArray(trials.Select(t => (JsonNode)t.ToJson()).ToArray()),
+        };
+        AtomicFile.WriteAllText(Path.Combine(Directory, SweepFile), json.ToJsonString());
+    }
 
     /// <summary>The file of the next training phase of this run (phases are numbered in the order they train).</summary>
     internal string NextPhaseFile() => Path.Combine(Directory, $"train-{phases++}.ckpt");
@@ -228,6 +274,7 @@ public sealed class TrainingCheckpoints
         if (!Resume || !System.IO.Directory.Exists(Directory)) return;
         foreach (var path in System.IO.Directory.EnumerateFiles(Directory, "train-*.ckpt").Order(StringComparer.Ordinal))
             OpenOwn(path).Dispose();
+        LoadSweep("");
     }
 
     /// <summary>

@@ -51,7 +51,7 @@ sealed class MergeWorkFolder : IDisposable
                 lockFile.Dispose();
                 throw new FsMergeException($"{workDir}: holds checkpoints of an interrupted run; add --resume to continue it, or --overwrite to start over");
             }
-            foreach (var file in Directory.GetFiles(workDir, "train-*.ckpt")) File.Delete(file);
+            foreach (var file in TrainingCheckpoints.Files(workDir).ToList()) File.Delete(file);
         }
         log = new StreamWriter(new FileStream(Path.Combine(workDir, LogFile), FileMode.Append, FileAccess.Write, FileShare.Read)) { AutoFlush = true };
     }
