@@ -113,7 +113,7 @@ public class LabelFreeTests
             var firstLog = new List<string>();
             var inputs = Inputs(first, firstLog, _ => { if (firstLog.Count(l => l.Contains("lr sweep: lr")) == 2) first.Interrupt(); });
             var e = Assert.Throws<FsMergeException>(() => method.Merge(inputs, settings));
-            Assert.Contains("saved 2 of 3 rates", e.Message);
+            Assert.Contains("saved 2 of 3 short runs", e.Message);
             Assert.True(TrainingCheckpoints.ExistIn(dir));
             var log = new List<string>();
             using var resumed = method.Merge(Inputs(new TrainingCheckpoints(dir, 5, resume: true, "key"), log), settings).Merged!;
@@ -127,6 +127,29 @@ public class LabelFreeTests
         {
             Directory.Delete(dir, true);
         }
+    }
+
+    [Fact]
+    public void Init_auto_sweeps_every_start_at_every_rate_and_trains_the_best_pair()
+    {
+        var sources = Sources(2, [12, 10]);
+        var method = new DistillationMerge();
+        var settings = new MethodSettings(method, new Dictionary<string, string> { ["lr-grid"] = "0.1,0.01", ["steps"] = "30" });
+        Assert.Equal("auto", settings.String("init"));
+        var outcome = method.Merge(WithHeldOut(sources), settings);
+        Assert.Equal(["zipit|0.1", "zipit|0.01", "first|0.1", "first|0.01"], outcome.RateTrials.Select(t => $"{t.Init}|{t.Rate}"));
+        var best = outcome.RateTrials.Where(t => !t.Diverged).OrderBy(t => t.LogitError).ThenByDescending(t => t.Agreement).First();
+        var search = outcome.Details["lr_search"]!;
+        // The full run trains the best pair (or the next one, when its full run ends worse than its short one).
+        Assert.Contains(search["full_runs"]!.AsArray(), r => (string?)r!["init"] == best.Init && (double)r["lr"]! == best.Rate);
+        Assert.Equal((string)search["chosen_init"]!, outcome.Settings!.All["init"]);
+        Assert.Equal("--init auto", outcome.Settings.Origins["init"]);
+        // A given rate without held-out samples: nothing to choose with, the first candidate.
+        var given = method.Merge(MergeTests.Inputs(sources), new MethodSettings(method, new Dictionary<string, string> { ["lr"] = "0.01", ["steps"] = "30" }));
+        Assert.Equal("zipit", given.Settings!.All["init"]);
+        Assert.Empty(given.RateTrials);
+        var bad = Assert.Throws<FsMergeException>(() => method.Merge(WithHeldOut(sources), settings.With("init-candidates", "first,best", "flag")));
+        Assert.Contains("--init-candidates", bad.Message);
     }
 
     [Fact]

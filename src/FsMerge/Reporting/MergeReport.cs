@@ -140,11 +140,12 @@ internal static class MergeReport
         var swept = run.Methods.Where(m => m.RateTrials.Any(t => !t.Diverged)).ToList();
         if (swept.Count > 0)
         {
-            var lines = swept.Select(m =>
+            // One line per method and start (--init auto sweeps each start's rates).
+            var lines = swept.SelectMany(m => m.RateTrials.Where(t => !t.Diverged).GroupBy(t => t.Init).Select(g =>
             {
-                var fine = m.RateTrials.Where(t => !t.Diverged).OrderBy(t => t.Rate).ToList();
-                return new ChartSeries(m.Method, fine.Select(t => t.Rate).ToList(), fine.Select(t => t.LogitError).ToList());
-            }).ToList();
+                var fine = g.OrderBy(t => t.Rate).ToList();
+                return new ChartSeries(g.Key is null ? m.Method : $"{m.Method}, init {g.Key}", fine.Select(t => t.Rate).ToList(), fine.Select(t => t.LogitError).ToList());
+            })).ToList();
             // Log2 of the rate on the x axis (LineChart's log scale); diverged rates are left out.
             LineChart.Save(Path.Combine(dir, SweepPlot), "--lr auto: held-out logit error against the learning rate (lower is better)",
                 "learning rate (log2)", "held-out logit error", lines, logX: true);
@@ -303,13 +304,18 @@ internal static class MergeReport
             md.AppendLine();
             if (m.RateTrials.Count > 0)
             {
-                md.AppendLine($"`--lr auto` tried {m.RateTrials.Count} rates, each for a fraction of the steps, and scored each merged model on the " +
+                bool inits = m.RateTrials.Any(t => t.Init != null);
+                md.AppendLine($"`--lr auto` tried {m.RateTrials.Count} {(inits ? "(start, rate) pairs" : "rates")}, each for a fraction of the steps, and scored each merged model on the " +
                               "held-out unlabeled samples (mean over tasks of head t's logit error against source model t, each capped at 1; lower is better):\n");
-                md.AppendLine("| learning rate | held-out logit error | held-out agreement | seconds |");
-                md.AppendLine("|---|---|---|---|");
+                md.AppendLine($"| {(inits ? "start | " : "")}learning rate | held-out logit error | held-out agreement | seconds |");
+                md.AppendLine($"|{(inits ? "---|" : "")}---|---|---|---|");
                 foreach (var t in m.RateTrials)
-                    md.AppendLine(t.Diverged ? $"| {t.Rate:G4} | diverged | | {t.Seconds:F1} |"
-                        : $"| {t.Rate:G4}{(t.Rate.ToString("G6", CultureInfo.InvariantCulture) == m.Options.GetValueOrDefault("lr") ? " (chosen)" : "")} | {t.LogitError:F4} | {Percent(t.Agreement)} % | {t.Seconds:F1} |");
+                {
+                    string start = inits ? $"{t.Init} | " : "";
+                    bool chosen = t.Rate.ToString("G6", CultureInfo.InvariantCulture) == m.Options.GetValueOrDefault("lr") && (t.Init is null || t.Init == m.Options.GetValueOrDefault("init"));
+                    md.AppendLine(t.Diverged ? $"| {start}{t.Rate:G4} | diverged | | {t.Seconds:F1} |"
+                        : $"| {start}{t.Rate:G4}{(chosen ? " (chosen)" : "")} | {t.LogitError:F4} | {Percent(t.Agreement)} % | {t.Seconds:F1} |");
+                }
                 md.AppendLine();
             }
             var recoveries = m.LossCurves.SelectMany(c => c.Recoveries.Select(r => (c.Phase, r))).ToList();

@@ -130,8 +130,9 @@ public sealed record FsMergeSeqOptions : TrainingOptions
 public sealed record DistillOptions : TrainingOptions
 {
     public override string Method => "distill";
-    /// <summary>The student's start: first, average, zipit or cca.</summary>
+    /// <summary>The student's start: first, average, zipit or cca, or auto (swept with the rates: <see cref="InitCandidates"/>).</summary>
     public string? Init { get; init; }
+    public string[]? InitCandidates { get; init; }
     /// <summary>final (the heads' feature) or layers (every unmerge site too).</summary>
     public string? Match { get; init; }
 }

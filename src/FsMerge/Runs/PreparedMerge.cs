@@ -292,7 +292,8 @@ sealed class PreparedMerge : IDisposable
             text.AppendLine($"optimized parameters: {N(optimized)}");
             text.AppendLine($"steps: {epochs} epochs x {perEpoch} batch(es) of {batch} (of {samples} merge samples) = {N(epochs * perEpoch)}");
             if (LearningRateSearch.Applies(Settings))
-                text.AppendLine($"--lr auto: first {Settings.Doubles("lr-grid").Length} short runs of {Settings.String("sweep-fraction")} x the steps, one per rate of --lr-grid, scored on the held-out samples");
+                text.AppendLine($"--lr auto: first {LearningRateSearch.TrialCount(Settings)} short runs of {Settings.String("sweep-fraction")} x the steps, one per rate of --lr-grid" +
+                                (Settings.Has("init") && Settings.String("init") == MethodOption.Auto ? " and start of --init-candidates" : "") + ", scored on the held-out samples");
         }
         else text.AppendLine("optimized parameters: none (the method computes its result in closed form)");
 

@@ -21,10 +21,8 @@ internal static class TimeEstimate
 
     public static (double Seconds, string How) Measure(IMergeMethod method, MethodSettings settings, MergeInputs inputs)
     {
-        // Timed at a fixed rate (--lr auto's first candidate): the sweep's runs cost what runs of their length cost.
-        var timed = LearningRateSearch.Applies(settings)
-            ? settings.With("lr", settings.Doubles("lr-grid")[0].ToString(CultureInfo.InvariantCulture), "dry run")
-            : settings;
+        // Timed at the sweep's first candidate (rate and start): the sweep's runs cost what runs of their length cost.
+        var timed = LearningRateSearch.Applies(settings) ? LearningRateSearch.FirstCandidate(settings) : settings;
         return method is ITrainedMergeMethod ? Trained(method, settings, timed, inputs) : ClosedForm(method, timed, inputs);
     }
 
@@ -74,7 +72,7 @@ internal static class TimeEstimate
         string how = $"measured just now: {method.Name} ran {probeEpochs} epochs of {probePerEpoch} step(s) per phase in {wall:F2} s; " +
                      $"step time per phase (median past the first step): {phases}; {fixedCost:F2} s fixed + {steps} steps{subset}";
         if (!LearningRateSearch.Applies(settings)) return (run, how);
-        int rates = settings.Doubles("lr-grid").Length;
+        int rates = LearningRateSearch.TrialCount(settings);
         long sweepSteps = Math.Max(1, (long)Math.Round(epochs * settings.Double("sweep-fraction"))) * perEpoch;
         double shortRun = fixedCost + Math.Max(0, sweepSteps - 1) * stepCost;
         double total = run + rates * shortRun;
