@@ -20,6 +20,7 @@ sealed class BenchCommand : ICommand
     public IReadOnlyList<OptionSpec> Options =>
     [
         new("sections", "S,S,..", $"vit: sections to run, each into OUT/vit-SECTION.* ({string.Join(", ", VitBench.SectionNames)}; default all; the others need 'pairs' done first)"),
+        new("settings", "K,K,..", $"mlp: settings to run, by key ({string.Join(", ", MlpBench.Settings(false).Select(s => s.Key))}; default all)"),
         new("head", "linear|cosine", "vit: the source models' heads: linear, or cosine (CLIP-like: projection, L2 normalization, one logit scale for every head, as the paper's joint accuracy assumes)", "linear"),
         new("quick", null, "one setting, one seed, shorter training: a few minutes"),
         new("lr-auto", null, $"mlp, vit, bert: beside each method whose rate is chosen on the labelled validation split, a '(lr auto)' row whose rate --lr auto chooses from the same grid on {HeldOutPerTask} held-out unlabeled train images per task (the cost of having no labels)"),
@@ -75,6 +76,7 @@ sealed class BenchCommand : ICommand
             Quick = args.Has("quick"), LrAuto = args.Has("lr-auto"),
             Seeds = args.Has("seeds") ? args.Int("seeds", min: 1) : 5,
             Resume = args.Has("resume"),
+            Only = args.Get("settings")?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries),
             DataPerTask = args.Has("samples") ? args.Int("samples", min: 1) : 64,
             OutDir = args.Require("out"),
             DataDir = Common.DataDir(args),

@@ -24,6 +24,8 @@ internal sealed class MlpBenchOptions
     public int DataPerTask { get; init; } = 64;
     /// <summary>Keep the settings already finished in OUT/mlp.json (all seeds) and run only the rest.</summary>
     public bool Resume { get; init; }
+    /// <summary>Only these settings (by key, e.g. mnist-d2-w128), or all.</summary>
+    public IReadOnlyList<string>? Only { get; init; }
     public required string OutDir { get; init; }
     public required string DataDir { get; init; }
     public Device Device { get; init; } = CPU;
@@ -81,7 +83,10 @@ internal static class MlpBench
     {
         var (results, chosen) = o.Resume ? BenchRunner.Finished(o.OutDir, "mlp", o.Quick ? 1 : o.Seeds) : ([], new JsonObject());
         var clock = Stopwatch.StartNew();
-        foreach (var setting in Settings(o.Quick))
+        var all = Settings(o.Quick);
+        if (o.Only?.FirstOrDefault(k => all.All(s => s.Key != k)) is { } unknown)
+            throw new FsMergeException($"bench mlp --settings: '{unknown}' is not a setting; expected some of {string.Join(", ", all.Select(s => s.Key))}");
+        foreach (var setting in all.Where(s => o.Only is null || o.Only.Contains(s.Key)))
         {
             if (results.Any(r => r.Setting == setting.Key))
             {
@@ -125,7 +130,7 @@ internal static class MlpBench
 
     static void Write(MlpBenchOptions o, List<BenchResult> results, JsonObject chosen, TimeSpan elapsed) =>
         BenchRunner.Write(o.OutDir, "mlp", "MLP merging benchmark",
-            $"./fsmerge bench mlp{(o.Quick ? " --quick" : "")}{(o.LrAuto ? " --lr-auto" : "")} --seeds {o.Seeds} --out {o.OutDir}",
+            $"./fsmerge bench mlp{(o.Quick ? " --quick" : "")}{(o.LrAuto ? " --lr-auto" : "")}{(o.Only is null ? "" : $" --settings {string.Join(",", o.Only)}")} --seeds {o.Seeds} --out {o.OutDir}",
             $"{o.DataPerTask} unlabeled merge images per task", results, chosen, elapsed, Title,
             (section, key) => section == "width" ? key.Split('-')[2] : key.Split('-')[1]);
 
