@@ -153,6 +153,24 @@ public class LabelFreeTests
     }
 
     [Fact]
+    public void Fs_merge_sweeps_its_starts_on_mlps_and_skips_a_dense_start_for_a_diagonal_low_rank_merge()
+    {
+        var sources = Sources(2, [12, 10]);
+        var method = new FsMergeMethod();
+        var mlp = new MethodSettings(method, new Dictionary<string, string> { ["lr-grid"] = "0.1", ["steps"] = "20" }, sources[0].Config.Arch);
+        Assert.Equal("auto", mlp.String("init"));
+        Assert.Equal("default for mlp", mlp.Origins["init"]);
+        var outcome = method.Merge(WithHeldOut(sources), mlp);
+        Assert.Equal(["zipit", "first"], outcome.RateTrials.Select(t => t.Init));
+        var log = new List<string>();
+        var lowRank = new MethodSettings(method, new Dictionary<string, string> { ["init"] = "auto", ["type"] = "diagonal-low-rank", ["rank"] = "2", ["lr"] = "0.01", ["steps"] = "20" });
+        var narrowed = method.Merge(WithHeldOut(sources, log: log), lowRank);
+        Assert.Equal("first", narrowed.Settings!.All["init"]);
+        Assert.Empty(narrowed.RateTrials);
+        Assert.Contains(log, l => l.Contains("skips zipit") && l.Contains("--type full"));
+    }
+
+    [Fact]
     public void Method_auto_keeps_the_candidate_with_the_lowest_held_out_error_and_says_why()
     {
         var sources = Sources(2, [12, 10]);

@@ -71,7 +71,8 @@ public class LibraryApiTests : IClassFixture<BadInputTests.Models>
         var request = new MergeRequest
         {
             Sources = [new SourceRequest { Model = models.A, Samples = 16 }, new SourceRequest { Model = models.B, Samples = 16 }],
-            Options = new FsMergeOptions { Lr = 0.01, Epochs = 40 },
+            // A given start and rate: no sweep, so the cancel lands in the checkpointed training phase.
+            Options = new FsMergeOptions { Lr = 0.01, Epochs = 40, Init = "first" },
             HeldOut = 4,
             Threads = 1,
             Output = tmp.Sub("out"),

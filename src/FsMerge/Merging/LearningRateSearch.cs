@@ -56,6 +56,27 @@ internal static class LearningRateSearch
     /// <summary>The number of short runs the sweep trains (rates × starts).</summary>
     public static int TrialCount(MethodSettings settings) => Rates(settings).Length * Inits(settings).Length;
 
+    /// <summary>
+    /// With --init auto: --init-candidates checked against the method's starts (<paramref name="known"/>), those this
+    /// merge cannot use dropped (<paramref name="unusable"/> says why, or null), and a single one left taken as the start.
+    /// </summary>
+    public static MethodSettings UsableInits(string method, MethodSettings settings, IReadOnlyCollection<string> known, Func<string, string?> unusable, Action<string>? log)
+    {
+        if (!Auto(settings, "init")) return settings;
+        var candidates = Inits(settings).Select(c => c!).ToList();
+        if (candidates.Count == 0 || candidates.Any(c => !known.Contains(c)))
+            throw new FsMergeException($"{method}: --init-candidates '{settings.String("init-candidates")}': expected a comma-separated list of {string.Join(", ", known)}");
+        var usable = new List<string>();
+        foreach (var candidate in candidates)
+            if (unusable(candidate) is { } why) log?.Invoke($"{method} --init auto: skips {candidate} ({why})");
+            else usable.Add(candidate);
+        if (usable.Count == 0)
+            throw new FsMergeException($"{method}: none of --init-candidates ({string.Join(", ", candidates)}) can start this merge ({unusable(candidates[0])}); give --init");
+        return usable.Count == 1
+            ? settings.With("init", usable[0], "--init auto (the only usable candidate)")
+            : settings.With("init-candidates", string.Join(",", usable), settings.Origins["init-candidates"]);
+    }
+
     /// <summary>The settings of the sweep's first candidate (for timing it: the dry run).</summary>
     public static MethodSettings FirstCandidate(MethodSettings settings) => At(settings, Rates(settings)[0], Inits(settings)[0]);
 

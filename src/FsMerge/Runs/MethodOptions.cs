@@ -101,8 +101,9 @@ public sealed record FsMergeOptions : TrainingOptions
     public override string Method => "fs-merge";
     /// <summary>global or local.</summary>
     public string? Scope { get; init; }
-    /// <summary>first, average, random, zipit, cca or rebasin.</summary>
+    /// <summary>first, average, random, zipit, cca or rebasin, or auto (swept with the rates: <see cref="InitCandidates"/>).</summary>
     public string? Init { get; init; }
+    public string[]? InitCandidates { get; init; }
     /// <summary>full, diagonal, low-rank or diagonal-low-rank.</summary>
     public string? Type { get; init; }
     public int? Rank { get; init; }

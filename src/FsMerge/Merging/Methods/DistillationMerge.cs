@@ -52,13 +52,9 @@ internal sealed class DistillationMerge : ITrainedMergeMethod
 
     public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings)
     {
-        if (settings.String("init") == MethodOption.Auto)
-        {
-            var candidates = settings.String("init-candidates").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-            if (candidates.Length == 0 || candidates.Any(c => !Inits.ContainsKey(c)))
-                throw new FsMergeException($"distill: --init-candidates '{settings.String("init-candidates")}': expected a comma-separated list of {string.Join(", ", Inits.Keys)}");
-            if (Uneven(inputs.Sites) != null) settings = settings.With("init-candidates", "zipit", "--width (only ZipIt's start narrows)");
-        }
+        bool uneven = Uneven(inputs.Sites) != null;
+        settings = LearningRateSearch.UsableInits(Name, settings, Inits.Keys,
+            init => uneven && init != "zipit" ? "a merge narrower than its models (--width) starts only from zipit" : null, inputs.Log);
         return LearningRateSearch.Merge(this, inputs, settings, Distill);
     }
 

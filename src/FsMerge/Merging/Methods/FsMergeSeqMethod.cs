@@ -21,7 +21,7 @@ internal sealed class FsMergeSeqMethod : IMergeMethod
 
     public IReadOnlyList<MethodOption> Options =>
     [
-        .. new FsMergeMethod().Options.Where(o => o.Name is not ("scope" or "targets" or "init")),
+        .. new FsMergeMethod().Options.Where(o => o.Name is not ("scope" or "targets" or "init" or "init-candidates")),
         new("stage-epochs", "", "comma-separated epochs per stage (N - 1 values); empty = --epochs for every stage"),
     ];
 
