@@ -46,6 +46,11 @@ public class LabelFreeTests
         var mlp = new MethodSettings(new DistillationMerge(), new Dictionary<string, string>(), new Mlp());
         Assert.Equal(("sgd", "0", "default for mlp"), (mlp.All["optimizer"], mlp.All["batch"], mlp.Origins["batch"]));
         Assert.False(mlp.Has("type"));   // an architecture default the method lacks is not added
+        // A "method:option" default is that method's only: FS-Merge on a ViT sweeps Re-Basin's start and model 1's,
+        // distillation keeps its own candidates.
+        Assert.Equal(("auto", "rebasin,first", "default for vit"), (vit.All["init"], vit.All["init-candidates"], vit.Origins["init-candidates"]));
+        var distill = new MethodSettings(new DistillationMerge(), new Dictionary<string, string>(), new Vit());
+        Assert.Equal(("auto", "zipit,first", "default"), (distill.All["init"], distill.All["init-candidates"], distill.Origins["init-candidates"]));
     }
 
     [Fact]

@@ -126,9 +126,13 @@ public sealed class MethodSettings
         this.method = method;
         values = method.Options.ToDictionary(o => o.Name, o => o.Default);
         origins = method.Options.ToDictionary(o => o.Name, _ => "default");
-        foreach (var (key, value) in architecture?.MergeDefaults ?? new Dictionary<string, string>())
-            if (values.ContainsKey(key))
-                (values[key], origins[key]) = (value, $"default for {architecture!.Name}");
+        // Shared keys first, so that a "method:option" key of this method overrides them.
+        foreach (var (key, value) in (architecture?.MergeDefaults ?? new Dictionary<string, string>()).OrderBy(kv => kv.Key.Contains(':')))
+        {
+            var name = key.StartsWith(method.Name + ":", StringComparison.Ordinal) ? key[(method.Name.Length + 1)..] : key;
+            if (values.ContainsKey(name))
+                (values[name], origins[name]) = (value, $"default for {architecture!.Name}");
+        }
         foreach (var (key, value) in given)
         {
             if (!values.ContainsKey(key))

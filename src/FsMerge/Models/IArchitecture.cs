@@ -63,7 +63,8 @@ public interface IArchitecture
 
     /// <summary>
     /// This architecture's defaults for the trained merge methods' options, by option name (the paper's settings:
-    /// spec §4.6 for MLPs, §7.4-7.7 for transformers). A method takes those it has; the user's values override them.
+    /// spec §4.6 for MLPs, §7.4-7.7 for transformers), or "method:option" for one method only. A method takes those
+    /// it has; the user's values override them.
     /// </summary>
     IReadOnlyDictionary<string, string> MergeDefaults { get; }
 

@@ -24,7 +24,7 @@ internal sealed class FsMergeMethod : ITrainedMergeMethod
         new("scope", "global", "global (one SuperNet, fold every step) or local (one problem per hidden layer; MLPs)"),
         new("init", "first", "first, average, random, zipit (ZipIt's M/U; attention head-aware), cca (CCA Merge's M/U; zipit and cca are dense) or rebasin (every model permuted onto model 1 by head-aware activation matching, then average); " +
             "or auto: each of --init-candidates is swept with the rates of --lr auto and the best (start, rate) on the held-out samples trains", Example: "first"),
-        new("init-candidates", "zipit,first", "the starts --init auto tries (each one costs a sweep; zipit and cca are skipped unless --type full; the first is taken when there is nothing to choose with)"),
+        new("init-candidates", "zipit,first", "the starts --init auto tries (each one costs a sweep; zipit and cca are skipped unless --type full, rebasin for a merge narrower than its models; the first is taken when there is nothing to choose with)"),
         new("type", "full", "M/U parameterization: full, diagonal, low-rank or diagonal-low-rank"),
         new("rank", "16", "rank r of the low-rank part (sites wider than the head-input width get proportionally more)"),
         new("targets", "all", "all: every model's feature for every sample (MLP, spec §4.2); own: only the sample's own model (transformers, spec §7.2)"),
@@ -37,8 +37,10 @@ internal sealed class FsMergeMethod : ITrainedMergeMethod
     public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings)
     {
         var type = settings.String("type");
-        settings = LearningRateSearch.UsableInits(Name, settings, Inits,
-            init => init is "zipit" or "cca" && type != "full" ? $"it needs --type full; this merge's is {type}" : null, inputs.Log);
+        bool uneven = inputs.Sites.Sites.Any(s => s.ModelWidths.Any(w => w != s.MergedWidth));
+        settings = LearningRateSearch.UsableInits(Name, settings, Inits, init =>
+            init is "zipit" or "cca" && type != "full" ? $"it needs --type full; this merge's is {type}"
+            : init == "rebasin" && uneven ? "it needs every model as wide as the merge" : null, inputs.Log);
         return LearningRateSearch.Merge(this, inputs, settings, (i, s) => Train(i, s).Outcome);
     }
 
