@@ -62,10 +62,17 @@ internal static class Probing
     /// </summary>
     public static List<Dictionary<string, Tensor>> OnAllData(MergeInputs inputs, IReadOnlyCollection<string> points, int? maxImages = null)
     {
+        var images = AllImages(inputs, maxImages);
+        return inputs.Sources.Select(m => Collect(m, images, points)).ToList();
+    }
+
+    /// <summary>Every task's merge images in task order, or <paramref name="maxImages"/> of them evenly spaced.</summary>
+    public static Tensor AllImages(MergeInputs inputs, int? maxImages = null)
+    {
         var images = torch.cat(Enumerable.Range(0, inputs.Data.Count).Select(inputs.Images).ToArray(), 0);
         if (maxImages is { } most && images.shape[0] > most)
             images = images.index_select(0, torch.linspace(0, images.shape[0] - 1, most).to(ScalarType.Int64).to(images.device));
-        return inputs.Sources.Select(m => Collect(m, images, points)).ToList();
+        return images;
     }
 
     /// <summary>Pearson correlation [p, q] (float64) between the columns of <paramref name="a"/> [n, p] and <paramref name="b"/> [n, q].</summary>

@@ -170,6 +170,7 @@ public sealed record PLeaSOptions : MethodOptions
     public double? Ridge { get; init; }
     /// <summary>permutation (the paper) or zipit.</summary>
     public string? Matching { get; init; }
+    public int? MaxImages { get; init; }
 }
 
 /// <summary>RegMean (regmean).</summary>

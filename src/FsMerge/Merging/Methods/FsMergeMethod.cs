@@ -130,7 +130,7 @@ internal sealed class FsMergeMethod : ITrainedMergeMethod
     /// <summary>Size of θ for these settings: every site's M/U factors plus the merged-space parameters.</summary>
     public long OptimizedParameterCount(MergeInputs inputs, MethodSettings settings)
     {
-        var type = settings.String("init", Inits) is "zipit" or "cca"
+        var type = settings.String("init") is "zipit" or "cca"   // (auto: the type decides; zipit and cca need full)
             ? MuType.Full : ParseType(settings.String("type", "full", "diagonal", "low-rank", "diagonal-low-rank"));
         int rank = settings.Int("rank", min: 1);
         long baseWidth = inputs.Sites[inputs.Sites.HeadInput].MergedWidth;
