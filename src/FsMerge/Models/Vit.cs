@@ -59,7 +59,7 @@ internal sealed class Vit : IArchitecture
     /// low-rank M/U reconstructing each sample's own model without normalization, rates 1e-2…1e-4; 800 steps
     /// (the CPU-scale bench's FS-Merge budget, 200 epochs of the paper's 4 steps each). FS-Merge's start is chosen
     /// with the rate (--init auto) between Re-Basin's (the sources permuted onto model 1, head-aware) and model 1's:
-    /// Re-Basin's led by 5.1 points per task on the first ViT pair of bench vit, by 6.1 and 6.3 on two of the three
+    /// Re-Basin's led by 5.1 points per task on the first ViT pair of bench vit (tied on the second), by 6.1 and 6.3 on two of the three
     /// BERT pairs of bench bert (1.0 behind on the third) and by 6.3 on an unseen ViT pair.
     /// </summary>
     public static readonly IReadOnlyDictionary<string, string> TransformerMergeDefaults = new Dictionary<string, string>
