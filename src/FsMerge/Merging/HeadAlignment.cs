@@ -172,7 +172,7 @@ internal static class HeadAlignment
     public static List<Dictionary<string, Tensor>> FromMergeData(MergeInputs inputs, HeadAlignmentOptions options, IEnumerable<AlignmentUnit>? units = null)
     {
         var sites = inputs.Sites;
-        var probed = Probing.OnAllData(inputs, sites.Spaces.Select(s => sites.ProbePoint(s.Key)).ToList());
+        var probed = Probing.OnAllData(inputs, sites.Spaces.Select(s => sites.ProbePoint(s.Key)).ToList(), Probing.MatchingImages);
         var maps = FromFeatures(sites, probed, options, units);
         foreach (var tensor in probed.SelectMany(byPoint => byPoint.Values)) tensor.Dispose();
         return maps;

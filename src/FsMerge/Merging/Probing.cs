@@ -66,6 +66,14 @@ internal static class Probing
         return inputs.Sources.Select(m => Collect(m, images, points)).ToList();
     }
 
+    /// <summary>
+    /// The merge images whose activations give the activation-matching methods' correlations (ZipIt, Re-Basin's
+    /// activation matching and their use as starts): evenly spaced, as Opt and CCA take theirs. Every probe point of
+    /// N transformers on every token is held at once: four ViTs on 4,400 images (17 tokens each) ran out of memory.
+    /// Pairs of the benches (1,632 images at most) are unaffected.
+    /// </summary>
+    public const int MatchingImages = 2048;
+
     /// <summary>Every task's merge images in task order, or <paramref name="maxImages"/> of them evenly spaced.</summary>
     public static Tensor AllImages(MergeInputs inputs, int? maxImages = null)
     {

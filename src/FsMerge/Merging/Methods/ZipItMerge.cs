@@ -37,7 +37,7 @@ internal sealed class ZipItMerge : IMergeMethod
     {
         var sites = inputs.Sites;
         var result = new Dictionary<string, Tensor>();
-        var probed = Probing.OnAllData(inputs, sites.Spaces.Select(s => sites.ProbePoint(s.Key)).ToList());
+        var probed = Probing.OnAllData(inputs, sites.Spaces.Select(s => sites.ProbePoint(s.Key)).ToList(), Probing.MatchingImages);
         var attention = HeadAlignment.Units(sites, heads.HeadAware).Where(u => u.Heads > 1).ToList();
         var aligned = attention.SelectMany(u => u.Spaces).ToHashSet();
         if (attention.Count > 0)
