@@ -1,3 +1,4 @@
+using FsMerge.Models;
 using FsMerge.Data;
 using TorchSharp;
 
@@ -6,6 +7,14 @@ namespace FsMerge.Cli.Commands;
 /// <summary>Options every compute command takes, and their interpretation.</summary>
 static class Common
 {
+    /// <summary>
+    /// The architecture defaults as flags, <paramref name="quote"/> around each: "--type full", and a default for one
+    /// method only ("fs-merge:init") as "--init auto (fs-merge)".
+    /// </summary>
+    public static string ArchitectureDefaults(string architecture, string quote = "") =>
+        string.Join(", ", Architectures.Get(architecture).MergeDefaults.Select(kv => kv.Key.Split(':') is [var method, var option]
+            ? $"{quote}--{option} {kv.Value}{quote} ({method})" : $"{quote}--{kv.Key} {kv.Value}{quote}"));
+
     public static readonly OptionSpec Data = new("data-dir", "DIR", "the datasets' folder (default: $FSMERGE_DATA, else data/ in the repository)", OldNames: ["data"]);
     public static readonly OptionSpec Device = new("device", "NAME", "cpu, cuda or cuda:N", "cpu");
     public static readonly OptionSpec Threads = new("threads", "N", "CPU threads for LibTorch (0 = one per physical core, waiting passively; docs/threads.md)", "0", Short: "-j");

@@ -68,7 +68,7 @@ sealed class MergeCommand : ICommand
         lines.Add("defaults that depend on the sources' architecture (they replace the defaults above; a flag or the config file replaces both;");
         lines.Add("the dry run, merge.json and report.md say where each value came from):");
         foreach (var name in Architectures.Names)
-            lines.Add($"  {name}: {string.Join(", ", Architectures.Get(name).MergeDefaults.Select(kv => $"--{kv.Key} {kv.Value}"))}");
+            lines.Add($"  {name}: {Common.ArchitectureDefaults(name)}");
         return string.Join(Environment.NewLine, lines);
     }
 

@@ -100,7 +100,7 @@ sealed class ReferenceCommand : ICommand
         md.AppendLine("Defaults that depend on the sources' architecture replace the ones above (a flag or the config file replaces both):");
         md.AppendLine();
         foreach (var name in Architectures.Names)
-            md.AppendLine($"- {name}: {string.Join(", ", Architectures.Get(name).MergeDefaults.Select(kv => $"`--{kv.Key} {kv.Value}`"))}");
+            md.AppendLine($"- {name}: {Common.ArchitectureDefaults(name, "`")}");
     }
 
     static void AppendConfigFile(StringBuilder md)
