@@ -21,7 +21,7 @@ internal sealed record FuzzTarget(string Name, string Path, IReadOnlyList<byte[]
 /// <summary>The readers a user's files reach, each with seed files FsMerge writes (see <see cref="Fuzzer"/>).</summary>
 internal static class FuzzTargets
 {
-    public static readonly string[] Names = ["safetensors", "index", "config", "yaml", "idx", "image", "text", "vocab", "tokenizer", "checkpoint"];
+    public static readonly string[] Names = ["safetensors", "index", "config", "yaml", "idx", "image", "text", "vocab", "tokenizer", "checkpoint", "sweep"];
 
     /// <summary>Builds every target (or those in <paramref name="only"/>) in folders under <paramref name="work"/>.</summary>
     public static List<FuzzTarget> Create(string work, IReadOnlyCollection<string>? only = null)
@@ -45,6 +45,7 @@ internal static class FuzzTargets
                 "text" => TextTarget(dir),
                 "vocab" => VocabTarget(dir),
                 "tokenizer" => TokenizerTarget(dir),
+                "sweep" => SweepTarget(dir),
                 _ => CheckpointTarget(dir),
             });
         }
@@ -248,6 +249,15 @@ internal static class FuzzTargets
         TokenizerFiles.Write(seedDir, Vocabulary().Tokens, TokenizerSettings.HuggingFace, TextFolder.SequenceLength);
         var seed = File.ReadAllBytes(System.IO.Path.Combine(seedDir, TokenizerFiles.ConfigFile));
         return new("tokenizer", System.IO.Path.Combine(dir, TokenizerFiles.ConfigFile), [seed], Text: true, Read: () => TokenizerFiles.Read(dir));
+    }
+
+    /// <summary>The --lr auto sweep's checkpoint (lr-sweep.json), as a resumed run reads it.</summary>
+    static FuzzTarget SweepTarget(string dir)
+    {
+        var checkpoints = new TrainingCheckpoints(dir, every: 1, resume: true, runKey: "fuzz");
+        checkpoints.SaveSweep("distill", [new RateTrial(0.01, 0.25, 0.75, false, 1.5, "zipit"), new RateTrial(0.1, double.PositiveInfinity, 0, true, 0.5, "first")]);
+        var path = System.IO.Path.Combine(dir, "lr-sweep.json");
+        return new("sweep", path, [File.ReadAllBytes(path)], Text: true, Read: () => checkpoints.LoadSweep("distill"));
     }
 
     static FuzzTarget CheckpointTarget(string dir)

@@ -114,11 +114,14 @@ public sealed class SiteTable
         return (sites.FirstOrDefault(s => s.Kind == SiteKind.Unmerge) ?? sites[0]).Name;
     }
 
+    /// <summary>A site (of those <paramref name="where"/> picks) where some model is not as wide as the merge (--width), or null.</summary>
+    public Site? NarrowedSite(Func<Site, bool>? where = null) =>
+        Sites.FirstOrDefault(s => (where is null || where(s)) && s.ModelWidths.Any(w => w != s.MergedWidth));
+
     /// <summary>Methods that pair neurons by index or by permutation need every model as wide as the merge (at the sites <paramref name="where"/> picks).</summary>
     public void RequireEqualWidths(string method, Func<Site, bool>? where = null)
     {
-        var site = Sites.FirstOrDefault(s => (where is null || where(s)) && s.ModelWidths.Any(w => w != s.MergedWidth));
-        if (site != null)
+        if (NarrowedSite(where) is { } site)
             throw new FsMergeException($"{method}: site {site.Name} has widths {string.Join(", ", site.ModelWidths)} into {site.MergedWidth}; {method} needs equal widths");
     }
 }

@@ -52,14 +52,12 @@ internal sealed class DistillationMerge : ITrainedMergeMethod
 
     public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings)
     {
-        bool uneven = Uneven(inputs.Sites) != null;
+        bool uneven = inputs.Sites.NarrowedSite() != null;
         settings = LearningRateSearch.UsableInits(Name, settings, Inits.Keys,
             init => uneven && init != "zipit" ? "a merge narrower than its models (--width) starts only from zipit" : null, inputs.Log);
         return LearningRateSearch.Merge(this, inputs, settings, Distill);
     }
 
-    /// <summary>A site where some model is not as wide as the merge (--width), or null.</summary>
-    static Site? Uneven(SiteTable sites) => sites.Sites.FirstOrDefault(s => s.ModelWidths.Any(w => w != s.MergedWidth));
 
     MergeOutcome Distill(MergeInputs inputs, MethodSettings settings)
     {
@@ -68,7 +66,7 @@ internal sealed class DistillationMerge : ITrainedMergeMethod
         var optimizer = OptimizerSettings.From(settings, inputs.Data.Sum(d => (long)d.Count));
         var sites = inputs.Sites;
         var target = inputs.Target;
-        if (init != "zipit" && Uneven(sites) is { } uneven)
+        if (init != "zipit" && sites.NarrowedSite() is { } uneven)
             throw new FsMergeException($"distill: --init {init} needs every model as wide as the merge (site {uneven.Name}: {string.Join(", ", uneven.ModelWidths)} into {uneven.MergedWidth}); use --init zipit or drop --width");
 
         var matrices = Inits[init](inputs);

@@ -37,7 +37,7 @@ internal sealed class FsMergeMethod : ITrainedMergeMethod
     public MergeOutcome Merge(MergeInputs inputs, MethodSettings settings)
     {
         var type = settings.String("type");
-        bool uneven = inputs.Sites.Sites.Any(s => s.ModelWidths.Any(w => w != s.MergedWidth));
+        bool uneven = inputs.Sites.NarrowedSite() != null;
         settings = LearningRateSearch.UsableInits(Name, settings, Inits, init =>
             init is "zipit" or "cca" && type != "full" ? $"it needs --type full; this merge's is {type}"
             : init == "rebasin" && uneven ? "it needs every model as wide as the merge" : null, inputs.Log);
