@@ -96,9 +96,9 @@ internal static class BertBench
     }
 
     /// <summary>
-/// Distillation (60 epochs) and FS-Merge (early stopping on held-out validation sequences) on the first pair with
-/// 16 … 1024 sequences per task.
-/// </summary>
+    /// The ensemble, CCA Merge, PLeaS, distillation (60 epochs, from model 1 and from ZipIt's merge) and FS-Merge (early
+    /// stopping on held-out validation sequences) on the first pair with 16 … 1024 sequences per task.
+    /// </summary>
     static void Curve(BertBenchOptions o, List<BenchResult> results, JsonObject chosen, Action<string> log)
     {
         var (a, b) = Pairs[0];
@@ -109,12 +109,12 @@ internal static class BertBench
         double ChosenLr(string label) => chosen.TryGetPropertyValue($"{a}+{b} {label}", out var picked) ? picked!.GetValue<double>() : 1e-3;
         var method = FsMergeLowRank("80", ("early-stop", "8"), ("patience", "5")) with { LrGrid = [] };
         method.Options["lr"] = ChosenLr(method.Label).ToString(System.Globalization.CultureInfo.InvariantCulture);
-        var distillation = Methods(false).Single(m => m.Label == "distillation");
-        distillation = distillation with { LrGrid = [ChosenLr(distillation.Label)] };
+        BenchMethod AtChosenLr(string label) => Methods(false).Single(m => m.Label == label) with { LrGrid = [ChosenLr(label)] };
+        BenchMethod Untrained(string method) => Methods(false).Single(m => m.Method == method);
         foreach (var n in CurveSizes)
         {
             var data = splits.Select((s, i) => MergeData.Sample(s.Train, n, 10 + i)).ToList();
-            BenchRunner.RunSeed($"n={n}", "curve", 1, [Methods(false)[0], Methods(false).Single(m => m.Method == "cca"), distillation, method], sources, data, splits, new(), chosen, results, o.Device, log, heldOut);
+            BenchRunner.RunSeed($"n={n}", "curve", 1, [Untrained("ensemble"), Untrained("cca"), Untrained("pleas"), AtChosenLr("distillation"), AtChosenLr("distillation, ZipIt init"), method], sources, data, splits, new(), chosen, results, o.Device, log, heldOut);
         }
         foreach (var s in sources) s.Dispose();
     }

@@ -79,6 +79,7 @@ internal static class VitBench
     static (string, string)[] SequentialLowRank(int rank) => [("normalize", "false"), ("type", "diagonal-low-rank"), ("rank", rank.ToString())];
 
     static readonly BenchMethod Cca = new("CCA Merge", "cca", new(), []);
+    static readonly BenchMethod Pleas = new("PLeaS", "pleas", new(), []);
 
     const string Distillation = "distillation", DistillationZipIt = "distillation, ZipIt init", FsDiagonal = "FS-Merge diagonal", FsLowRank = "FS-Merge low rank";
 
@@ -93,7 +94,7 @@ internal static class VitBench
             new("RegMean", "regmean", new() { ["alpha"] = "0.9" }, []),
             new("Opt", "opt", new() { ["max-images"] = "2048" }, []),
             Cca,
-            new("PLeaS", "pleas", new(), []),
+            Pleas,
         };
         methods.AddRange(HeadAlignmentRows);
         methods.AddRange(TrainedMethods(steps, items, lrs));
@@ -162,7 +163,7 @@ internal static class VitBench
             else if (lrs.Count == 0)
             {
                 RestoreChosen(BenchRunner.Finished(o.OutDir, "vit-pairs", seeds).Chosen, PairName(Pairs[0]), lrs);
-                if (!lrs.ContainsKey(FsLowRank))
+                if (new[] { FsLowRank, FsDiagonal, Distillation, DistillationZipIt }.FirstOrDefault(label => !lrs.ContainsKey(label)) is not null)
                     throw new FsMergeException($"bench vit: section '{section}' uses the learning rates chosen on the first pair; run 'bench vit --sections pairs' into {o.OutDir} first");
             }
 
@@ -212,7 +213,9 @@ internal static class VitBench
                         [
                             new("ensemble", "ensemble", new(), []),
                             Cca,
+                            Pleas,
                             new(Distillation, "distill", Trained(scale.Steps, 2 * scale.CurveTotal, FirstInit), [lrs[Distillation]]),
+                            new(DistillationZipIt, "distill", Trained(scale.Steps, 2 * scale.CurveTotal, ("init", "zipit")), [lrs[DistillationZipIt]]),
                             new($"{FsLowRank} (r {Rank})", "fs-merge", Trained(2 * scale.Steps, 2 * scale.CurveTotal, LowRank()), [lrs[FsLowRank]]),
                         ]);
                     WriteCurve(o.OutDir, results, command);
