@@ -72,10 +72,29 @@ public class LabelFreeTests
         Assert.Equal(1.0, itself.Agreement);
         Assert.Equal(1.0, itself.JointAgreement);
         Assert.Equal(0.0, itself.LogitError);
+        Assert.Equal(0.0, itself.Divergence, 12);
         var averaged = new AverageMerge().Merge(inputs, MergeTests.Settings(new AverageMerge()));
         var estimate = reference.Estimate(averaged.Predict);
         Assert.True(estimate.LogitError > 0.01, $"averaging two random models: logit error {estimate.LogitError}");
+        Assert.True(estimate.Divergence > 0.01, $"averaging two random models: divergence {estimate.Divergence}");
         Assert.Equal(12, estimate.Tasks[0].Count);
+    }
+
+    [Fact]
+    public void The_divergence_ignores_what_the_predictions_ignore_and_is_1_for_the_sources_mean_prediction()
+    {
+        var sources = Sources(2, [12, 10]);
+        var inputs = WithHeldOut(sources);
+        using var reference = new HeldOutReference(sources, inputs.HeldOut!, ["t0", "t1"], CPU);
+        var sourceHeads = Evaluator.SeparateModels(sources);
+        // Every logit of a sample shifted by the same amount: the same predictions, other logits.
+        var shifted = reference.Estimate(images => sourceHeads(images).Select(z => z + 3 * torch.arange(z.shape[0], dtype: z.dtype).unsqueeze(1)).ToArray());
+        Assert.Equal(0.0, shifted.Divergence, 6);   // float32 logits: the shift costs a few bits
+        Assert.True(shifted.LogitError > 0.1, $"shifted logits: logit error {shifted.LogitError}");
+        // Every sample answered with the source's mean prediction over the held-out set (one batch here): divergence 1.
+        var mean = reference.Estimate(images => sourceHeads(images).Select(z =>
+            z.softmax(1).mean([0], keepdim: true).log().expand(z.shape[0], z.shape[1])).ToArray());
+        Assert.All(mean.Tasks, t => Assert.Equal(1.0, t.Divergence, 5));
     }
 
     [Fact]
@@ -88,7 +107,7 @@ public class LabelFreeTests
         var outcome = method.Merge(WithHeldOut(sources, log: log), settings);
         Assert.Equal(3, outcome.RateTrials.Count);
         Assert.True(outcome.RateTrials[0].Diverged, "rate 1000 must diverge");
-        var best = outcome.RateTrials.Where(t => !t.Diverged).OrderBy(t => t.LogitError).ThenByDescending(t => t.Agreement).First();
+        var best = outcome.RateTrials.Where(t => !t.Diverged).OrderBy(t => t.Divergence).ThenByDescending(t => t.Agreement).First();
         Assert.Equal(best.Rate.ToString("G6", System.Globalization.CultureInfo.InvariantCulture), outcome.Settings!.All["lr"]);
         Assert.Equal("--lr auto", outcome.Settings.Origins["lr"]);
         Assert.Contains(log, l => l.Contains("--lr auto chose"));
@@ -143,7 +162,7 @@ public class LabelFreeTests
         Assert.Equal("auto", settings.String("init"));
         var outcome = method.Merge(WithHeldOut(sources), settings);
         Assert.Equal(["zipit|0.1", "zipit|0.01", "first|0.1", "first|0.01"], outcome.RateTrials.Select(t => $"{t.Init}|{t.Rate}"));
-        var best = outcome.RateTrials.Where(t => !t.Diverged).OrderBy(t => t.LogitError).ThenByDescending(t => t.Agreement).First();
+        var best = outcome.RateTrials.Where(t => !t.Diverged).OrderBy(t => t.Divergence).ThenByDescending(t => t.Agreement).First();
         var search = outcome.Details["lr_search"]!;
         // The full run trains the best pair (or the next one, when its full run ends worse than its short one).
         Assert.Contains(search["full_runs"]!.AsArray(), r => (string?)r!["init"] == best.Init && (double)r["lr"]! == best.Rate);
@@ -184,10 +203,10 @@ public class LabelFreeTests
         var candidates = outcome.Details["candidates"]!.AsArray();
         Assert.Equal(3, candidates.Count);
         Assert.NotNull(candidates[2]!["skipped"]);   // the ensemble keeps both models: not one merged model
-        var estimates = candidates.Take(2).Select(c => (Name: (string)c!["method"]!, Error: (double)c!["label_free"]!["logit_error"]!,
+        var estimates = candidates.Take(2).Select(c => (Name: (string)c!["method"]!, Error: (double)c!["label_free"]!["divergence"]!,
             Agreement: (double)c!["label_free"]!["agreement"]!)).ToList();
         Assert.Equal(estimates.OrderBy(e => e.Error).ThenByDescending(e => e.Agreement).First().Name, (string)outcome.Details["chosen"]!);
-        Assert.Contains("lowest mean held-out logit error", (string)outcome.Details["why"]!);
+        Assert.Contains("lowest mean held-out divergence", (string)outcome.Details["why"]!);
         Assert.NotNull(outcome.Merged);
     }
 
@@ -203,7 +222,7 @@ public class LabelFreeTests
         var outcome = method.Merge(WithHeldOut(sources), settings);
         var trials = outcome.Details[$"{option}_search"]!["trials"]!.AsArray();
         Assert.Equal(3, trials.Count);
-        var best = trials.MinBy(t => (double)t!["logit_error"]!)!;
+        var best = trials.MinBy(t => (double)t!["divergence"]!)!;
         Assert.Equal((double)best[option]!, (double)outcome.Details[option]!);
         using var given = method.Merge(MergeTests.Inputs(sources), new MethodSettings(method, new Dictionary<string, string> { [option] = ((double)best[option]!).ToString(System.Globalization.CultureInfo.InvariantCulture) })).Merged!;
         foreach (var (name, w) in outcome.Merged!.Weights) Assert.True(w.Equals(given.Weights[name]), name);
@@ -211,19 +230,20 @@ public class LabelFreeTests
     }
 
     [Fact]
-    public void The_mean_logit_error_caps_each_task_so_a_near_constant_source_cannot_swamp_the_others()
+    public void The_mean_divergence_caps_each_task_so_a_near_constant_source_cannot_swamp_the_others()
     {
-        static LabelFreeEstimate Of(double agreement, params double[] errors) =>
-            LabelFreeEstimate.Of(errors.Select((e, t) => new TaskAgreement($"t{t}", agreement, e, 32)).ToList(), agreement);
-        // Task 1's source barely varies: its error is huge at one setting and small at another that ruins task 0.
+        static LabelFreeEstimate Of(double agreement, params double[] divergences) =>
+            LabelFreeEstimate.Of(divergences.Select((d, t) => new TaskAgreement($"t{t}", agreement, d, 2 * d, 32)).ToList(), agreement);
+        // Task 1's source barely varies: its divergence is huge at one setting and small at another that ruins task 0.
         var keepsTask0 = Of(0.7, 0.3, 1000);
         var collapsesTask0 = Of(0.5, 1.2, 0.9);
-        Assert.Equal(0.65, keepsTask0.LogitError, 12);
+        Assert.Equal(0.65, keepsTask0.Divergence, 12);
+        Assert.Equal(0.8, keepsTask0.LogitError, 12);   // capped the same way
         Assert.True(keepsTask0.IsBetterThan(collapsesTask0));
-        Assert.Equal(1000, keepsTask0.Tasks[1].LogitError);   // the per-task value is reported as measured
+        Assert.Equal(1000, keepsTask0.Tasks[1].Divergence);   // the per-task value is reported as measured
         // A diverged task is not capped: the model is out.
-        Assert.Equal(double.PositiveInfinity, Of(0.9, 0.1, double.PositiveInfinity).LogitError);
-        Assert.Equal(double.PositiveInfinity, Of(0.9, 0.1, double.NaN).LogitError);
+        Assert.Equal(double.PositiveInfinity, Of(0.9, 0.1, double.PositiveInfinity).Divergence);
+        Assert.Equal(double.PositiveInfinity, Of(0.9, 0.1, double.NaN).Divergence);
         // At equal errors the higher agreement wins.
         Assert.True(Of(0.8, 2, 3).IsBetterThan(Of(0.6, 5, 1)));
         Assert.False(Of(0.6, 5, 1).IsBetterThan(Of(0.8, 2, 3)));

@@ -67,7 +67,7 @@ sealed class CompareCommand : ICommand
             var choice = results.Where(r => r.LabelFree != null && models.Any(m => m.Method == r.Method))
                 .Aggregate((MethodResult?)null, (best, r) => best is null || r.LabelFree!.IsBetterThan(best.LabelFree!) ? r : best);
             if (choice != null)
-                Console.WriteLine($"label-free choice: {choice.Method} (lowest held-out logit error against the source models, {choice.LabelFree!.LogitError:F4}; its model is models/{choice.Method})");
+                Console.WriteLine($"label-free choice: {choice.Method} (lowest held-out divergence from the source models, {choice.LabelFree!.Divergence:F4}; its model is models/{choice.Method})");
             var summary = prepared.Summary(results, null, null) with
             {
                 CommandLine = $"fsmerge {string.Join(" ", Environment.GetCommandLineArgs().Skip(1))}",
@@ -90,7 +90,7 @@ sealed class CompareCommand : ICommand
 
     /// <summary>
     /// Every method: test accuracy (%) per task, per-task mean and joint when labels were given; then the label-free
-    /// estimate (held-out agreement with the source models, %, and logit error) and the time.
+    /// estimate (held-out agreement with the source models, %, and divergence) and the time.
     /// </summary>
     static string Table(IReadOnlyList<string> tasks, IReadOnlyList<MethodResult> results)
     {
@@ -100,7 +100,7 @@ sealed class CompareCommand : ICommand
         int col = Math.Max(10, tasks.Max(t => t.Length) + 2);
         var header = "method".PadRight(first);
         if (tested) header += string.Concat(tasks.Select(t => t.PadLeft(col))) + "per-task".PadLeft(10) + "joint".PadLeft(8);
-        if (estimated) header += "agreement".PadLeft(11) + "logit err".PadLeft(11);
+        if (estimated) header += "agreement".PadLeft(11) + "divergence".PadLeft(12);
         var lines = new List<string> { header + "seconds".PadLeft(9) };
         foreach (var r in results)
         {
@@ -109,11 +109,11 @@ sealed class CompareCommand : ICommand
                 line += string.Concat(r.Test!.Tasks.Select(t => Common.Percent(t.Accuracy).PadLeft(col)))
                     + Common.Percent(r.Test.PerTaskMean).PadLeft(10) + Common.Percent(r.Test.Joint).PadLeft(8);
             if (estimated)
-                line += Common.Percent(r.LabelFree!.Agreement).PadLeft(11) + r.LabelFree.LogitError.ToString("F4", CultureInfo.InvariantCulture).PadLeft(11);
+                line += Common.Percent(r.LabelFree!.Agreement).PadLeft(11) + r.LabelFree.Divergence.ToString("F4", CultureInfo.InvariantCulture).PadLeft(12);
             lines.Add(line + r.Seconds.ToString("F1", CultureInfo.InvariantCulture).PadLeft(9));
         }
         if (tested) lines.Add("(test accuracy %; per-task: each task's head alone; joint: argmax over all heads)");
-        if (estimated) lines.Add("(label-free, on held-out unlabeled samples: agreement % with each source model's prediction, mean over tasks; logit error against the sources, 0 = the same)");
+        if (estimated) lines.Add("(label-free, on held-out unlabeled samples: agreement % with each source model's prediction, mean over tasks; divergence of the predictions from the sources', 0 = the same, 1 = no better than their mean prediction)");
         return string.Join(Environment.NewLine, lines);
     }
 }

@@ -85,20 +85,21 @@ sealed class EvalCommand : ICommand
     public static string ToTable(LabelFreeEstimate estimate, EvaluationResult? test)
     {
         int width = Math.Max(14, estimate.Tasks.Max(t => t.Task.Length)) + 2;
-        var header = $"{"task".PadRight(width)}{"held-out",9}{"agreement %",13}{"logit error",13}";
+        var header = $"{"task".PadRight(width)}{"held-out",9}{"agreement %",13}{"divergence",12}{"logit error",13}";
         var lines = new List<string> { test is null ? header : header + $"{"accuracy %",12}" };
         for (int t = 0; t < estimate.Tasks.Count; t++)
         {
             var a = estimate.Tasks[t];
-            lines.Add($"{a.Task.PadRight(width)}{a.Count,9}{Common.Percent(a.Agreement),13}{a.LogitError,13:F4}"
+            lines.Add($"{a.Task.PadRight(width)}{a.Count,9}{Common.Percent(a.Agreement),13}{a.Divergence,12:F4}{a.LogitError,13:F4}"
                 + (test is null ? "" : $"{Common.Percent(test.Tasks[t].Accuracy),12}"));
         }
-        lines.Add($"{"per-task mean".PadRight(width)}{"",9}{Common.Percent(estimate.Agreement),13}{estimate.LogitError,13:F4}"
+        lines.Add($"{"per-task mean".PadRight(width)}{"",9}{Common.Percent(estimate.Agreement),13}{estimate.Divergence,12:F4}{estimate.LogitError,13:F4}"
             + (test is null ? "" : $"{Common.Percent(test.PerTaskMean),12}"));
-        lines.Add($"{"joint".PadRight(width)}{"",9}{Common.Percent(estimate.JointAgreement),13}{"",13}" + (test is null ? "" : $"{Common.Percent(test.Joint),12}"));
+        lines.Add($"{"joint".PadRight(width)}{"",9}{Common.Percent(estimate.JointAgreement),13}{"",12}{"",13}" + (test is null ? "" : $"{Common.Percent(test.Joint),12}"));
         lines.Add("(agreement: held-out unlabeled samples on which head t predicts what source model t predicts; joint: the argmax over all");
-        lines.Add(" heads is the source models' ensemble's; logit error: head t's squared error against source t's logits over their spread, 0 = identical;");
-        lines.Add(" the mean caps each task's at 1, the error of answering the source's mean logits)");
+        lines.Add(" heads is the source models' ensemble's; divergence: the KL divergence of head t's predictions from source t's, relative to");
+        lines.Add(" that of the source's mean prediction, 0 = identical, 1 = no better than that mean; logit error: the squared error of the logits");
+        lines.Add(" on the same scale; the means cap each task's at 1)");
         return string.Join(Environment.NewLine, lines);
     }
 

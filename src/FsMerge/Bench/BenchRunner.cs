@@ -18,10 +18,11 @@ internal sealed record BenchMethod(string Label, string Method, Dictionary<strin
 /// <param name="PeakMegabytes">The process's peak resident memory while the method ran (sources and data included).</param>
 /// <param name="TaskIdentified">See <see cref="EvaluationResult.TaskIdentified"/>; NaN in results written before it was measured.</param>
 /// <param name="LogitError">The label-free estimate's mean held-out logit error (<see cref="LabelFreeEstimate"/>); NaN without --lr-auto.</param>
+/// <param name="Divergence">The label-free estimate's mean held-out divergence, which ranks; NaN without --lr-auto or in results written before it was measured.</param>
 /// <param name="JointAgreement">The label-free estimate's joint agreement with the sources' ensemble; NaN without --lr-auto.</param>
 internal sealed record BenchResult(string Setting, string Section, string Label, int Seed, double PerTask, double Joint,
     double Seconds, string Options, long Parameters = 0, double PeakMegabytes = 0, double TaskIdentified = double.NaN,
-    double LogitError = double.NaN, double JointAgreement = double.NaN);
+    double LogitError = double.NaN, double JointAgreement = double.NaN, double Divergence = double.NaN);
 
 /// <summary>
 /// What the benches share: cached source models, running every method on one set of sources (learning
@@ -94,7 +95,7 @@ internal static class BenchRunner
             outcome.Merged?.Dispose();
             results.Add(new(setting, section, m.Label, seed, test.PerTaskMean, test.Joint, seconds,
                 string.Join(" ", options.Select(kv => $"--{kv.Key} {kv.Value}")), OptimizedParameters(outcome.Details), peak, test.TaskIdentified,
-                estimate?.LogitError ?? double.NaN, estimate?.JointAgreement ?? double.NaN));
+                estimate?.LogitError ?? double.NaN, estimate?.JointAgreement ?? double.NaN, estimate?.Divergence ?? double.NaN));
             log($"  {setting} seed {seed} {m.Label,-28} per-task {100 * test.PerTaskMean:F2}  joint {100 * test.Joint:F2}  task identified {100 * test.TaskIdentified:F2}  ({seconds:F1} s)");
         }
     }
@@ -239,28 +240,28 @@ internal static class BenchRunner
 
     /// <summary>
     /// How the label-free estimate ranks the methods of each setting and seed against their test accuracy: Spearman's
-    /// ρ between −(held-out logit error) and per-task accuracy, and between joint agreement and joint accuracy, and
+    /// ρ between −(held-out divergence) and per-task accuracy, and between joint agreement and joint accuracy, and
     /// what picking the method by the estimate costs in per-task accuracy against the best method.
     /// </summary>
     static void AppendEstimateRanking(StringBuilder md, List<BenchResult> results)
     {
         // The ensemble keeps every model (its estimate is perfect by construction): merged models only.
-        var groups = results.Where(r => !double.IsNaN(r.LogitError) && r.Label != "ensemble").GroupBy(r => (r.Setting, r.Seed)).Where(g => g.Count() >= 3).ToList();
+        var groups = results.Where(r => !double.IsNaN(r.Divergence) && r.Label != "ensemble").GroupBy(r => (r.Setting, r.Seed)).Where(g => g.Count() >= 3).ToList();
         if (groups.Count == 0) return;
         md.AppendLine("## The label-free estimate against test accuracy\n");
         md.AppendLine("Every merged model (the ensemble left out) scored on 32 held-out unlabeled train images per task, no label read. ρ: Spearman's rank " +
                       "correlation over the methods of a setting; 1 = the estimate orders them as test accuracy does. Picked: the method with the lowest " +
-                      "held-out logit error, against the best by per-task test accuracy.\n");
-        md.AppendLine("| setting | seed | methods | ρ per-task (−logit error) | ρ joint (joint agreement) | picked by the estimate | best by test | per-task cost of the pick |");
+                      "held-out divergence, against the best by per-task test accuracy.\n");
+        md.AppendLine("| setting | seed | methods | ρ per-task (−divergence) | ρ joint (joint agreement) | picked by the estimate | best by test | per-task cost of the pick |");
         md.AppendLine("|---|---|---|---|---|---|---|---|");
         var rhos = new List<(double PerTask, double Joint)>();
         foreach (var g in groups)
         {
             var rows = g.ToList();
-            double perTask = Spearman(rows.Select(r => -r.LogitError).ToList(), rows.Select(r => r.PerTask).ToList());
+            double perTask = Spearman(rows.Select(r => -r.Divergence).ToList(), rows.Select(r => r.PerTask).ToList());
             double joint = Spearman(rows.Select(r => r.JointAgreement).ToList(), rows.Select(r => r.Joint).ToList());
             rhos.Add((perTask, joint));
-            var picked = rows.MinBy(r => r.LogitError)!;
+            var picked = rows.MinBy(r => r.Divergence)!;
             var best = rows.MaxBy(r => r.PerTask)!;
             md.AppendLine($"| {g.Key.Setting} | {g.Key.Seed} | {rows.Count} | {perTask:F2} | {joint:F2} | {picked.Label} ({100 * picked.PerTask:F2}) | {best.Label} ({100 * best.PerTask:F2}) | {100 * (best.PerTask - picked.PerTask):F2} |");
         }

@@ -8,48 +8,55 @@ namespace FsMerge.Evaluation;
 
 /// <summary>
 /// How closely a merged model's head t reproduces source model t on task t's held-out unlabeled samples.
-/// <see cref="Agreement"/>: the fraction of samples on which both predict the same class. <see cref="LogitError"/>:
-/// Σ‖z_merged − z_source‖² / Σ‖z_source − mean z_source‖² over the samples (0 = the same logits; 1 = no better
-/// than always answering the source's mean logits): the feature reconstruction error as head t reads it.
+/// <see cref="Agreement"/>: the fraction of samples on which both predict the same class. <see cref="Divergence"/>:
+/// Σ KL(p_source ‖ p_merged) / Σ KL(p_source ‖ p̄_source) over the samples, p the heads' softmax and p̄_source the
+/// source's mean prediction (0 = the same predictions; 1 = no better than always answering that mean): the
+/// distillation loss, relative to a constant answer. <see cref="LogitError"/>: Σ‖z_merged − z_source‖² /
+/// Σ‖z_source − mean z_source‖² (the same scale on the logits): the feature reconstruction error as head t reads it.
 /// </summary>
-public sealed record TaskAgreement(string Task, double Agreement, double LogitError, int Count);
+public sealed record TaskAgreement(string Task, double Agreement, double Divergence, double LogitError, int Count);
 
 /// <summary>
 /// The label-free quality estimate of a merge: per task <see cref="TaskAgreement"/>, their means, and
 /// <see cref="JointAgreement"/>: on every task's held-out samples, how often the argmax over all the merged
 /// heads' logits is the argmax over all source models' logits (the ensemble's joint prediction).
-/// <see cref="LogitError"/> is the mean over tasks of each task's logit error capped at <see cref="ErrorCap"/>.
+/// <see cref="Divergence"/> and <see cref="LogitError"/> are means over tasks of each task's value capped at
+/// <see cref="ErrorCap"/>. Every label-free choice ranks by <see cref="Divergence"/>: the logit error also counts
+/// differences the predictions ignore (a shift of all of a sample's logits) and weighs every logit alike, and on
+/// unseen ViT pairs it preferred merges that kept one source intact and lost the other task (docs/results.md).
 /// </summary>
-public sealed record LabelFreeEstimate(IReadOnlyList<TaskAgreement> Tasks, double Agreement, double LogitError, double JointAgreement)
+public sealed record LabelFreeEstimate(IReadOnlyList<TaskAgreement> Tasks, double Agreement, double Divergence, double LogitError, double JointAgreement)
 {
     /// <summary>
-    /// A task's logit error counts at most this much in the mean: above 1 a head tells no more about its source than
-    /// the source's mean logits would, and without the cap a task whose source barely varies over its samples (a
-    /// near-constant model: the error's denominator near 0) swamped the others and picked the rate that collapsed
-    /// every other task (a BERT triple with a 34%-accurate source: 10 points lost).
+    /// A task's divergence (and logit error) counts at most this much in the mean: above 1 a head tells no more about
+    /// its source than the source's mean prediction would, and without the cap a task whose source barely varies over
+    /// its samples (a near-constant model: the denominator near 0) swamped the others and picked the rate that
+    /// collapsed every other task (a BERT triple with a 34%-accurate source: 10 points lost).
     /// </summary>
     public const double ErrorCap = 1;
 
     /// <summary>
-    /// The estimate of these per-task scores: means of agreement and of the capped logit error, which stays infinite
-    /// when a task's is not finite (a diverged model is out, not merely capped).
+    /// The estimate of these per-task scores: means of agreement and of the capped divergence and logit error, which
+    /// stay infinite when a task's is not finite (a diverged model is out, not merely capped).
     /// </summary>
     public static LabelFreeEstimate Of(IReadOnlyList<TaskAgreement> tasks, double jointAgreement) =>
-        new(tasks, tasks.Average(t => t.Agreement),
-            tasks.All(t => double.IsFinite(t.LogitError)) ? tasks.Average(t => Math.Min(t.LogitError, ErrorCap)) : double.PositiveInfinity,
-            jointAgreement);
+        new(tasks, tasks.Average(t => t.Agreement), CappedMean(tasks.Select(t => t.Divergence)), CappedMean(tasks.Select(t => t.LogitError)), jointAgreement);
 
-    /// <summary>The label-free choice's order: the lower mean (capped) logit error, and on a tie the higher agreement.</summary>
+    static double CappedMean(IEnumerable<double> values) =>
+        values.All(double.IsFinite) ? values.Average(v => Math.Min(v, ErrorCap)) : double.PositiveInfinity;
+
+    /// <summary>The label-free choice's order: the lower mean (capped) divergence, and on a tie the higher agreement.</summary>
     public bool IsBetterThan(LabelFreeEstimate other) =>
-        LogitError < other.LogitError || (LogitError == other.LogitError && Agreement > other.Agreement);
+        Divergence < other.Divergence || (Divergence == other.Divergence && Agreement > other.Agreement);
 
     public JsonObject ToJson() => new()
     {
         ["tasks"] = new JsonArray(Tasks.Select(t => (JsonNode)new JsonObject
         {
-            ["task"] = t.Task, ["agreement"] = t.Agreement, ["logit_error"] = t.LogitError, ["count"] = t.Count,
+            ["task"] = t.Task, ["agreement"] = t.Agreement, ["divergence"] = t.Divergence, ["logit_error"] = t.LogitError, ["count"] = t.Count,
         }).ToArray()),
         ["agreement"] = Agreement,
+        ["divergence"] = Divergence,
         ["logit_error"] = LogitError,
         ["joint_agreement"] = JointAgreement,
     };
@@ -113,12 +120,48 @@ internal sealed class HeldOutReference : IDisposable
             double agreement = m.argmax(1).eq(s.argmax(1)).to(ScalarType.Float64).mean().item<double>();
             double error = (m - s).pow(2).sum().item<float>();
             double spread = (s - s.mean([0], keepdim: true)).pow(2).sum().item<float>();
-            double logitError = double.IsFinite(error) ? error / Math.Max(spread, 1e-12) : double.PositiveInfinity;
-            tasks.Add(new TaskAgreement(names[t], agreement, logitError, sets[t].Count));
+            tasks.Add(new TaskAgreement(names[t], agreement, Divergence(m, s), Relative(error, spread), sets[t].Count));
             jointSame += torch.cat(mine, 1).argmax(1).eq(torch.cat(sourceLogits[t], 1).argmax(1)).sum().item<long>();
         }
         return LabelFreeEstimate.Of(tasks, (double)jointSame / Samples);
     }
+
+    /// <summary>
+    /// --alpha auto, --epsilon auto: the value of <paramref name="grid"/> whose model (<paramref name="build"/>) has the
+    /// lowest held-out divergence; the others are disposed. Returns it with the search for the method's details.
+    /// </summary>
+    public (Model Model, double Value, JsonObject Search) Choose(string method, string option, IReadOnlyList<double> grid, Func<double, Model> build, Action<string>? log)
+    {
+        var trials = new JsonArray();
+        (Model Model, double Value, double Divergence)? best = null;
+        foreach (var value in grid)
+        {
+            var model = build(value);
+            double divergence = Estimate(Evaluator.MultiTask(model)).Divergence;
+            trials.Add((JsonNode)new JsonObject { [option] = value, ["divergence"] = double.IsFinite(divergence) ? divergence : null });
+            log?.Invoke($"{method} --{option} auto: {option} {value}: held-out divergence {divergence:F4}");
+            if (best is null || divergence < best.Value.Divergence)
+            {
+                best?.Model.Dispose();
+                best = (model, value, divergence);
+            }
+            else model.Dispose();
+        }
+        return (best!.Value.Model, best.Value.Value, new JsonObject { ["rule"] = "the lowest mean held-out divergence", ["trials"] = trials });
+    }
+
+    /// <summary>Σ KL(softmax(source) ‖ softmax(merged)) over the samples relative to the KL of the source's mean prediction (float64).</summary>
+    static double Divergence(Tensor merged, Tensor source)
+    {
+        var logSource = source.to(ScalarType.Float64).log_softmax(1);
+        var pSource = logSource.exp();
+        var logMean = logSource.logsumexp(0, keepdim: true) - Math.Log(source.shape[0]);   // log of the mean prediction
+        double kl = (pSource * (logSource - merged.to(ScalarType.Float64).log_softmax(1))).sum().item<double>();
+        double constant = (pSource * (logSource - logMean)).sum().item<double>();
+        return Relative(kl, constant);
+    }
+
+    static double Relative(double error, double spread) => double.IsFinite(error) ? error / Math.Max(spread, 1e-12) : double.PositiveInfinity;
 
     public void Dispose()
     {

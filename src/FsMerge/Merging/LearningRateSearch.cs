@@ -6,16 +6,16 @@ using FsMerge.Evaluation;
 namespace FsMerge.Merging;
 
 /// <summary>
-/// One short run of a --lr auto sweep: its rate (and, with --init auto, its start), its held-out logit error and
+/// One short run of a --lr auto sweep: its rate (and, with --init auto, its start), its held-out divergence and
 /// agreement, or that it diverged.
 /// </summary>
-public sealed record RateTrial(double Rate, double LogitError, double Agreement, bool Diverged, double Seconds, string? Init = null)
+public sealed record RateTrial(double Rate, double Divergence, double Agreement, bool Diverged, double Seconds, string? Init = null)
 {
     public JsonObject ToJson()
     {
         var json = new JsonObject
         {
-            ["lr"] = Rate, ["logit_error"] = Diverged ? null : LogitError, ["agreement"] = Diverged ? null : Agreement,
+            ["lr"] = Rate, ["divergence"] = Diverged ? null : Divergence, ["agreement"] = Diverged ? null : Agreement,
             ["diverged"] = Diverged, ["seconds"] = Math.Round(Seconds, 2),
         };
         if (Init != null) json["init"] = Init;
@@ -30,8 +30,8 @@ public sealed record RateTrial(double Rate, double LogitError, double Agreement,
 /// --lr auto, the default of every trained method: each rate of --lr-grid trains for --sweep-fraction of the
 /// full run's steps (its own complete, shorter schedule, without divergence recovery: a rate that diverges is
 /// out), and the merged model it gives is scored without labels on held-out samples that training never sees:
-/// the mean over tasks of head t's logit error against source model t (<see cref="HeldOutReference"/>). The
-/// rate with the lowest error then trains the full run. With the defaults (5 rates × 0.2) the sweep costs
+/// the mean over tasks of head t's divergence from source model t (<see cref="HeldOutReference"/>). The
+/// rate with the lowest divergence then trains the full run. With the defaults (5 rates × 0.2) the sweep costs
 /// about one full run, so a merge with --lr auto takes about twice as long as one at a given rate.
 /// With --init auto (distillation's default) every start of --init-candidates is swept at every rate, and the best
 /// (start, rate) pair wins: the best start differs between settings (ZipIt's ahead by 4-13 points per task on the
@@ -121,15 +121,15 @@ internal static class LearningRateSearch
                 var shortRun = train(probe, trial);
                 var estimate = heldOut.Estimate(shortRun.Predict);
                 shortRun.Merged?.Dispose();
-                bool diverged = !double.IsFinite(estimate.LogitError);
-                trials.Add(new RateTrial(rate, estimate.LogitError, estimate.Agreement, diverged, clock.Elapsed.TotalSeconds, init));
+                bool diverged = !double.IsFinite(estimate.Divergence);
+                trials.Add(new RateTrial(rate, estimate.Divergence, estimate.Agreement, diverged, clock.Elapsed.TotalSeconds, init));
             }
             catch (DivergenceException)
             {
                 trials.Add(new RateTrial(rate, double.PositiveInfinity, 0, true, clock.Elapsed.TotalSeconds, init));
             }
             var last = trials[^1];
-            inputs.Log?.Invoke($"{method.Name} lr sweep: {last.Label}: {(last.Diverged ? "diverged" : $"held-out logit error {last.LogitError:F4}, agreement {100 * last.Agreement:F1}%")} ({last.Seconds:F1} s)");
+            inputs.Log?.Invoke($"{method.Name} lr sweep: {last.Label}: {(last.Diverged ? "diverged" : $"held-out divergence {last.Divergence:F4}, agreement {100 * last.Agreement:F1}%")} ({last.Seconds:F1} s)");
             if (inputs.Checkpoints is { } checkpoints)
             {
                 checkpoints.SaveSweep(method.Name, trials);
@@ -140,9 +140,9 @@ internal static class LearningRateSearch
         // The full run at the best rate. A short run can favour a rate too high for the full one (a run that
         // settles somewhere bad without exploding): when the full run ends worse on the held-out samples than its
         // own short trial, the next rate in the trials' order trains fully too, up to FullRuns, and the full run
-        // with the lowest held-out error is kept. All diverged: the lowest rate, which recovers from there.
-        // Equal errors (every task at the cap) fall to the higher agreement.
-        var ranked = trials.Where(t => !t.Diverged).OrderBy(t => t.LogitError).ThenByDescending(t => t.Agreement).ToList();
+        // with the lowest held-out divergence is kept. All diverged: the lowest rate, which recovers from there.
+        // Equal divergences (every task at the cap) fall to the higher agreement.
+        var ranked = trials.Where(t => !t.Diverged).OrderBy(t => t.Divergence).ThenByDescending(t => t.Agreement).ToList();
         if (ranked.Count == 0) ranked = [trials.MinBy(t => t.Rate)!];   // (of the first start)
         var full = new JsonArray();
         (MergeOutcome Outcome, MethodSettings Settings, double Error)? kept = null;
@@ -151,27 +151,27 @@ internal static class LearningRateSearch
             var chosen = At(settings, candidate.Rate, candidate.Init);
             inputs.Log?.Invoke($"{method.Name}: --lr auto trains the full run at {candidate.Label}");
             var result = train(kept is null ? inputs : probe, chosen);
-            double error = heldOut.Estimate(result.Predict).LogitError;
-            full.Add((JsonNode)new JsonObject { ["lr"] = candidate.Rate, ["init"] = candidate.Init, ["logit_error"] = double.IsFinite(error) ? error : null });
+            double error = heldOut.Estimate(result.Predict).Divergence;
+            full.Add((JsonNode)new JsonObject { ["lr"] = candidate.Rate, ["init"] = candidate.Init, ["divergence"] = double.IsFinite(error) ? error : null });
             if (kept is null || error < kept.Value.Error)
             {
                 kept?.Outcome.Merged?.Dispose();
                 kept = (result, chosen, error);
             }
             else result.Merged?.Dispose();
-            if (error <= candidate.LogitError) break;
-            inputs.Log?.Invoke($"{method.Name}: the full run at {candidate.Label} ends with held-out logit error {error:F4}, above its short run's {candidate.LogitError:F4}");
+            if (error <= candidate.Divergence) break;
+            inputs.Log?.Invoke($"{method.Name}: the full run at {candidate.Label} ends with held-out divergence {error:F4}, above its short run's {candidate.Divergence:F4}");
         }
         // The number of steps is chosen the same way: when a short run beat every full run on the held-out samples
         // (a full run over-fits the few merge samples), the best short run is trained again (it is deterministic) and kept.
         var bestShort = ranked[0];
-        if (double.IsFinite(bestShort.LogitError) && bestShort.LogitError < kept!.Value.Error)
+        if (double.IsFinite(bestShort.Divergence) && bestShort.Divergence < kept!.Value.Error)
         {
-            inputs.Log?.Invoke($"{method.Name}: the short run at {bestShort.Label} ({bestShort.LogitError:F4}) beats every full run ({kept.Value.Error:F4}) on the held-out samples: keeping it");
+            inputs.Log?.Invoke($"{method.Name}: the short run at {bestShort.Label} ({bestShort.Divergence:F4}) beats every full run ({kept.Value.Error:F4}) on the held-out samples: keeping it");
             kept.Value.Outcome.Merged?.Dispose();
             var shortSettings = Shortened(At(settings, bestShort.Rate, bestShort.Init), inputs, fraction);
-            kept = (train(probe, shortSettings), shortSettings, bestShort.LogitError);
-            full.Add((JsonNode)new JsonObject { ["lr"] = bestShort.Rate, ["init"] = bestShort.Init, ["short_run_kept"] = true, ["logit_error"] = bestShort.LogitError });
+            kept = (train(probe, shortSettings), shortSettings, bestShort.Divergence);
+            full.Add((JsonNode)new JsonObject { ["lr"] = bestShort.Rate, ["init"] = bestShort.Init, ["short_run_kept"] = true, ["divergence"] = bestShort.Divergence });
         }
         var (outcome, used, _) = kept!.Value;
         var search = ToJson(trials, used.Double("lr"));
@@ -202,7 +202,7 @@ internal static class LearningRateSearch
 
     public static JsonObject ToJson(IReadOnlyList<RateTrial> trials, double chosen) => new()
     {
-        ["rule"] = "each rate trains for --sweep-fraction of the steps; the lowest mean held-out logit error wins, unless its full run ends worse than its short run (then the next rate trains fully too and the better full run is kept); a short run better than every full run is kept itself",
+        ["rule"] = "each rate trains for --sweep-fraction of the steps; the lowest mean held-out divergence wins, unless its full run ends worse than its short run (then the next rate trains fully too and the better full run is kept); a short run better than every full run is kept itself",
         ["chosen"] = chosen,
         ["trials"] = new JsonArray(trials.Select(t => (JsonNode)t.ToJson()).ToArray()),
     };

@@ -108,7 +108,7 @@ public sealed class TrainingCheckpoints
             string at = $"trials[{i}]";
             bool diverged = JsonInput.Bool(t?["diverged"], path, $"{at}.diverged", false);
             return new RateTrial(JsonInput.Double(t?["lr"], path, $"{at}.lr", 0, double.NaN),
-                diverged ? double.PositiveInfinity : JsonInput.Double(t?["logit_error"], path, $"{at}.logit_error", -1, double.NaN),
+                diverged ? double.PositiveInfinity : JsonInput.Double(t?["divergence"], path, $"{at}.divergence", -1, double.NaN),
                 diverged ? 0 : JsonInput.Double(t?["agreement"], path, $"{at}.agreement", -1, double.NaN),
                 diverged, JsonInput.Double(t?["seconds"], path, $"{at}.seconds", -1, 0),
                 t?["init"] is null ? null : JsonInput.String(t["init"], path, $"{at}.init"));

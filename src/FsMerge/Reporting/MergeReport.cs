@@ -71,7 +71,7 @@ internal sealed record MergeRunSummary
     public int Threads { get; init; }
     public string Device { get; init; } = "cpu";
     public int AugmentedPerTask { get; init; }
-    /// <summary>The method `fsmerge compare` would keep without labels (lowest held-out logit error), or null.</summary>
+    /// <summary>The method `fsmerge compare` would keep without labels (lowest held-out divergence), or null.</summary>
     public string? LabelFreeChoice { get; init; }
     /// <summary>Notes of the plan (a source re-expressed for model 1's preprocessing), listed under "What was merged".</summary>
     public IReadOnlyList<string> Notes { get; init; } = [];
@@ -144,11 +144,11 @@ internal static class MergeReport
             var lines = swept.SelectMany(m => m.RateTrials.Where(t => !t.Diverged).GroupBy(t => t.Init).Select(g =>
             {
                 var fine = g.OrderBy(t => t.Rate).ToList();
-                return new ChartSeries(g.Key is null ? m.Method : $"{m.Method}, init {g.Key}", fine.Select(t => t.Rate).ToList(), fine.Select(t => t.LogitError).ToList());
+                return new ChartSeries(g.Key is null ? m.Method : $"{m.Method}, init {g.Key}", fine.Select(t => t.Rate).ToList(), fine.Select(t => t.Divergence).ToList());
             })).ToList();
             // Log2 of the rate on the x axis (LineChart's log scale); diverged rates are left out.
-            LineChart.Save(Path.Combine(dir, SweepPlot), "--lr auto: held-out logit error against the learning rate (lower is better)",
-                "learning rate (log2)", "held-out logit error", lines, logX: true);
+            LineChart.Save(Path.Combine(dir, SweepPlot), "--lr auto: held-out divergence against the learning rate (lower is better)",
+                "learning rate (log2)", "held-out divergence", lines, logX: true);
             plots.Add(SweepPlot);
         }
         if (run.DataSeries.Count > 0)
@@ -243,6 +243,7 @@ internal static class MergeReport
                 for (int t = 0; t < estimate.Tasks.Count; t++)
                 {
                     Row(m.Method, SamplesOf(t), "agreement", estimate.Tasks[t].Task, estimate.Tasks[t].Agreement);
+                    Row(m.Method, SamplesOf(t), "divergence", estimate.Tasks[t].Task, estimate.Tasks[t].Divergence);
                     Row(m.Method, SamplesOf(t), "logit_error", estimate.Tasks[t].Task, estimate.Tasks[t].LogitError);
                 }
                 Row(m.Method, runSamples, "joint_agreement", "", estimate.JointAgreement);
@@ -306,15 +307,15 @@ internal static class MergeReport
             {
                 bool inits = m.RateTrials.Any(t => t.Init != null);
                 md.AppendLine($"`--lr auto` tried {m.RateTrials.Count} {(inits ? "(start, rate) pairs" : "rates")}, each for a fraction of the steps, and scored each merged model on the " +
-                              "held-out unlabeled samples (mean over tasks of head t's logit error against source model t, each capped at 1; lower is better):\n");
-                md.AppendLine($"| {(inits ? "start | " : "")}learning rate | held-out logit error | held-out agreement | seconds |");
+                              "held-out unlabeled samples (mean over tasks of head t's divergence from source model t, each capped at 1; lower is better):\n");
+                md.AppendLine($"| {(inits ? "start | " : "")}learning rate | held-out divergence | held-out agreement | seconds |");
                 md.AppendLine($"|{(inits ? "---|" : "")}---|---|---|---|");
                 foreach (var t in m.RateTrials)
                 {
                     string start = inits ? $"{t.Init} | " : "";
                     bool chosen = t.Rate.ToString("G6", CultureInfo.InvariantCulture) == m.Options.GetValueOrDefault("lr") && (t.Init is null || t.Init == m.Options.GetValueOrDefault("init"));
                     md.AppendLine(t.Diverged ? $"| {start}{t.Rate:G4} | diverged | | {t.Seconds:F1} |"
-                        : $"| {start}{t.Rate:G4}{(chosen ? " (chosen)" : "")} | {t.LogitError:F4} | {Percent(t.Agreement)} % | {t.Seconds:F1} |");
+                        : $"| {start}{t.Rate:G4}{(chosen ? " (chosen)" : "")} | {t.Divergence:F4} | {Percent(t.Agreement)} % | {t.Seconds:F1} |");
                 }
                 md.AppendLine();
             }
@@ -335,16 +336,17 @@ internal static class MergeReport
             var tasks = estimated[0].LabelFree!.Tasks;
             md.AppendLine("## Label-free estimate\n");
             md.AppendLine("On held-out unlabeled samples that no method trained on: agreement is the share of task t's samples on which head t " +
-                          "predicts what source model t predicts; logit error is the squared error of head t's logits against source t's, relative " +
-                          "to their spread (0: the same logits; the mean caps each task's at 1, the error of answering the source's mean logits); joint agreement: the argmax over all heads is the source models' ensemble's.\n");
-            md.AppendLine($"| method | {string.Join(" | ", tasks.Select(t => $"{t.Task} agreement / logit error (n={t.Count})"))} | mean agreement | mean logit error | joint agreement |");
-            md.AppendLine($"|---|{string.Concat(tasks.Select(_ => "---|"))}---|---|---|");
+                          "predicts what source model t predicts; divergence is the KL divergence of head t's predictions from source t's, relative to that of " +
+                          "the source's mean prediction (0: the same predictions; 1: no better than answering that mean; the mean caps each task's at 1); " +
+                          "logit error is the squared error of the logits on the same scale; joint agreement: the argmax over all heads is the source models' ensemble's.\n");
+            md.AppendLine($"| method | {string.Join(" | ", tasks.Select(t => $"{t.Task} agreement / divergence (n={t.Count})"))} | mean agreement | mean divergence | mean logit error | joint agreement |");
+            md.AppendLine($"|---|{string.Concat(tasks.Select(_ => "---|"))}---|---|---|---|");
             foreach (var m in estimated)
-                md.AppendLine($"| {m.Method} | {string.Join(" | ", m.LabelFree!.Tasks.Select(t => $"{Percent(t.Agreement)} / {t.LogitError:F4}"))} | " +
-                              $"{Percent(m.LabelFree.Agreement)} | {m.LabelFree.LogitError:F4} | {Percent(m.LabelFree.JointAgreement)} |");
+                md.AppendLine($"| {m.Method} | {string.Join(" | ", m.LabelFree!.Tasks.Select(t => $"{Percent(t.Agreement)} / {t.Divergence:F4}"))} | " +
+                              $"{Percent(m.LabelFree.Agreement)} | {m.LabelFree.Divergence:F4} | {m.LabelFree.LogitError:F4} | {Percent(m.LabelFree.JointAgreement)} |");
             md.AppendLine();
             if (run.LabelFreeChoice != null)
-                md.AppendLine($"Without labels, **{run.LabelFreeChoice}** is the one to keep: its merged model has the lowest mean held-out logit error against the source models.\n");
+                md.AppendLine($"Without labels, **{run.LabelFreeChoice}** is the one to keep: its merged model has the lowest mean held-out divergence from the source models.\n");
         }
 
         var tested = run.Methods.Where(m => m.Test != null).ToList();
@@ -384,7 +386,7 @@ internal static class MergeReport
                 {
                     LossPlot => "Training loss (mean over the batches since the previous point), one panel and axis per method",
                     AccuracyPlot => "Test accuracy per task: the source models, then each method (every bar carries its value)",
-                    SweepPlot => "--lr auto: held-out logit error of each candidate rate's short run",
+                    SweepPlot => "--lr auto: held-out divergence of each candidate rate's short run",
                     _ => $"Per-task mean accuracy against the number of unlabeled merge {run.Sources[0].Config.Arch.Samples} per task",
                 };
                 md.AppendLine($"{caption}:\n\n![{caption}]({p})\n");

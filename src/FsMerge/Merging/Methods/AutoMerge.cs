@@ -6,7 +6,7 @@ namespace FsMerge.Merging.Methods;
 
 /// <summary>
 /// --method auto: runs each candidate method with its defaults for the sources' architecture (trained ones with
-/// --lr auto) and keeps the merged model with the lowest mean held-out logit error against the source models
+/// --lr auto) and keeps the merged model with the lowest mean held-out divergence from the source models
 /// (<see cref="HeldOutReference"/>), labels never read. A candidate that cannot merge these sources (say, a method
 /// for MLPs only) is skipped and the report says why; merge.json's details list every candidate's estimate.
 /// </summary>
@@ -50,7 +50,7 @@ internal sealed class AutoMerge : IMergeMethod
                 var estimate = heldOut.Estimate(outcome.Predict);
                 row["label_free"] = estimate.ToJson();
                 row["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 2);
-                inputs.Log?.Invoke($"auto: {method.Name}: held-out logit error {estimate.LogitError:F4}, agreement {100 * estimate.Agreement:F1}%, joint agreement {100 * estimate.JointAgreement:F1}% ({clock.Elapsed.TotalSeconds:F1} s)");
+                inputs.Log?.Invoke($"auto: {method.Name}: held-out divergence {estimate.Divergence:F4}, logit error {estimate.LogitError:F4}, agreement {100 * estimate.Agreement:F1}%, joint agreement {100 * estimate.JointAgreement:F1}% ({clock.Elapsed.TotalSeconds:F1} s)");
                 if (bestEstimate is null || estimate.IsBetterThan(bestEstimate))
                 {
                     best?.Merged?.Dispose();
@@ -70,7 +70,7 @@ internal sealed class AutoMerge : IMergeMethod
         var details = new JsonObject
         {
             ["chosen"] = bestName,
-            ["why"] = $"lowest mean held-out logit error against the source models ({bestEstimate!.LogitError:F4}; agreement {100 * bestEstimate.Agreement:F1}%) of {table.Count} candidates",
+            ["why"] = $"lowest mean held-out divergence from the source models ({bestEstimate!.Divergence:F4}; agreement {100 * bestEstimate.Agreement:F1}%) of {table.Count} candidates",
             ["candidates"] = table,
             ["chosen_details"] = best.Details.DeepClone(),
             ["optimized_parameters"] = best.Details["optimized_parameters"]?.DeepClone(),

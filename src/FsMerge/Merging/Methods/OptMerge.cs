@@ -22,7 +22,7 @@ internal sealed class OptMerge : IMergeMethod
     public IReadOnlyList<MethodOption> Options =>
     [
         new("epsilon", "0.08", "Sinkhorn entropic regularization on the cost 1 - correlation (0 = exact assignment), or auto: " +
-            "the value of --epsilon-grid whose merged model has the lowest held-out logit error (0.08 without held-out samples)", Example: "0.08"),
+            "the value of --epsilon-grid whose merged model has the lowest held-out divergence (0.08 without held-out samples)", Example: "0.08"),
         new("epsilon-grid", "0,0.02,0.08,0.3", "the values --epsilon auto tries (the activations are probed once; each value is one alignment)"),
         new("sinkhorn-iterations", "500", "most Sinkhorn iterations (it stops earlier once the marginals hold)"),
         new("max-images", "512", "merge images (all tasks together, evenly spaced) whose activations give the transport costs"),
@@ -68,24 +68,10 @@ internal sealed class OptMerge : IMergeMethod
             }
             // --epsilon auto: the activations are probed once; each value aligns anew and is scored without labels.
             using var heldOut = Evaluation.HeldOutReference.For(inputs, Name, "epsilon (--epsilon auto)");
-            var trials = new JsonArray();
-            (Models.Model Model, double Epsilon, double Error)? best = null;
-            foreach (var epsilon in grid)
-            {
-                var model = Transported(inputs, probed, epsilon, iterations);
-                double error = heldOut.Estimate(Evaluation.Evaluator.MultiTask(model)).LogitError;
-                trials.Add((JsonNode)new JsonObject { ["epsilon"] = epsilon, ["logit_error"] = double.IsFinite(error) ? error : null });
-                inputs.Log?.Invoke($"opt --epsilon auto: epsilon {epsilon}: held-out logit error {error:F4}");
-                if (best is null || error < best.Value.Error)
-                {
-                    best?.Model.Dispose();
-                    best = (model, epsilon, error);
-                }
-                else model.Dispose();
-            }
-            details["epsilon"] = best!.Value.Epsilon;
-            details["epsilon_search"] = new JsonObject { ["rule"] = "the lowest mean held-out logit error", ["trials"] = trials };
-            return FoldedMerge.Outcome(best.Value.Model, details);
+            var (chosen, chosenEpsilon, search) = heldOut.Choose(Name, "epsilon", grid, epsilon => Transported(inputs, probed, epsilon, iterations), inputs.Log);
+            details["epsilon"] = chosenEpsilon;
+            details["epsilon_search"] = search;
+            return FoldedMerge.Outcome(chosen, details);
         }
         finally
         {

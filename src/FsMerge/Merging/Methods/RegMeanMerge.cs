@@ -17,10 +17,10 @@ internal sealed class RegMeanMerge : IMergeMethod
 
     public IReadOnlyList<MethodOption> Options =>
     [
-        // Not auto by default: on the MNIST halves the held-out logit error of RegMean's models (about 1) hardly
+        // Not auto by default: on the MNIST halves the held-out score of RegMean's models (logit error about 1) hardly
         // separated the values, and auto chose one 0.8 points below 0.9 (README, "Merging without labels").
         new("alpha", "0.9", "scale of the Gram matrices' off-diagonal entries (0.9 MNIST, 0.8 Fashion-MNIST in the paper), or auto: " +
-            "the value of --alpha-grid whose merged model has the lowest held-out logit error (the paper's 0.9 without held-out samples)", Example: "0.9"),
+            "the value of --alpha-grid whose merged model has the lowest held-out divergence (the paper's 0.9 without held-out samples)", Example: "0.9"),
         new("alpha-grid", "0.5,0.7,0.8,0.9,0.95", "the values --alpha auto tries (each one closed-form solve)"),
     ];
 
@@ -50,26 +50,8 @@ internal sealed class RegMeanMerge : IMergeMethod
             });
         // --alpha auto: one closed-form solve per value, each scored without labels on the held-out samples.
         using var heldOut = Evaluation.HeldOutReference.For(inputs, Name, "alpha (--alpha auto)");
-        var trials = new JsonArray();
-        (Models.Model Model, double Alpha, double Error)? best = null;
-        foreach (var alpha in grid)
-        {
-            var model = Solved(inputs, inputsPerModel, alpha);
-            double error = heldOut.Estimate(Evaluation.Evaluator.MultiTask(model)).LogitError;
-            trials.Add((JsonNode)new JsonObject { ["alpha"] = alpha, ["logit_error"] = double.IsFinite(error) ? error : null });
-            inputs.Log?.Invoke($"regmean --alpha auto: alpha {alpha}: held-out logit error {error:F4}");
-            if (best is null || error < best.Value.Error)
-            {
-                best?.Model.Dispose();
-                best = (model, alpha, error);
-            }
-            else model.Dispose();
-        }
-        return FoldedMerge.Outcome(best!.Value.Model, new JsonObject
-        {
-            ["alpha"] = best.Value.Alpha, ["ridge"] = Ridge,
-            ["alpha_search"] = new JsonObject { ["rule"] = "the lowest mean held-out logit error", ["trials"] = trials },
-        });
+        var (chosen, chosenAlpha, search) = heldOut.Choose(Name, "alpha", grid, alpha => Solved(inputs, inputsPerModel, alpha), inputs.Log);
+        return FoldedMerge.Outcome(chosen, new JsonObject { ["alpha"] = chosenAlpha, ["ridge"] = Ridge, ["alpha_search"] = search });
     }
 
     /// <summary>The averaged model with every linear weight replaced by its RegMean solution at <paramref name="alpha"/>.</summary>
