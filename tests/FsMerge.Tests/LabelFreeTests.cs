@@ -98,6 +98,21 @@ public class LabelFreeTests
     }
 
     [Fact]
+    public void The_divergence_gain_of_a_model_over_itself_is_no_gain_and_of_the_sources_over_averaging_is_beyond_the_noise()
+    {
+        var sources = Sources(2, [12, 10]);
+        var inputs = WithHeldOut(sources);
+        using var reference = new HeldOutReference(sources, inputs.HeldOut!, ["t0", "t1"], CPU);
+        var averaged = new AverageMerge().Merge(inputs, MergeTests.Settings(new AverageMerge()));
+        var (none, _) = reference.DivergenceGain(averaged.Predict, averaged.Predict);
+        Assert.Equal(0.0, none);
+        var (gain, standardError) = reference.DivergenceGain(averaged.Predict, Evaluator.SeparateModels(sources));
+        // The sources' own divergence is 0, so the gain is averaging's mean divergence over the tasks (uncapped).
+        Assert.Equal(reference.Estimate(averaged.Predict).Tasks.Average(t => t.Divergence), gain, 9);
+        Assert.True(gain > 2 * standardError, $"gain {gain}, standard error {standardError}");
+    }
+
+    [Fact]
     public void Lr_auto_sweeps_the_grid_on_held_out_samples_skips_divergent_rates_and_trains_at_the_best()
     {
         var sources = Sources(2, [12, 10]);
