@@ -129,7 +129,7 @@ internal sealed class HeldOutReference : IDisposable
     /// <summary>
     /// How much lower <paramref name="challenger"/>'s divergence is than <paramref name="incumbent"/>'s on these samples
     /// (uncapped means), and the standard error of that gain over the samples (paired: the same samples score both).
-    /// A gain within about two standard errors is what another draw of 32 held-out samples could reverse.
+    /// A gain within a standard error or so is what another draw of the held-out samples could reverse.
     /// </summary>
     public (double Gain, double StandardError) DivergenceGain(AllHeadLogits incumbent, AllHeadLogits challenger)
     {
