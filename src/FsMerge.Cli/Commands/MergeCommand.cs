@@ -29,7 +29,7 @@ sealed class MergeCommand : ICommand
         new("samples", "N", "unlabeled merge samples per task, drawn from the task's train split or the source's data in the config file", MergeRequest.DefaultSamples.ToString(),
             Short: "-n", OldNames: ["data-per-task"]),
         new("augment", "N", "augmented images per task made from the originals (crop, flip, one of grayscale/solarize/blur, MixUp/CutMix)", "0"),
-        new("held-out", "N", "unlabeled held-out samples per task, drawn from the same data as the merge samples and never trained on: they choose --lr auto, give the label-free estimate (agreement with the source models) and serve --early-stop; 0 = none", MergeRequest.DefaultHeldOut.ToString()),
+        new("held-out", "N", "unlabeled held-out samples per task, drawn from the same data as the merge samples and never trained on: they choose --lr auto, give the label-free estimate (agreement with the source models and the divergence from their predictions) and serve --early-stop; 0 = none", MergeRequest.DefaultHeldOut.ToString()),
         new("width", "W,W,..", "merged MLP hidden widths (default: model 1's)"),
         new("seed", "S", "seed for the merge data draw and the method", "1", Short: "-s"),
         new("out", "DIR", "output directory: config.json, model.safetensors, tasks/ (one single-task model per head), merge.json, report.md, metrics.json/.csv, plots, README.md (model card), merge.log", Short: "-o"),
