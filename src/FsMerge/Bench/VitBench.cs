@@ -163,7 +163,7 @@ internal static class VitBench
             else if (lrs.Count == 0)
             {
                 RestoreChosen(BenchRunner.Finished(o.OutDir, "vit-pairs", seeds).Chosen, PairName(Pairs[0]), lrs);
-                if (new[] { FsLowRank, FsDiagonal, Distillation, DistillationZipIt }.FirstOrDefault(label => !lrs.ContainsKey(label)) is not null)
+                if (new[] { FsLowRank, FsDiagonal, Distillation, DistillationZipIt }.Any(label => !lrs.ContainsKey(label)))
                     throw new FsMergeException($"bench vit: section '{section}' uses the learning rates chosen on the first pair; run 'bench vit --sections pairs' into {o.OutDir} first");
             }
 

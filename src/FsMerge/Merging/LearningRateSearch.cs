@@ -145,22 +145,22 @@ internal static class LearningRateSearch
         var ranked = trials.Where(t => !t.Diverged).OrderBy(t => t.Divergence).ThenByDescending(t => t.Agreement).ToList();
         if (ranked.Count == 0) ranked = [trials.MinBy(t => t.Rate)!];   // (of the first start)
         var full = new JsonArray();
-        (MergeOutcome Outcome, MethodSettings Settings, double Error)? kept = null;
+        (MergeOutcome Outcome, MethodSettings Settings, double Divergence)? kept = null;
         foreach (var candidate in ranked.Take(FullRuns))
         {
             var chosen = At(settings, candidate.Rate, candidate.Init);
             inputs.Log?.Invoke($"{method.Name}: --lr auto trains the full run at {candidate.Label}");
             var result = train(kept is null ? inputs : probe, chosen);
-            double error = heldOut.Estimate(result.Predict).Divergence;
-            full.Add((JsonNode)new JsonObject { ["lr"] = candidate.Rate, ["init"] = candidate.Init, ["divergence"] = double.IsFinite(error) ? error : null });
-            if (kept is null || error < kept.Value.Error)
+            double divergence = heldOut.Estimate(result.Predict).Divergence;
+            full.Add((JsonNode)new JsonObject { ["lr"] = candidate.Rate, ["init"] = candidate.Init, ["divergence"] = double.IsFinite(divergence) ? divergence : null });
+            if (kept is null || divergence < kept.Value.Divergence)
             {
                 kept?.Outcome.Merged?.Dispose();
-                kept = (result, chosen, error);
+                kept = (result, chosen, divergence);
             }
             else result.Merged?.Dispose();
-            if (error <= candidate.Divergence) break;
-            inputs.Log?.Invoke($"{method.Name}: the full run at {candidate.Label} ends with held-out divergence {error:F4}, above its short run's {candidate.Divergence:F4}");
+            if (divergence <= candidate.Divergence) break;
+            inputs.Log?.Invoke($"{method.Name}: the full run at {candidate.Label} ends with held-out divergence {divergence:F4}, above its short run's {candidate.Divergence:F4}");
         }
         // The number of steps is chosen the same way: when a short run beat every full run on the held-out samples
         // (a full run over-fits the few merge samples), the best short run is trained again (it is deterministic) and
@@ -168,13 +168,13 @@ internal static class LearningRateSearch
         // pair a short run 0.119 against the full run's 0.126 (0.2 standard errors) was kept and cost 8 points of test
         // accuracy; on a BERT pair one 1.5 standard errors ahead was worth 4.6 points.
         var bestShort = ranked[0];
-        if (double.IsFinite(bestShort.Divergence) && bestShort.Divergence < kept!.Value.Error)
+        if (double.IsFinite(bestShort.Divergence) && bestShort.Divergence < kept!.Value.Divergence)
         {
             var shortSettings = Shortened(At(settings, bestShort.Rate, bestShort.Init), inputs, fraction);
             var shortRun = train(probe, shortSettings);
             var (gain, standardError) = heldOut.DivergenceGain(kept.Value.Outcome.Predict, shortRun.Predict);
             bool keep = gain > ShortRunMargin * standardError;
-            inputs.Log?.Invoke($"{method.Name}: the short run at {bestShort.Label} ({bestShort.Divergence:F4}) beats every full run ({kept.Value.Error:F4}) " +
+            inputs.Log?.Invoke($"{method.Name}: the short run at {bestShort.Label} ({bestShort.Divergence:F4}) beats every full run ({kept.Value.Divergence:F4}) " +
                 $"on the held-out samples by {gain:F4} (standard error {standardError:F4}): " + (keep ? "keeping it" : "within the noise, keeping the full run"));
             full.Add((JsonNode)new JsonObject
             {
