@@ -169,6 +169,33 @@ public class LabelFreeTests
     }
 
     [Fact]
+    public void The_best_larger_rate_trains_fully_too_and_replaces_the_chosen_one_only_when_clearly_better()
+    {
+        var sources = Sources(2, [12, 10]);
+        var method = new DistillationMerge();
+        var settings = new MethodSettings(method, new Dictionary<string, string> { ["lr-grid"] = "0.01,0.1", ["steps"] = "30", ["init"] = "first" });
+        var separate = Evaluator.SeparateModels(sources);
+        // A stand-in for training whose result is the sources' logits times a temperature: 1 reproduces them. Its
+        // short runs favour the lower rate (0.8 against 0.5); the lower rate's full run ends at 0.9, the larger's at largerFull.
+        MergeOutcome Run(double largerFull) => LearningRateSearch.Merge(method, WithHeldOut(sources), settings, (_, trained) =>
+        {
+            bool isShort = trained.Origins["epochs"] == "--lr auto sweep";
+            double scale = (trained.Double("lr"), isShort) switch { (0.01, true) => 0.8, (_, true) => 0.5, (0.01, false) => 0.9, _ => largerFull };
+            return new MergeOutcome(null, images => separate(images).Select(l => l * scale).ToArray(), new System.Text.Json.Nodes.JsonObject());
+        });
+        var better = Run(1.0);
+        Assert.Equal(0.01, better.RateTrials.MinBy(t => t.Divergence)!.Rate);
+        Assert.Equal(0.1, better.Settings!.Double("lr"));
+        var larger = better.Details["lr_search"]!["full_runs"]!.AsArray().Single(r => (double)r!["lr"]! == 0.1);
+        Assert.True((bool)larger!["kept"]!);
+        Assert.True((double)larger["gain"]! > (double)larger["standard_error"]!);
+        // No better than the chosen rate's full run: not kept.
+        var same = Run(0.9);
+        Assert.Equal(0.01, same.Settings!.Double("lr"));
+        Assert.False((bool)same.Details["lr_search"]!["full_runs"]!.AsArray().Single(r => (double)r!["lr"]! == 0.1)!["kept"]!);
+    }
+
+    [Fact]
     public void Init_auto_sweeps_every_start_at_every_rate_and_trains_the_best_pair()
     {
         var sources = Sources(2, [12, 10]);
