@@ -13,7 +13,7 @@ sealed class BenchCommand : ICommand
     /// <summary>The benchmark to run, named first: "fsmerge bench mlp".</summary>
     public IReadOnlyList<ArgumentSpec> Arguments =>
     [
-        new("benchmark", "mlp|vit|bert|perf|load", "mlp: the MLP experiments (MNIST / Fashion-MNIST halves by depth and width); vit: four tiny ViTs pre-trained on Fashion-MNIST from distinct seeds, fine-tuned on distinct tasks (pairs, all four, data curve, ablations, model order, cost); bert: pairs of tiny BERTs MLM-pre-trained from distinct seeds, fine-tuned on distinct text tasks, and a data-amount curve; perf: step time and peak memory of fold-every-step vs explicit SuperNet vs distillation; load: thread settings (1 thread, the default, idle cores only, LibTorch's default) on this machine as it is and beside a CPU-burning process per CPU, FS-Merge step time side by side (takes --steps, --rounds, --size)",
+        new("benchmark", "mlp|vit|bert|perf|load", "mlp: the MLP experiments (MNIST / Fashion-MNIST halves by depth and width); vit: four tiny ViTs pre-trained on Fashion-MNIST from distinct seeds, fine-tuned on distinct tasks (pairs, all four, data curve, ablations, model order, cost); bert: pairs of tiny BERTs MLM-pre-trained from distinct seeds, fine-tuned on distinct text tasks, four such BERTs at once, and a data-amount curve; perf: step time and peak memory of fold-every-step vs explicit SuperNet vs distillation; load: thread settings (1 thread, the default, idle cores only, LibTorch's default) on this machine as it is and beside a CPU-burning process per CPU, FS-Merge step time side by side (takes --steps, --rounds, --size)",
             ["mlp", "vit", "bert", "perf", "load"]),
     ];
 

@@ -24,8 +24,8 @@ internal sealed class BertBenchOptions
 }
 
 /// <summary>
-/// Pairs of tiny BERTs from different initializations (paper appendix F.3 at CPU scale) and a data-amount
-/// curve (appendix F.5). Protocol: each source is pre-trained by masked-language modelling on the pooled
+/// Pairs of tiny BERTs from different initializations (paper appendix F.3 at CPU scale), four at once, and a
+/// data-amount curve (appendix F.5). Protocol: each source is pre-trained by masked-language modelling on the pooled
 /// train text of lang and fortunes from its own seed (<see cref="MlmPretrainer"/>), then fine-tuned on its
 /// own task with a fresh head; the two sources of a pair come from different pre-training seeds. They are
 /// merged from n unlabeled sequences per task (no augmentation, spec §11.6). Learning rates of trained
@@ -34,6 +34,8 @@ internal sealed class BertBenchOptions
 internal static class BertBench
 {
     static readonly (string A, string B)[] Pairs = [("lang:0-1", "lang:2-4"), ("fortunes:0-3", "fortunes:4-7"), ("lang:0-2", "fortunes:0-1")];
+    /// <summary>The four-model setting's tasks, both corpora split in two.</summary>
+    static readonly string[] Four = ["lang:0-1", "lang:2-4", "fortunes:0-3", "fortunes:4-7"];
     static readonly int[] CurveSizes = [16, 64, 256, 1024];
     const int Width = 64, Depth = 2, AttentionHeads = 4, Intermediate = 256, Rank = 12;
 
@@ -71,9 +73,12 @@ internal static class BertBench
         string command = $"./fsmerge bench bert{(o.Quick ? " --quick" : "")}{(o.LrAuto ? " --lr-auto" : "")} --seeds {o.Seeds} --out {o.OutDir}";
         string note = $"{o.PerTask} unlabeled sequences per task (pairs), no augmentation; tiny BERTs (width {Width}, depth {Depth}, {AttentionHeads} heads, {TextFolder.SequenceLength} tokens)";
         void Write() => BenchRunner.Write(o.OutDir, "bert", "BERT merging benchmark", command, note, results, chosen, clock.Elapsed,
-            section => section == "pairs"
-                ? "Pairs of tiny BERTs, MLM-pre-trained from distinct seeds, fine-tuned on distinct tasks (paper F.3)"
-                : $"Data amount: {Pairs[0].A} + {Pairs[0].B}, seed 1, n unlabeled sequences per task, FS-Merge early-stopped on {o.HeldOut} held-out sequences per task, distillation 60 epochs (paper F.5)",
+            section => section switch
+            {
+                "pairs" => "Pairs of tiny BERTs, MLM-pre-trained from distinct seeds, fine-tuned on distinct tasks (paper F.3)",
+                "four" => $"Four tiny BERTs, each MLM-pre-trained from its own seed (1-4), fine-tuned on {string.Join(", ", Four)}; seed 1, {o.PerTask} unlabeled sequences per task",
+                _ => $"Data amount: {Pairs[0].A} + {Pairs[0].B}, seed 1, n unlabeled sequences per task, FS-Merge early-stopped on {o.HeldOut} held-out sequences per task, distillation 60 epochs (paper F.5)",
+            },
             (_, setting) => setting);
 
         foreach (var (a, b) in o.Quick ? Pairs.Take(1) : Pairs)
@@ -90,9 +95,28 @@ internal static class BertBench
                 Write();
             }
         }
-        if (!o.Quick) Curve(o, results, chosen, log);
+        if (!o.Quick)
+        {
+            FourModels(o, results, chosen, log);
+            Write();
+            Curve(o, results, chosen, log);
+        }
         Write();
         return results;
+    }
+
+    /// <summary>
+    /// Every method on four sources at once (seed 1), each pre-trained from its own seed: the four-model case of the
+    /// paper's ViT tables, on text. Learning rates are chosen on this setting's validation splits.
+    /// </summary>
+    static void FourModels(BertBenchOptions o, List<BenchResult> results, JsonObject chosen, Action<string> log)
+    {
+        var splits = Four.Select(t => TaskData.Load(TaskSpec.Parse(t), o.DataDir)).ToList();
+        var sources = splits.Select((s, i) => Source(s, 1 + i, o, log)).ToList();
+        var data = splits.Select((s, i) => MergeData.Sample(s.Train, o.PerTask, 10 + i)).ToList();
+        var labelFree = o.LrAuto ? splits.Select((s, i) => MergeData.HeldOut(s.Train, o.PerTask, MergeRequest.DefaultHeldOut, 10 + i)).ToList() : null;
+        BenchRunner.RunSeed(string.Join("+", Four), "four", 1, Methods(false), sources, data, splits, new(), chosen, results, o.Device, log, labelFree: labelFree);
+        foreach (var s in sources) s.Dispose();
     }
 
     /// <summary>
