@@ -76,8 +76,8 @@ internal static class TimeEstimate
         long sweepSteps = Math.Max(1, (long)Math.Round(epochs * settings.Double("sweep-fraction"))) * perEpoch;
         double shortRun = fixedCost + Math.Max(0, sweepSteps - 1) * stepCost;
         double total = run + rates * shortRun;
-        return (total, how + $" + the --lr auto sweep, {rates} x ({fixedCost:F2} s + {sweepSteps} steps); up to {Format(total + run + shortRun)} " +
-                       "if the first full run ends worse than its short run (a second full run, and a short one kept)");
+        return (total, how + $" + the --lr auto sweep, {rates} x ({fixedCost:F2} s + {sweepSteps} steps); {Format(total + run)} when a larger rate than " +
+                       $"the chosen one trains fully too, up to {Format(total + 2 * run + shortRun)} if the first full run also ends worse than its short run (a second full run, and a short one kept)");
     }
 
     static double StepTime(List<double> stamps)
